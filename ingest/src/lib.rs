@@ -1,0 +1,136 @@
+//! `ingest`: the HTTP API. It checks a response's shape, publishes it to `N.responses`, and
+//! answers `202` only once RabbitMQ confirmed the persistent message.
+
+mod auth;
+mod body;
+pub mod config;
+mod error;
+mod forms;
+mod routes;
+mod seed;
+
+use std::net::SocketAddr;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::post;
+use collect_shared::amqp::{Broker, BrokerSettings, Publisher, Topology};
+use collect_shared::config::redact_url;
+use collect_shared::server;
+use collect_shared::telemetry::{Readiness, ops_router, track_http};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::{AuthMode, IngestConfig};
+
+/// A request, body included, that takes longer than this gets `408`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The ingest service, bound to its port but not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    broker: Broker,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Binds the listener and starts the broker connection (without waiting for the broker:
+    /// until it is reachable, `/readyz` says why and submissions get `503`).
+    pub async fn build(config: IngestConfig) -> anyhow::Result<Self> {
+        let keys = config.keys();
+        if config.auth == AuthMode::On && keys.is_empty() {
+            anyhow::bail!(
+                "COLLECT_API_KEYS is empty: set at least one API key, or COLLECT_AUTH=off to run without authentication"
+            );
+        }
+        let listener = server::bind(config.listen, "INGEST_LISTEN").await?;
+
+        let topology = Topology::new(config.common.namespace.clone());
+        tracing::info!(
+            broker = %redact_url(&config.common.amqp_url),
+            namespace = %config.common.namespace,
+            "starting"
+        );
+        let broker = Broker::start(BrokerSettings::new(
+            config.common.amqp_url.clone(),
+            "ingest",
+            topology.clone(),
+        ));
+        let publisher = Publisher::new(broker.clone(), config.publish_settings(), "collect-ingest");
+        let state = routes::AppState {
+            publisher,
+            exchange: topology.responses_exchange().into(),
+            forms: forms::Forms::builtin(),
+            max_body_bytes: config.max_body_bytes,
+        };
+
+        let mut api = Router::new()
+            .route("/collect", post(routes::collect))
+            .route("/v1/forms/{form_id}/responses", post(routes::submit))
+            .route(
+                "/v1/forms/{form_id}/responses:batch",
+                post(routes::submit_batch),
+            )
+            .with_state(state);
+        if config.auth == AuthMode::On {
+            api = api.route_layer(from_fn_with_state(
+                auth::ApiKeys::new(keys),
+                auth::require_api_key,
+            ));
+        } else {
+            tracing::warn!("COLLECT_AUTH=off: the API accepts requests without an API key");
+        }
+        let readiness = Readiness::new().with_check("broker", broker.readiness_check());
+        let router = api
+            .merge(ops_router(readiness))
+            .fallback(routes::not_found)
+            .method_not_allowed_fallback(routes::method_not_allowed)
+            .layer(from_fn(track_http))
+            .layer(TraceLayer::new_for_http())
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            ));
+
+        Ok(Self {
+            listener,
+            router,
+            broker,
+            shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting connections, lets in-flight
+    /// requests finish (with their confirms) for up to the shutdown timeout, and closes the
+    /// broker connection.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        server::serve(self.listener, self.router, shutdown, self.shutdown_timeout).await?;
+        self.broker.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Builds and runs the service until `shutdown` is cancelled.
+pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Application::build(config)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
+}
+

@@ -1,0 +1,204 @@
+//! The HTTP API's handlers.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use collect_shared::amqp::{OutgoingMessage, Publisher};
+use collect_shared::forms::{Form, HOUSEHOLD_FINANCE};
+use collect_shared::messages::{ResponseEnvelope, ResponseMessage};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use crate::body::{from_value, read_json};
+use crate::error::{ApiError, RETRY_AFTER_SECONDS};
+use crate::forms::Forms;
+use crate::seed::envelope_from_seed;
+
+/// Most envelopes one batch request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub publisher: Publisher,
+    /// `N.responses`.
+    pub exchange: Arc<str>,
+    pub forms: Forms,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    fn form(&self, form_id: &str) -> Result<Arc<Form>, ApiError> {
+        self.forms
+            .get(form_id)
+            .ok_or_else(|| ApiError::unknown_form(form_id))
+    }
+
+    /// Publishes the response and waits for the broker's confirm: only then is it accepted.
+    async fn accept(&self, form: &Form, envelope: ResponseEnvelope) -> Result<Value, ApiError> {
+        let message = ResponseMessage::new(form.id.clone(), envelope, Utc::now());
+        let body = serde_json::to_vec(&message).map_err(|error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot encode the message: {error}"),
+            )
+        })?;
+        let outgoing = OutgoingMessage {
+            exchange: &self.exchange,
+            routing_key: form.id.as_str(),
+            message_id: message.response_id.as_str(),
+            body: &body,
+        };
+        if let Err(error) = self.publisher.publish(outgoing).await {
+            tracing::warn!(response_id = %message.response_id, %error, "response not accepted");
+            return Err(ApiError::unavailable(error));
+        }
+        Ok(json!({
+            "response_id": message.response_id,
+            "form_id": form.id,
+            "revision": message.revision,
+            "status": "accepted",
+        }))
+    }
+}
+
+/// `POST /collect`: the seed system's flat payload, for the built-in form.
+pub async fn collect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let form = state.form(HOUSEHOLD_FINANCE)?;
+    let payload = read_json(&headers, body, state.max_body_bytes).await?;
+    let envelope = envelope_from_seed(&form, payload)?;
+    let accepted = state.accept(&form, envelope).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+/// `POST /v1/forms/{form_id}/responses`: one envelope.
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(form_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let form = state.form(&form_id)?;
+    let payload = read_json(&headers, body, state.max_body_bytes).await?;
+    let envelope = parse_envelope(&form, payload)?;
+    let accepted = state.accept(&form, envelope).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+/// `POST /v1/forms/{form_id}/responses:batch`: up to [`MAX_BATCH`] envelopes, one result each,
+/// in order. An item that is structurally wrong is `rejected` (with its error) and the others
+/// go ahead. If the broker could not confirm some item, the answer is `503` with
+/// `Retry-After`, and those items are `failed`; resubmitting the whole batch is safe, since the
+/// same revision of a response twice is a no-op.
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    Path(form_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let form = state.form(&form_id)?;
+    let payload = read_json(&headers, body, state.max_body_bytes).await?;
+    let Value::Array(items) = payload else {
+        return Err(ApiError::invalid(
+            "",
+            "the body must be a JSON array of response envelopes",
+        ));
+    };
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "batch_too_large",
+            format!(
+                "a batch holds at most {MAX_BATCH} envelopes, this one has {}",
+                items.len()
+            ),
+        ));
+    }
+    let outcomes = futures::future::join_all(items.into_iter().enumerate().map(|(index, item)| {
+        let state = &state;
+        let form = &form;
+        async move {
+            let envelope = match parse_envelope(form, item) {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    let mut error = error;
+                    error.field = Some(match error.field.take() {
+                        Some(field) if !field.is_empty() => format!("[{index}].{field}"),
+                        _ => format!("[{index}]"),
+                    });
+                    return (
+                        false,
+                        json!({"index": index, "status": "rejected", "error": error.body()}),
+                    );
+                }
+            };
+            let response_id = envelope.response_id.clone();
+            match state.accept(form, envelope).await {
+                Ok(accepted) => (false, accepted),
+                Err(error) => (
+                    true,
+                    json!({"response_id": response_id, "form_id": form.id, "status": "failed", "error": error.body()}),
+                ),
+            }
+        }
+    }))
+    .await;
+    let any_failed = outcomes.iter().any(|(failed, _)| *failed);
+    let results: Vec<Value> = outcomes.into_iter().map(|(_, result)| result).collect();
+    let count = |status: &str| results.iter().filter(|r| r["status"] == status).count();
+    let mut body = json!({
+        "accepted": count("accepted"),
+        "rejected": count("rejected"),
+        "failed": count("failed"),
+        "results": results,
+    });
+    if any_failed {
+        let error = ApiError::unavailable("some responses were not confirmed by the broker");
+        body["error"] = error.body();
+        let mut response = (error.status, Json(body)).into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER_SECONDS),
+        );
+        return Ok(response);
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn parse_envelope(form: &Form, payload: Value) -> Result<ResponseEnvelope, ApiError> {
+    if !payload.is_object() {
+        return Err(ApiError::invalid("", "a response envelope must be a JSON object"));
+    }
+    let envelope: ResponseEnvelope = from_value(payload)?;
+    if let Some(named) = &envelope.form_id
+        && named != &form.id
+    {
+        return Err(ApiError::invalid(
+            "form_id",
+            format!(
+                "form_id {named:?} does not match the form of the URL, {:?}",
+                form.id.as_str()
+            ),
+        ));
+    }
+    Ok(envelope)
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}

@@ -1,0 +1,321 @@
+//! One supervised connection to RabbitMQ.
+//!
+//! lapin's auto-recovery handles short interruptions: it reconnects and replays the topology,
+//! the confirm mode and the consumers on the same `Connection` and `Channel` objects. It gives
+//! up after a bounded number of attempts; the supervisor here then builds a new connection
+//! from scratch, forever, with jittered backoff. Nothing waits on the broker without a
+//! deadline (lapin has known hangs on connect and publish).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties, Event};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Topology;
+use crate::config::redact_url;
+use crate::telemetry::Check;
+
+/// How to reach the broker and what to declare on it.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub url: String,
+    /// Shown in the RabbitMQ management UI.
+    pub connection_name: String,
+    pub topology: Topology,
+    /// Deadline for connecting, declaring the topology and opening the channel.
+    pub connect_timeout: Duration,
+}
+
+impl BrokerSettings {
+    pub fn new(url: impl Into<String>, service: &str, topology: Topology) -> Self {
+        Self {
+            url: url.into(),
+            connection_name: format!("collect-{service}"),
+            topology,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the broker looks like from here right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerStatus {
+    Up,
+    /// Connected, but RabbitMQ blocked publishing (a memory or disk alarm).
+    Blocked,
+    Down(String),
+}
+
+#[derive(Clone)]
+enum State {
+    Connecting,
+    Up {
+        connection: Arc<Connection>,
+        /// A confirm-mode channel for publishing, shared by every publish.
+        channel: Channel,
+    },
+    Down(String),
+    Closed,
+}
+
+/// A handle on the supervised connection; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    state: watch::Receiver<State>,
+    close: CancellationToken,
+    supervisor: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Broker {
+    /// Starts the supervisor. It does not wait for the broker: until it is reachable,
+    /// [`Broker::status`] says why not and publishing fails fast.
+    pub fn start(settings: BrokerSettings) -> Self {
+        let (sender, state) = watch::channel(State::Connecting);
+        let close = CancellationToken::new();
+        let supervisor = tokio::spawn(supervise(settings, sender, close.clone()));
+        Self {
+            state,
+            close,
+            supervisor: Arc::new(Mutex::new(Some(supervisor))),
+        }
+    }
+
+    pub fn status(&self) -> BrokerStatus {
+        match &*self.state.borrow() {
+            State::Connecting => BrokerStatus::Down("connecting".into()),
+            State::Down(reason) => BrokerStatus::Down(reason.clone()),
+            State::Closed => BrokerStatus::Down("closed".into()),
+            State::Up {
+                connection,
+                channel,
+            } => {
+                let connection_status = connection.status();
+                if !connection_status.connected() {
+                    BrokerStatus::Down("connection lost; reconnecting".into())
+                } else if connection_status.blocked() {
+                    BrokerStatus::Blocked
+                } else if !channel.status().connected() {
+                    BrokerStatus::Down("channel recovering".into())
+                } else {
+                    BrokerStatus::Up
+                }
+            }
+        }
+    }
+
+    /// The confirm-mode publishing channel, if publishing can work right now.
+    pub fn publish_channel(&self) -> Result<Channel, String> {
+        match self.status() {
+            BrokerStatus::Up => match &*self.state.borrow() {
+                State::Up { channel, .. } => Ok(channel.clone()),
+                _ => Err("connection lost; reconnecting".into()),
+            },
+            BrokerStatus::Blocked => Err("the broker is blocking publishers (resource alarm)".into()),
+            BrokerStatus::Down(reason) => Err(reason),
+        }
+    }
+
+    /// Waits until a connection is up; `None` once the broker handle is closed.
+    pub async fn connection(&self) -> Option<Arc<Connection>> {
+        let mut state = self.state.clone();
+        let state = state
+            .wait_for(|s| matches!(s, State::Up { .. } | State::Closed))
+            .await
+            .ok()?;
+        match &*state {
+            State::Up { connection, .. } => Some(connection.clone()),
+            _ => None,
+        }
+    }
+
+    /// Closes the connection cleanly and stops the supervisor. Call it after the work that
+    /// needs the broker (in-flight publishes, acks) has drained.
+    pub async fn close(&self) {
+        self.close.cancel();
+        let handle = self.supervisor.lock().await.take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+
+    /// A `/readyz` check: ok while publishing can work.
+    pub fn readiness_check(&self) -> Check {
+        let broker = self.clone();
+        Arc::new(move || {
+            let status = broker.status();
+            Box::pin(async move {
+                match status {
+                    BrokerStatus::Up => Ok(()),
+                    BrokerStatus::Blocked => Err("blocked by a resource alarm".into()),
+                    BrokerStatus::Down(reason) => Err(reason),
+                }
+            })
+        })
+    }
+}
+
+fn reconnect_delays() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
+async fn supervise(
+    settings: BrokerSettings,
+    state: watch::Sender<State>,
+    close: CancellationToken,
+) {
+    let url = redact_url(&settings.url);
+    let mut delays = reconnect_delays().build();
+    loop {
+        let attempt = tokio::select! {
+            _ = close.cancelled() => break,
+            attempt = tokio::time::timeout(settings.connect_timeout, connect(&settings)) => attempt,
+        };
+        match attempt {
+            Ok(Ok((connection, channel))) => {
+                info!(broker = %url, "connected to RabbitMQ; topology declared");
+                delays = reconnect_delays().build();
+                state.send_replace(State::Up {
+                    connection: connection.clone(),
+                    channel: channel.clone(),
+                });
+                match watch_connection(connection, channel, &settings.topology, &state, &close)
+                    .await
+                {
+                    Ending::Closed => break,
+                    Ending::Lost(reason) => {
+                        warn!(broker = %url, %reason, "RabbitMQ connection lost; reconnecting");
+                        state.send_replace(State::Down(reason));
+                    }
+                }
+            }
+            Ok(Err(reason)) => {
+                warn!(broker = %url, %reason, "cannot use RabbitMQ; will retry");
+                state.send_replace(State::Down(reason));
+            }
+            Err(_) => {
+                let reason = format!(
+                    "no answer from RabbitMQ within {:?}",
+                    settings.connect_timeout
+                );
+                warn!(broker = %url, %reason, "cannot use RabbitMQ; will retry");
+                state.send_replace(State::Down(reason));
+            }
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            _ = close.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    state.send_replace(State::Closed);
+}
+
+async fn connect(settings: &BrokerSettings) -> Result<(Arc<Connection>, Channel), String> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(settings.connection_name.clone().into())
+        .enable_auto_recover()
+        // lapin's own reconnection: quick, and bounded, so that after about a minute the
+        // supervisor takes over with a fresh connection.
+        .with_backoff(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(2))
+                .with_jitter()
+                .with_max_times(30),
+        );
+    let connection = Connection::connect(&settings.url, properties)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let channel = open_publish_channel(&connection, &settings.topology).await?;
+    Ok((Arc::new(connection), channel))
+}
+
+async fn open_publish_channel(
+    connection: &Connection,
+    topology: &Topology,
+) -> Result<Channel, String> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| format!("cannot open a channel: {e}"))?;
+    topology.declare(&channel).await.map_err(|e| e.to_string())?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| format!("cannot enable publisher confirms: {e}"))?;
+    Ok(channel)
+}
+
+enum Ending {
+    Closed,
+    Lost(String),
+}
+
+/// Follows a live connection until it is lost for good or the handle is closed. Replaces the
+/// publishing channel if the broker closed it (a channel-level error) while the connection
+/// lives on.
+async fn watch_connection(
+    connection: Arc<Connection>,
+    mut channel: Channel,
+    topology: &Topology,
+    state: &watch::Sender<State>,
+    close: &CancellationToken,
+) -> Ending {
+    let mut events = connection.events_listener();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = close.cancelled() => {
+                let closing = connection.close(200, "shutting down".into());
+                if tokio::time::timeout(Duration::from_secs(2), closing).await.is_err() {
+                    warn!("RabbitMQ did not acknowledge the close within 2 s");
+                }
+                return Ending::Closed;
+            }
+            event = events.next() => match event {
+                Some(Event::Connected) => info!("RabbitMQ connection (re)established"),
+                Some(Event::ConnectionBlocked(reason)) => warn!(%reason, "RabbitMQ blocked publishing"),
+                Some(Event::ConnectionUnblocked) => info!("RabbitMQ unblocked publishing"),
+                Some(Event::Error(error)) => warn!(%error, "RabbitMQ connection error"),
+                Some(_) => {}
+                None => return Ending::Lost("connection dropped".into()),
+            },
+            _ = tick.tick() => {}
+        }
+        let status = connection.status();
+        if status.errored() || status.closed() {
+            return Ending::Lost("connection closed and automatic recovery gave up".into());
+        }
+        let channel_status = channel.status();
+        if status.connected() && !channel_status.connected() && !channel_status.reconnecting() {
+            let topology_channel = tokio::time::timeout(
+                Duration::from_secs(10),
+                open_publish_channel(&connection, topology),
+            )
+            .await;
+            match topology_channel {
+                Ok(Ok(fresh)) => {
+                    info!("publishing channel reopened");
+                    channel = fresh;
+                    state.send_replace(State::Up {
+                        connection: connection.clone(),
+                        channel: channel.clone(),
+                    });
+                }
+                Ok(Err(reason)) => warn!(%reason, "cannot reopen the publishing channel"),
+                Err(_) => warn!("reopening the publishing channel timed out"),
+            }
+        }
+    }
+}

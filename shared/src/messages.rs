@@ -1,0 +1,237 @@
+//! The wire contract: what `ingest` (or any other backend) publishes to `N.responses`.
+//!
+//! Types here parse rather than validate: a [`ResponseId`] that exists is a valid one, so code
+//! further down the pipeline never checks again.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// Why an identifier was refused; the text is meant for the API client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidIdentifier(String);
+
+/// `1..=128` visible ASCII characters (RFC 5234 `VCHAR`, `!` to `~`): what `response_id` and
+/// `collector.user_id` must be. They travel as AMQP `message_id` and routing keys, which are
+/// limited to 255 bytes, and end up in URLs and sheet cells.
+fn check_visible(kind: &str, value: &str) -> Result<(), InvalidIdentifier> {
+    let length = value.chars().count();
+    if length == 0 || length > 128 {
+        return Err(InvalidIdentifier(format!(
+            "{kind} must be 1 to 128 characters long, got {length}"
+        )));
+    }
+    if let Some(bad) = value.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(InvalidIdentifier(format!(
+            "{kind} must be visible ASCII characters (no spaces or control characters), found {bad:?}"
+        )));
+    }
+    Ok(())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, InvalidIdentifier> {
+                let value = value.into();
+                $check($kind, &value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = String::deserialize(deserializer)?;
+                Self::parse(value).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// Identifies a response across its revisions.
+    ResponseId,
+    "response_id",
+    check_visible
+);
+identifier!(
+    /// The field collector who submitted a response; flags go back to them.
+    UserId,
+    "user_id",
+    check_visible
+);
+identifier!(
+    /// A form: `1..=64` letters, digits, `_` or `-`. It is the routing key on `N.responses`,
+    /// so it has no `.` (a topic-exchange word separator).
+    FormId,
+    "form_id",
+    check_form_id
+);
+
+fn check_form_id(kind: &str, value: &str) -> Result<(), InvalidIdentifier> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
+    if value.is_empty() || value.len() > 64 || !value.chars().all(valid_char) {
+        return Err(InvalidIdentifier(format!(
+            "{kind} must be 1 to 64 letters, digits, '_' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Which version of a response this is: a higher revision replaces the stored one.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Revision(pub u64);
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collector {
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+/// A response as a client submits it to `POST /v1/forms/{form_id}/responses`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseEnvelope {
+    pub response_id: ResponseId,
+    #[serde(default)]
+    pub revision: Revision,
+    pub collector: Collector,
+    #[serde(default)]
+    pub submitted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub answers: Map<String, Value>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// Optional; when present it must name the form of the URL.
+    #[serde(default)]
+    pub form_id: Option<FormId>,
+}
+
+/// The message on `N.responses`: the envelope plus its `form_id`, and when ingest accepted it.
+///
+/// Unknown fields are ignored when reading, so other backends may add their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseMessage {
+    pub form_id: FormId,
+    pub response_id: ResponseId,
+    #[serde(default)]
+    pub revision: Revision,
+    pub collector: Collector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub answers: Map<String, Value>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// Set by ingest when the broker confirmed the message; absent from other publishers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<DateTime<Utc>>,
+}
+
+impl ResponseMessage {
+    pub fn new(form_id: FormId, envelope: ResponseEnvelope, received_at: DateTime<Utc>) -> Self {
+        Self {
+            form_id,
+            response_id: envelope.response_id,
+            revision: envelope.revision,
+            collector: envelope.collector,
+            submitted_at: envelope.submitted_at,
+            answers: envelope.answers,
+            metadata: envelope.metadata,
+            received_at: Some(received_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn identifiers_are_visible_ascii_up_to_128_characters() {
+        assert!(ResponseId::parse("r-1029").is_ok());
+        assert!(ResponseId::parse("x".repeat(128)).is_ok());
+        assert!(ResponseId::parse("x".repeat(129)).is_err());
+        assert!(ResponseId::parse("").is_err());
+        assert!(ResponseId::parse("a b").is_err());
+        assert!(ResponseId::parse("a\u{7}").is_err());
+        assert!(ResponseId::parse("réponse").is_err());
+    }
+
+    #[test]
+    fn form_ids_have_no_dots_or_slashes() {
+        assert!(FormId::parse("household-finance").is_ok());
+        assert!(FormId::parse("a.b").is_err());
+        assert!(FormId::parse("a/b").is_err());
+        assert!(FormId::parse("x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn envelope_defaults_and_strictness() {
+        let envelope: ResponseEnvelope =
+            serde_json::from_value(json!({"response_id": "r-1", "collector": {"user_id": "u-1"}}))
+                .expect("minimal envelope");
+        assert_eq!(envelope.revision, Revision(0));
+        assert!(envelope.answers.is_empty());
+        let typo = serde_json::from_value::<ResponseEnvelope>(
+            json!({"response_id": "r-1", "collector": {"user_id": "u"}, "answer": {}}),
+        );
+        assert!(typo.is_err());
+        let negative = serde_json::from_value::<ResponseEnvelope>(
+            json!({"response_id": "r-1", "collector": {"user_id": "u"}, "revision": -1}),
+        );
+        assert!(negative.is_err());
+    }
+
+    #[test]
+    fn message_round_trips() {
+        let message = ResponseMessage {
+            form_id: FormId::parse("f").expect("form id"),
+            response_id: ResponseId::parse("r").expect("response id"),
+            revision: Revision(3),
+            collector: Collector {
+                user_id: UserId::parse("u").expect("user id"),
+                username: Some("asha".into()),
+            },
+            submitted_at: None,
+            answers: Map::new(),
+            metadata: Map::new(),
+            received_at: None,
+        };
+        let text = serde_json::to_string(&message).expect("serialise");
+        assert_eq!(
+            serde_json::from_str::<ResponseMessage>(&text).expect("parse"),
+            message
+        );
+    }
+}

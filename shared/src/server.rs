@@ -1,0 +1,65 @@
+//! Serving HTTP until shutdown, with a bounded drain.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Serves `router` until `shutdown` is cancelled; then stops accepting connections and lets
+/// in-flight requests finish for up to `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("the listener has no address")?;
+    tracing::info!(%addr, "listening");
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        served = server => served.context("the HTTP server failed")?,
+        () = deadline => tracing::warn!(
+            ?drain,
+            "requests still in flight at the shutdown deadline; exiting anyway"
+        ),
+    }
+    Ok(())
+}
+
+/// Binds `addr`, naming the variable it came from when that fails.
+pub async fn bind(addr: std::net::SocketAddr, variable: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({variable})"))
+}
+
+/// A service that so far only holds its broker connection (declaring the topology) and answers
+/// `/healthz`, `/readyz` and `/metrics`: the workers before their work lands.
+pub async fn run_ops_only(
+    service: &str,
+    listener: TcpListener,
+    common: &crate::config::CommonConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use crate::amqp::{Broker, BrokerSettings, Topology};
+    use crate::telemetry::{Readiness, ops_router, track_http};
+
+    let topology = Topology::new(common.namespace.clone());
+    let broker = Broker::start(BrokerSettings::new(
+        common.amqp_url.clone(),
+        service,
+        topology,
+    ));
+    let readiness = Readiness::new().with_check("broker", broker.readiness_check());
+    let router = ops_router(readiness).layer(axum::middleware::from_fn(track_http));
+    serve(listener, router, shutdown, Duration::from_secs(5)).await?;
+    broker.close().await;
+    Ok(())
+}
