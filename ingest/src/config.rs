@@ -8,7 +8,7 @@ use collect_shared::config::CommonConfig;
 /// The HTTP front door of Collect: accepts responses and publishes them to RabbitMQ with
 /// publisher confirms.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "ingest", version, about)]
+#[command(name = "ingest", version, about, args_override_self = true)]
 pub struct IngestConfig {
     #[command(flatten)]
     pub common: CommonConfig,

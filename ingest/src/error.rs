@@ -65,8 +65,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, axum::Json(json!({"error": self.body()}))).into_response();
+        let mut response = (self.status, axum::Json(json!({"error": self.body()}))).into_response();
         let headers = response.headers_mut();
         match self.status {
             StatusCode::SERVICE_UNAVAILABLE => {

@@ -133,4 +133,3 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::R
         .run_until_stopped(shutdown)
         .await
 }
-

@@ -163,10 +163,9 @@ pub async fn submit_batch(
         let error = ApiError::unavailable("some responses were not confirmed by the broker");
         body["error"] = error.body();
         let mut response = (error.status, Json(body)).into_response();
-        response.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(RETRY_AFTER_SECONDS),
-        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         return Ok(response);
     }
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -174,7 +173,10 @@ pub async fn submit_batch(
 
 fn parse_envelope(form: &Form, payload: Value) -> Result<ResponseEnvelope, ApiError> {
     if !payload.is_object() {
-        return Err(ApiError::invalid("", "a response envelope must be a JSON object"));
+        return Err(ApiError::invalid(
+            "",
+            "a response envelope must be a JSON object",
+        ));
     }
     let envelope: ResponseEnvelope = from_value(payload)?;
     if let Some(named) = &envelope.form_id

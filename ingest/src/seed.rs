@@ -59,8 +59,8 @@ pub fn envelope_from_seed(form: &Form, payload: Value) -> Result<ResponseEnvelop
             .map_or_else(|| key.clone(), |question| question.id.clone());
         if answers.contains_key(&id) {
             return Err(ApiError::invalid(
-                key,
-                format!("question {id:?} is answered twice"),
+                id.clone(),
+                format!("question {id:?} is answered twice (by its id and by its text, {key:?})"),
             ));
         }
         answers.insert(id, value);
@@ -68,10 +68,7 @@ pub fn envelope_from_seed(form: &Form, payload: Value) -> Result<ResponseEnvelop
     Ok(ResponseEnvelope {
         response_id,
         revision,
-        collector: Collector {
-            user_id,
-            username,
-        },
+        collector: Collector { user_id, username },
         submitted_at,
         answers,
         metadata,

@@ -110,7 +110,10 @@ mod tests {
             redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
-        assert_eq!(redact_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
+        assert_eq!(
+            redact_url("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
         assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
     }
 }

@@ -15,7 +15,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) -> anyhow::Result<()> {
-    let addr = listener.local_addr().context("the listener has no address")?;
+    let addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
     tracing::info!(%addr, "listening");
     let server =
         axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());

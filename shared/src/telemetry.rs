@@ -1,5 +1,6 @@
 //! Logs, metrics, and the `/healthz` `/readyz` `/metrics` routes every service mounts.
 
+use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -25,7 +26,11 @@ pub fn init_tracing(format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -108,7 +113,10 @@ impl Readiness {
 pub fn ops_router(readiness: Readiness) -> Router {
     let handle = metrics_handle();
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz).with_state(readiness))
         .route(
             "/metrics",

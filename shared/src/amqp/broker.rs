@@ -117,7 +117,9 @@ impl Broker {
                 State::Up { channel, .. } => Ok(channel.clone()),
                 _ => Err("connection lost; reconnecting".into()),
             },
-            BrokerStatus::Blocked => Err("the broker is blocking publishers (resource alarm)".into()),
+            BrokerStatus::Blocked => {
+                Err("the broker is blocking publishers (resource alarm)".into())
+            }
             BrokerStatus::Down(reason) => Err(reason),
         }
     }
@@ -249,7 +251,10 @@ async fn open_publish_channel(
         .create_channel()
         .await
         .map_err(|e| format!("cannot open a channel: {e}"))?;
-    topology.declare(&channel).await.map_err(|e| e.to_string())?;
+    topology
+        .declare(&channel)
+        .await
+        .map_err(|e| e.to_string())?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await

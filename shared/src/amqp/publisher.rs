@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::BasicPublishOptions;
-use lapin::Confirmation;
-use lapin::types::FieldTable;
 use lapin::BasicProperties;
+use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 
 use super::Broker;
@@ -89,8 +89,7 @@ impl Publisher {
     /// Publishes persistently with `mandatory` set, and waits for the confirm.
     pub async fn publish(&self, message: OutgoingMessage<'_>) -> Result<(), PublishError> {
         let deadline = self.settings.confirm_timeout;
-        let outcome = match tokio::time::timeout(deadline, self.publish_confirmed(message)).await
-        {
+        let outcome = match tokio::time::timeout(deadline, self.publish_confirmed(message)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(PublishError::Timeout(deadline)),
         };

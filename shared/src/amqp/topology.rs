@@ -76,7 +76,12 @@ impl Topology {
                 ..Default::default()
             };
             channel
-                .exchange_declare(exchange.as_str().into(), kind, options, FieldTable::default())
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    kind,
+                    options,
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(|source| TopologyError::new(format!("exchange {exchange}"), source))?;
         }
@@ -113,7 +118,11 @@ impl Topology {
     /// poison message is set aside instead of looping, and is not lost on the way.
     fn work_queue_arguments(&self) -> FieldTable {
         let mut arguments = quorum_arguments();
-        insert(&mut arguments, "x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        insert(
+            &mut arguments,
+            "x-delivery-limit",
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
         insert(
             &mut arguments,
             "x-dead-letter-exchange",

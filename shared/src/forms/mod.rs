@@ -96,7 +96,9 @@ impl Form {
             return Some(question);
         }
         let wanted = normalise_label(key);
-        questions.iter().find(|q| normalise_label(&q.label) == wanted)
+        questions
+            .iter()
+            .find(|q| normalise_label(&q.label) == wanted)
     }
 }
 
@@ -116,8 +118,14 @@ mod tests {
     fn seed_question_texts_find_their_question() {
         let form = household_finance();
         let by_text = |text| form.question_for_key(text).map(|q| q.id.as_str());
-        assert_eq!(by_text("what is the monthly income?"), Some("monthly_income"));
-        assert_eq!(by_text("  What is the   monthly income? "), Some("monthly_income"));
+        assert_eq!(
+            by_text("what is the monthly income?"),
+            Some("monthly_income")
+        );
+        assert_eq!(
+            by_text("  What is the   monthly income? "),
+            Some("monthly_income")
+        );
         assert_eq!(
             by_text("How much money do you spend monthly on fuel for your car?"),
             Some("fuel")

@@ -1,0 +1,193 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use collect_shared::amqp::Topology;
+use collect_shared::config::Namespace;
+use collect_testkit::{Probe, amqp_url, eventually, remove_namespace};
+use ingest::{Application, IngestConfig};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const KEY: &str = "test-key-1";
+pub const OTHER_KEY: &str = "test-key-2";
+
+/// How a test wants its ingest.
+pub struct Options {
+    pub amqp_url: String,
+    pub extra_args: Vec<String>,
+    pub wait_until_ready: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            amqp_url: amqp_url(),
+            extra_args: Vec::new(),
+            wait_until_ready: true,
+        }
+    }
+}
+
+/// An ingest service running in this test's own namespace on a random port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub namespace: Namespace,
+    pub topology: Topology,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub fn config(namespace: &Namespace, options: &Options) -> IngestConfig {
+    let mut args: Vec<String> = [
+        "ingest",
+        "--listen",
+        "127.0.0.1:0",
+        "--namespace",
+        namespace.as_str(),
+        "--amqp-url",
+        &options.amqp_url,
+        "--api-keys",
+        &format!("{KEY},{OTHER_KEY}"),
+        "--auth",
+        "on",
+        "--publish-timeout-ms",
+        "2000",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(options.extra_args.iter().cloned());
+    IngestConfig::try_parse_from(args).expect("test configuration parses")
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let namespace = collect_testkit::namespace();
+    let app = Application::build(config(&namespace, &options))
+        .await
+        .expect("ingest starts");
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let test_app = TestApp {
+        addr,
+        topology: Topology::new(namespace.clone()),
+        namespace,
+        client: reqwest::Client::new(),
+        shutdown,
+        server,
+    };
+    if options.wait_until_ready {
+        test_app.wait_until_ready().await;
+    }
+    test_app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn wait_until_ready(&self) {
+        eventually(Duration::from_secs(20), "ingest to be ready", || async {
+            let response = self.client.get(self.url("/readyz")).send().await.ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// POSTs JSON with a valid API key.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post_raw(
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.url(path)).bearer_auth(KEY).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("ingest answers")
+    }
+
+    /// A probe bound to `N.responses` for every form.
+    pub async fn responses_probe(&self) -> Probe {
+        Probe::bind(&self.topology.responses_exchange(), "#").await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.server)
+            .await
+            .expect("ingest stops within 15 s")
+            .expect("the server task does not panic")
+            .expect("ingest stops cleanly");
+        remove_namespace(&self.namespace).await;
+    }
+}
+
+/// The seed system's payload, every key of it.
+pub fn seed_payload() -> Value {
+    json!({
+        "response_id": "r-1029",
+        "response_family_id": "f-3",
+        "user_id": "u-17",
+        "username": "asha",
+        "location": "Pune",
+        "submitted_time": "2026-11-20T10:00:00Z",
+        "synced_time": "2026-11-20T10:05:00Z",
+        "last_modified_time": "2026-11-20T10:15:00Z",
+        "name": "Asha Rao",
+        "email": "asha@example.com",
+        "mobile_number": "+91 98200 00000",
+        "gender": "female",
+        "age": 34,
+        "what is the monthly income?": 52000,
+        "what is the monthly savings?": 8000,
+        "what is the monthly expenditure?": 30000,
+        "How much money do you spend monthly on food?": 12000,
+        "How much money do you spend monthly on your cable service?": 500,
+        "How much money do you spend monthly on healthcare?": 2000.5,
+        "How much money do you spend monthly on fuel for your car?": "3000"
+    })
+}
+
+/// A v1 envelope.
+pub fn envelope(response_id: &str, revision: u64) -> Value {
+    json!({
+        "response_id": response_id,
+        "revision": revision,
+        "collector": {"user_id": "u-17", "username": "asha"},
+        "submitted_at": "2026-11-20T10:15:00Z",
+        "answers": {"monthly_income": 52000, "monthly_savings": 8000},
+        "metadata": {"location": "Pune", "response_family_id": "f-3"}
+    })
+}
+
+/// The body of an error answer: `(code, field)`.
+pub async fn error_of(response: reqwest::Response) -> (String, Option<String>) {
+    let body: Value = response.json().await.expect("a JSON error body");
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "an error has a message: {body}"
+    );
+    (
+        error["code"].as_str().expect("an error code").to_owned(),
+        error["field"].as_str().map(str::to_owned),
+    )
+}

@@ -1,0 +1,186 @@
+//! Test support shared by the services' integration tests. Tests talk to the real RabbitMQ
+//! (and PostgreSQL); each one isolates itself in a namespace of its own.
+
+#![allow(clippy::unwrap_used)]
+
+mod process;
+mod proxy;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use collect_shared::amqp::Topology;
+use collect_shared::config::Namespace;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+
+pub use process::ServiceProcess;
+pub use proxy::FaultProxy;
+
+/// The broker the tests use: `AMQP_URL`, or the local RabbitMQ.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A fresh namespace (`test-<random>`), so tests share the broker but never a queue.
+pub fn namespace() -> Namespace {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("test-{}", &id[..12]).parse().unwrap()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A message read by a [`Probe`].
+#[derive(Debug)]
+pub struct Received {
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub body: serde_json::Value,
+}
+
+/// A test's own view of an exchange: an exclusive queue bound to it, read with a deadline.
+pub struct Probe {
+    _connection: Connection,
+    channel: Channel,
+    consumer: Consumer,
+}
+
+impl Probe {
+    /// Binds a new exclusive queue to `exchange` with `binding_key` (declare the topology
+    /// first, e.g. by starting the service under test and waiting until it is ready).
+    pub async fn bind(exchange: &str, binding_key: &str) -> Self {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("the tests need RabbitMQ at AMQP_URL or 127.0.0.1:5672");
+        let channel = connection.create_channel().await.unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                binding_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "probe".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Self {
+            _connection: connection,
+            channel,
+            consumer,
+        }
+    }
+
+    /// The next message, or `None` when none comes within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Received> {
+        let delivery = tokio::time::timeout(wait, self.consumer.next())
+            .await
+            .ok()??
+            .unwrap();
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+        Some(Received {
+            routing_key: delivery.routing_key.to_string(),
+            properties: delivery.properties.clone(),
+            body: serde_json::from_slice(&delivery.data).expect("a JSON message"),
+        })
+    }
+
+    /// The next message; panics when none comes within 10 s.
+    pub async fn next(&mut self) -> Received {
+        self.next_within(Duration::from_secs(10))
+            .await
+            .expect("no message within 10 s")
+    }
+
+    /// Messages now waiting in a named queue (for durable queues of the topology).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let queue = self
+            .channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        queue.message_count()
+    }
+}
+
+/// Deletes a namespace's queues and exchanges; call it at the end of a test.
+pub async fn remove_namespace(namespace: &Namespace) {
+    let topology = Topology::new(namespace.clone());
+    let Ok(connection) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    for queue in [
+        topology.validator_queue(),
+        topology.sheets_queue(),
+        topology.dead_queue(),
+    ] {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for exchange in [
+        topology.responses_exchange(),
+        topology.flags_exchange(),
+        topology.saved_exchange(),
+        topology.dead_exchange(),
+    ] {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = connection.close(200, "test done".into()).await;
+}

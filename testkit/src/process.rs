@@ -1,0 +1,66 @@
+//! A service binary running as a child process, as an operator runs it.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub struct ServiceProcess {
+    /// The address its HTTP listener bound (it is started on port 0).
+    pub addr: String,
+    child: Child,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `env` (plus `LOG_FORMAT=json`) and waits until it logs `listening`.
+    /// Its listen variable should be set to `127.0.0.1:0`.
+    pub async fn start(binary: &str, env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(binary);
+        command
+            .env("LOG_FORMAT", "json")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the service binary starts");
+        let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = logs.next_line().await.unwrap() {
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if entry["message"] == "listening" {
+                    return entry["addr"].as_str().unwrap().to_owned();
+                }
+            }
+            panic!("{binary} exited before listening");
+        })
+        .await
+        .expect("the service listens within 20 s");
+        // Keep draining its logs so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
+        Self { addr, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        let pid = self.child.id().expect("the process is running");
+        kill(Pid::from_raw(pid as i32), signal).expect("the signal is delivered");
+    }
+
+    /// Waits for the process to exit, at most `deadline`.
+    pub async fn wait(&mut self, deadline: Duration) -> ExitStatus {
+        tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .expect("the service exits in time")
+            .expect("the exit status is readable")
+    }
+}
