@@ -18,6 +18,8 @@ pub struct Options {
     pub amqp_url: String,
     pub extra_args: Vec<String>,
     pub wait_until_ready: bool,
+    /// Defaults to a fresh one.
+    pub namespace: Option<Namespace>,
 }
 
 impl Default for Options {
@@ -26,6 +28,7 @@ impl Default for Options {
             amqp_url: amqp_url(),
             extra_args: Vec::new(),
             wait_until_ready: true,
+            namespace: None,
         }
     }
 }
@@ -67,7 +70,10 @@ pub fn config(namespace: &Namespace, options: &Options) -> IngestConfig {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    let namespace = collect_testkit::namespace();
+    let namespace = options
+        .namespace
+        .clone()
+        .unwrap_or_else(collect_testkit::namespace);
     let app = Application::build(config(&namespace, &options))
         .await
         .expect("ingest starts");

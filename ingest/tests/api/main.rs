@@ -11,3 +11,4 @@ mod helpers;
 mod outage;
 mod seed;
 mod shutdown;
+mod topology;

@@ -239,8 +239,15 @@ async fn connect(settings: &BrokerSettings) -> Result<(Arc<Connection>, Channel)
     let connection = Connection::connect(&settings.url, properties)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let channel = open_publish_channel(&connection, &settings.topology).await?;
-    Ok((Arc::new(connection), channel))
+    match open_publish_channel(&connection, &settings.topology).await {
+        Ok(channel) => Ok((Arc::new(connection), channel)),
+        Err(reason) => {
+            // Do not leave a half-set-up connection (and its recovery) behind.
+            let closing = connection.close(200, "setup failed".into());
+            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+            Err(reason)
+        }
+    }
 }
 
 async fn open_publish_channel(
