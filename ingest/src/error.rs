@@ -53,6 +53,16 @@ impl ApiError {
         )
     }
 
+    /// 503: the database did not answer.
+    pub fn database(error: impl std::fmt::Display) -> Self {
+        tracing::warn!(%error, "database error");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is not available, retry later",
+        )
+    }
+
     /// The `{"code", "message", "field"}` object, also used per item in batch results.
     pub fn body(&self) -> Value {
         let mut error = json!({"code": self.code, "message": self.message});

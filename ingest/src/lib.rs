@@ -5,20 +5,21 @@ mod auth;
 mod body;
 pub mod config;
 mod error;
-mod forms;
 mod routes;
 mod seed;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::post;
+use axum::routing::{get, post, put};
 use collect_shared::amqp::{Broker, BrokerSettings, Publisher, Topology};
 use collect_shared::config::redact_url;
 use collect_shared::server;
+use collect_shared::store::{FormCache, Store};
 use collect_shared::telemetry::{Readiness, ops_router, track_http};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use config::{AuthMode, IngestConfig};
+
+/// How often a cached form is checked against the database: a `PUT` is seen within this.
+const FORM_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// A request, body included, that takes longer than this gets `408`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +46,14 @@ impl Application {
     /// Binds the listener and starts the broker connection (without waiting for the broker:
     /// until it is reachable, `/readyz` says why and submissions get `503`).
     pub async fn build(config: IngestConfig) -> anyhow::Result<Self> {
+        Self::build_until(config, &CancellationToken::new()).await
+    }
+
+    /// Like [`Application::build`]; waiting for PostgreSQL stops when `shutdown` fires.
+    pub async fn build_until(
+        config: IngestConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
         let keys = config.keys();
         if config.auth == AuthMode::On && keys.is_empty() {
             anyhow::bail!(
@@ -50,6 +62,7 @@ impl Application {
         }
         let listener = server::bind(config.listen, "INGEST_LISTEN").await?;
 
+        let store = Store::connect_with_retry(&config.common.store_settings(), shutdown).await?;
         let topology = Topology::new(config.common.namespace.clone());
         tracing::info!(
             broker = %redact_url(&config.common.amqp_url),
@@ -65,12 +78,22 @@ impl Application {
         let state = routes::AppState {
             publisher,
             exchange: topology.responses_exchange().into(),
-            forms: forms::Forms::builtin(),
+            forms: Arc::new(FormCache::new(store.clone(), FORM_CACHE_TTL)),
+            store: store.clone(),
             max_body_bytes: config.max_body_bytes,
         };
 
         let mut api = Router::new()
             .route("/collect", post(routes::collect))
+            .route(
+                "/v1/forms/{form_id}",
+                put(routes::put_form).get(routes::get_form),
+            )
+            .route("/v1/responses/{response_id}", get(routes::get_response))
+            .route(
+                "/v1/collectors/{user_id}/flags",
+                get(routes::collector_flags),
+            )
             .route("/v1/forms/{form_id}/responses", post(routes::submit))
             .route(
                 "/v1/forms/{form_id}/responses:batch",
@@ -85,7 +108,9 @@ impl Application {
         } else {
             tracing::warn!("COLLECT_AUTH=off: the API accepts requests without an API key");
         }
-        let readiness = Readiness::new().with_check("broker", broker.readiness_check());
+        let readiness = Readiness::new()
+            .with_check("broker", broker.readiness_check())
+            .with_check("database", store.readiness_check());
         let router = api
             .merge(ops_router(readiness))
             .fallback(routes::not_found)
@@ -128,7 +153,7 @@ impl Application {
 
 /// Builds and runs the service until `shutdown` is cancelled.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    Application::build(config)
+    Application::build_until(config, &shutdown)
         .await?
         .run_until_stopped(shutdown)
         .await

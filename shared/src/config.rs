@@ -29,6 +29,10 @@ pub struct CommonConfig {
     )]
     pub database_url: String,
 
+    /// Most connections each service keeps open to PostgreSQL.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
     /// Prefix of every exchange and queue name, so that several deployments or test runs can
     /// share one broker.
     #[arg(long, env = "COLLECT_NAMESPACE", default_value = "collect")]
@@ -37,6 +41,15 @@ pub struct CommonConfig {
     /// Log output: human-readable `text` or one JSON object per line.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl CommonConfig {
+    pub fn store_settings(&self) -> crate::store::StoreSettings {
+        crate::store::StoreSettings {
+            url: self.database_url.clone(),
+            max_connections: self.database_max_connections,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

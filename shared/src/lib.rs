@@ -12,4 +12,5 @@ pub mod messages;
 pub mod rules;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;

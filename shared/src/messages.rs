@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
+use crate::forms::Severity;
+
 /// Why an identifier was refused; the text is meant for the API client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -169,6 +171,124 @@ impl ResponseMessage {
             metadata: envelope.metadata,
             received_at: Some(received_at),
         }
+    }
+}
+
+/// One finding about a response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flag {
+    /// `required:<question>`, `type:<question>`, or the id of a rule.
+    pub rule_id: String,
+    pub message: String,
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseStatus {
+    Valid,
+    /// Some flag has severity `error`: the response went back to its collector.
+    Flagged,
+}
+
+impl ResponseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Flagged => "flagged",
+        }
+    }
+}
+
+/// A response as stored: the body of `N.saved` messages and of `GET /v1/responses/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub response_id: ResponseId,
+    pub form_id: FormId,
+    pub revision: Revision,
+    /// The version of the form it was checked against.
+    pub form_version: i32,
+    pub status: ResponseStatus,
+    pub flags: Vec<Flag>,
+    pub collector: Collector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub answers: Map<String, Value>,
+    pub metadata: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<DateTime<Utc>>,
+    pub stored_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagEventKind {
+    /// The response breaks a rule: the collector should fix it.
+    Flagged,
+    /// A correction of a flagged response passes now.
+    Cleared,
+}
+
+impl FlagEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flagged => "flagged",
+            Self::Cleared => "cleared",
+        }
+    }
+}
+
+/// A flag as the collector's app sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagSummary {
+    pub rule_id: String,
+    pub message: String,
+}
+
+/// The body of `N.flags` messages (routing key `collector.<user_id>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagEvent {
+    #[serde(rename = "type")]
+    pub kind: FlagEventKind,
+    pub response_id: ResponseId,
+    pub form_id: FormId,
+    pub revision: Revision,
+    pub collector: Collector,
+    /// The flags that go back to the collector (severity `error`); empty when cleared.
+    pub flags: Vec<FlagSummary>,
+    pub answers: Map<String, Value>,
+    pub at: DateTime<Utc>,
+}
+
+impl FlagEvent {
+    pub fn new(kind: FlagEventKind, stored: &StoredResponse, at: DateTime<Utc>) -> Self {
+        let flags = match kind {
+            FlagEventKind::Cleared => Vec::new(),
+            FlagEventKind::Flagged => stored
+                .flags
+                .iter()
+                .filter(|flag| flag.severity == Severity::Error)
+                .map(|flag| FlagSummary {
+                    rule_id: flag.rule_id.clone(),
+                    message: flag.message.clone(),
+                })
+                .collect(),
+        };
+        Self {
+            kind,
+            response_id: stored.response_id.clone(),
+            form_id: stored.form_id.clone(),
+            revision: stored.revision,
+            collector: stored.collector.clone(),
+            flags,
+            answers: stored.answers.clone(),
+            at,
+        }
+    }
+
+    /// `collector.<user_id>`: collectors' apps bind to their own key.
+    pub fn routing_key(&self) -> String {
+        format!("collector.{}", self.collector.user_id)
     }
 }
 

@@ -27,6 +27,37 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The PostgreSQL server the tests use: `TEST_DATABASE_SERVER`, or the local one.
+fn database_server() -> String {
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// The URL of a database of this test's own (`collect_test_<random>`); the service under test
+/// creates it. Drop it with [`drop_database`].
+pub fn database_url() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}/collect_test_{}", database_server(), &id[..12])
+}
+
+/// Drops a test database, closing whatever connections remain.
+pub async fn drop_database(url: &str) {
+    use sqlx::Connection;
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    let Ok(mut admin) =
+        sqlx::PgConnection::connect(&format!("{}/postgres", database_server())).await
+    else {
+        return;
+    };
+    let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(&mut admin)
+        .await;
+    let _ = admin.close().await;
+}
+
 /// A fresh namespace (`test-<random>`), so tests share the broker but never a queue.
 pub fn namespace() -> Namespace {
     let id = uuid::Uuid::new_v4().simple().to_string();

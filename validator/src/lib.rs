@@ -1,17 +1,28 @@
 //! `validator`: consumes `N.validator`, checks each response against its form's rules, stores
-//! it and publishes saved and flag events. So far it holds its broker connection (declaring the
-//! topology) and serves its health routes; the work lands with the validator issue.
+//! it, and publishes the stored row to `N.saved` and `flagged` / `cleared` events to `N.flags`;
+//! it acks only after all of that is committed and confirmed.
+
+pub mod worker;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
+use collect_shared::amqp::{Broker, BrokerSettings, PublishSettings, Publisher, Topology};
 use collect_shared::config::CommonConfig;
 use collect_shared::server;
+use collect_shared::store::{FormCache, Store};
+use collect_shared::telemetry::{Readiness, ops_router, track_http};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// How often a cached form is checked against the database.
+pub const FORM_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// Checks responses against their form's rules and stores them.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "validator", version, about)]
+#[command(name = "validator", version, about, args_override_self = true)]
 pub struct ValidatorConfig {
     #[command(flatten)]
     pub common: CommonConfig,
@@ -19,9 +30,85 @@ pub struct ValidatorConfig {
     /// Address of the health and metrics routes.
     #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+
+    /// Deliveries in hand (and processed concurrently) at once.
+    #[arg(long, env = "VALIDATOR_PREFETCH", default_value_t = 100)]
+    pub prefetch: u16,
+}
+
+/// The validator, bound to its port, its database ready.
+pub struct Application {
+    listener: TcpListener,
+    config: ValidatorConfig,
+    store: Store,
+}
+
+impl Application {
+    /// Binds the listener and connects to PostgreSQL (creating the database and running the
+    /// migrations; retried until `shutdown`). The broker is connected in the background.
+    pub async fn build(
+        config: ValidatorConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = server::bind(config.listen, "VALIDATOR_LISTEN").await?;
+        let store = Store::connect_with_retry(&config.common.store_settings(), shutdown).await?;
+        Ok(Self {
+            listener,
+            config,
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Consumes and serves health routes until `shutdown`; then finishes in-flight deliveries.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let topology = Topology::new(self.config.common.namespace.clone());
+        let broker = Broker::start(BrokerSettings::new(
+            self.config.common.amqp_url.clone(),
+            "validator",
+            topology.clone(),
+        ));
+        let publisher = Publisher::new(
+            broker.clone(),
+            PublishSettings::default(),
+            "collect-validator",
+        );
+        let worker = Arc::new(worker::Worker {
+            forms: FormCache::new(self.store.clone(), FORM_CACHE_TTL),
+            store: self.store.clone(),
+            publisher,
+            topology,
+            shutdown: shutdown.clone(),
+        });
+        let consuming = tokio::spawn(worker::run(worker, broker.clone(), self.config.prefetch));
+
+        let readiness = Readiness::new()
+            .with_check("broker", broker.readiness_check())
+            .with_check("database", self.store.readiness_check());
+        let router = ops_router(readiness).layer(axum::middleware::from_fn(track_http));
+        server::serve(self.listener, router, shutdown, Duration::from_secs(5)).await?;
+        if tokio::time::timeout(Duration::from_secs(8), consuming)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "in-flight deliveries did not finish within 8 s; they will be redelivered"
+            );
+        }
+        broker.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
 }
 
 pub async fn run(config: ValidatorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = server::bind(config.listen, "VALIDATOR_LISTEN").await?;
-    server::run_ops_only("validator", listener, &config.common, shutdown).await
+    Application::build(config, &shutdown)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
 }

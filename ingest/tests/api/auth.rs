@@ -71,7 +71,8 @@ async fn submissions_need_a_configured_bearer_key() {
 #[tokio::test]
 async fn ingest_refuses_to_start_without_keys_unless_auth_is_off() {
     let namespace: Namespace = collect_testkit::namespace();
-    let mut without_keys = config(&namespace, &Options::default());
+    let database_url = collect_testkit::database_url();
+    let mut without_keys = config(&namespace, &database_url, &Options::default());
     without_keys.api_keys = vec![" ".into(), String::new()];
     let error = Application::build(without_keys.clone())
         .await
@@ -107,4 +108,5 @@ async fn ingest_refuses_to_start_without_keys_unless_auth_is_off() {
     shutdown.cancel();
     server.await.unwrap().unwrap();
     collect_testkit::remove_namespace(&namespace).await;
+    collect_testkit::drop_database(&database_url).await;
 }

@@ -161,7 +161,7 @@ async fn health_and_metrics_answer() {
     assert_eq!(ready.status(), 200);
     assert_eq!(
         ready.json::<serde_json::Value>().await.unwrap(),
-        json!({"status": "ready", "checks": {"broker": "ok"}})
+        json!({"status": "ready", "checks": {"broker": "ok", "database": "ok"}})
     );
     let metrics = app
         .client

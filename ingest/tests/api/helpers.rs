@@ -36,6 +36,7 @@ impl Default for Options {
 /// An ingest service running in this test's own namespace on a random port.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub database_url: String,
     pub namespace: Namespace,
     pub topology: Topology,
     pub client: reqwest::Client,
@@ -47,9 +48,11 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
-pub fn config(namespace: &Namespace, options: &Options) -> IngestConfig {
+pub fn config(namespace: &Namespace, database_url: &str, options: &Options) -> IngestConfig {
     let mut args: Vec<String> = [
         "ingest",
+        "--database-url",
+        database_url,
         "--listen",
         "127.0.0.1:0",
         "--namespace",
@@ -74,7 +77,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .namespace
         .clone()
         .unwrap_or_else(collect_testkit::namespace);
-    let app = Application::build(config(&namespace, &options))
+    let database_url = collect_testkit::database_url();
+    let app = Application::build(config(&namespace, &database_url, &options))
         .await
         .expect("ingest starts");
     let addr = app.local_addr();
@@ -82,6 +86,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let test_app = TestApp {
         addr,
+        database_url,
         topology: Topology::new(namespace.clone()),
         namespace,
         client: reqwest::Client::new(),
@@ -143,6 +148,7 @@ impl TestApp {
             .expect("the server task does not panic")
             .expect("ingest stops cleanly");
         remove_namespace(&self.namespace).await;
+        collect_testkit::drop_database(&self.database_url).await;
     }
 }
 

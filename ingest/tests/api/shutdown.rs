@@ -13,12 +13,14 @@ use crate::helpers::{KEY, envelope};
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let proxy = FaultProxy::for_broker().await;
     let namespace = collect_testkit::namespace();
+    let database_url = collect_testkit::database_url();
     let mut ingest = ServiceProcess::start(
         env!("CARGO_BIN_EXE_ingest"),
         &[
             ("INGEST_LISTEN", "127.0.0.1:0".into()),
             ("AMQP_URL", proxy.amqp_url()),
             ("COLLECT_NAMESPACE", namespace.to_string()),
+            ("DATABASE_URL", database_url.clone()),
             ("COLLECT_API_KEYS", KEY.into()),
             ("COLLECT_AUTH", "on".into()),
             ("COLLECT_PUBLISH_TIMEOUT_MS", "30000".into()),
@@ -100,4 +102,5 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     }
     assert_eq!(published, (0..5).map(|i| format!("r-{i}")).collect());
     remove_namespace(&namespace).await;
+    collect_testkit::drop_database(&database_url).await;
 }

@@ -7,3 +7,45 @@ mod topology;
 pub use broker::{Broker, BrokerSettings, BrokerStatus};
 pub use publisher::{OutgoingMessage, PublishError, PublishSettings, Publisher};
 pub use topology::{DELIVERY_LIMIT, Topology, TopologyError};
+
+/// Retries `operation` with jittered exponential backoff (up to 10 s apart) until it succeeds
+/// or `shutdown` fires (`None`). For work that must not be given up on, like storing a
+/// response while the database restarts.
+pub async fn retry_until_shutdown<T, E, F, Fut>(
+    what: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut operation: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut attempt = 0u32;
+    loop {
+        match operation().await {
+            Ok(value) => {
+                if attempt > 0 {
+                    tracing::info!(what, attempts = attempt + 1, "succeeded after retrying");
+                }
+                return Some(value);
+            }
+            Err(error) => {
+                attempt += 1;
+                tracing::warn!(what, attempt, %error, "failed; retrying");
+                let delay = delays.next().unwrap_or(std::time::Duration::from_secs(10));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

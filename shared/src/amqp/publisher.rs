@@ -37,6 +37,8 @@ pub struct OutgoingMessage<'a> {
     pub routing_key: &'a str,
     pub message_id: &'a str,
     pub body: &'a [u8],
+    /// Application headers, if any.
+    pub headers: Option<&'a FieldTable>,
 }
 
 /// Why a message was not confirmed. After `Timeout` or `Channel` the message may still have
@@ -118,7 +120,7 @@ impl Publisher {
             .with_message_id(message.message_id.into())
             .with_app_id(self.app_id.as_str().into())
             .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
-            .with_headers(FieldTable::default());
+            .with_headers(message.headers.cloned().unwrap_or_default());
         let options = BasicPublishOptions {
             // An unroutable message comes back instead of vanishing.
             mandatory: true,

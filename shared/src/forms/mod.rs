@@ -80,6 +80,11 @@ pub struct SheetTarget {
     pub tab: Option<String>,
 }
 
+/// The forms every deployment has from the start (an operator may redefine them with `PUT`).
+pub fn builtin() -> Vec<Form> {
+    vec![household_finance()]
+}
+
 /// A form definition under its id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Form {
@@ -133,5 +138,125 @@ mod tests {
         assert_eq!(by_text("monthly_income"), Some("monthly_income"));
         assert_eq!(by_text("age"), Some("age"));
         assert_eq!(by_text("what is the yearly income?"), None);
+    }
+}
+
+/// A definition that cannot be accepted: the field at fault (a JSON path) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionError {
+    pub field: String,
+    pub message: String,
+}
+
+const CEL_RESERVED: [&str; 21] = [
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+];
+
+impl FormDefinition {
+    /// Checks what serde cannot: ids usable in rules and unique, labels unique (the seed route
+    /// finds questions by label), choices where they belong. Rules are checked by compiling
+    /// them ([`crate::rules::CompiledForm::compile`]).
+    pub fn check(&self) -> Result<(), DefinitionError> {
+        let error = |field: String, message: String| Err(DefinitionError { field, message });
+        if self.title.trim().is_empty() {
+            return error("title".into(), "title must not be empty".into());
+        }
+        if self.questions.is_empty() {
+            return error(
+                "questions".into(),
+                "a form needs at least one question".into(),
+            );
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut labels = std::collections::HashSet::new();
+        for (index, question) in self.questions.iter().enumerate() {
+            let field = |name: &str| format!("questions[{index}].{name}");
+            let id = question.id.as_str();
+            let identifier = id
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && id.len() <= 64;
+            if !identifier || CEL_RESERVED.contains(&id) {
+                return error(
+                    field("id"),
+                    format!(
+                        "{id:?} is not usable in rules: use up to 64 letters, digits and '_', not starting with a digit, and not a CEL keyword"
+                    ),
+                );
+            }
+            if !ids.insert(id) {
+                return error(field("id"), format!("question id {id:?} is used twice"));
+            }
+            if question.label.trim().is_empty() {
+                return error(field("label"), "label must not be empty".into());
+            }
+            if !labels.insert(normalise_label(&question.label)) {
+                return error(
+                    field("label"),
+                    format!("label {:?} is used twice", question.label),
+                );
+            }
+            match (question.kind, question.choices.is_empty()) {
+                (QuestionType::Choice, true) => {
+                    return error(field("choices"), "a choice question needs choices".into());
+                }
+                (QuestionType::Choice, false) | (_, true) => {}
+                (_, false) => {
+                    return error(
+                        field("choices"),
+                        "only questions of type choice have choices".into(),
+                    );
+                }
+            }
+        }
+        let mut rule_ids = std::collections::HashSet::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.id.trim().is_empty() {
+                return error(
+                    format!("rules[{index}].id"),
+                    "rule id must not be empty".into(),
+                );
+            }
+            if !rule_ids.insert(rule.id.as_str()) {
+                return error(
+                    format!("rules[{index}].id"),
+                    format!("rule id {:?} is used twice", rule.id),
+                );
+            }
+            if rule.message.trim().is_empty() {
+                return error(
+                    format!("rules[{index}].message"),
+                    "a rule needs a message for the collector".into(),
+                );
+            }
+        }
+        if let Some(tab) = self.sheet.as_ref().and_then(|sheet| sheet.tab.as_ref())
+            && (tab.trim().is_empty() || tab.chars().count() > 100)
+        {
+            return error("sheet.tab".into(), "tab must be 1 to 100 characters".into());
+        }
+        Ok(())
     }
 }

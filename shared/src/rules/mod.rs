@@ -16,21 +16,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use cel::{Context, IdedExpr, Program};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::forms::{Form, Rule, Severity};
+pub use crate::messages::Flag;
 
 pub use answers::AnswerValue;
-
-/// One finding about a response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Flag {
-    /// `required:<question>`, `type:<question>`, or the id of a rule.
-    pub rule_id: String,
-    pub message: String,
-    pub severity: Severity,
-}
 
 /// What checking a response found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

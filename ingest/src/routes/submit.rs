@@ -1,69 +1,22 @@
-//! The HTTP API's handlers.
+//! Submitting responses: `POST /collect`, `POST /v1/forms/{form_id}/responses` and
+//! `…/responses:batch`.
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
-use collect_shared::amqp::{OutgoingMessage, Publisher};
 use collect_shared::forms::{Form, HOUSEHOLD_FINANCE};
-use collect_shared::messages::{ResponseEnvelope, ResponseMessage};
+use collect_shared::messages::ResponseEnvelope;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
+use super::AppState;
 use crate::body::{from_value, read_json};
 use crate::error::{ApiError, RETRY_AFTER_SECONDS};
-use crate::forms::Forms;
 use crate::seed::envelope_from_seed;
 
 /// Most envelopes one batch request may carry.
 pub const MAX_BATCH: usize = 1000;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub publisher: Publisher,
-    /// `N.responses`.
-    pub exchange: Arc<str>,
-    pub forms: Forms,
-    pub max_body_bytes: usize,
-}
-
-impl AppState {
-    fn form(&self, form_id: &str) -> Result<Arc<Form>, ApiError> {
-        self.forms
-            .get(form_id)
-            .ok_or_else(|| ApiError::unknown_form(form_id))
-    }
-
-    /// Publishes the response and waits for the broker's confirm: only then is it accepted.
-    async fn accept(&self, form: &Form, envelope: ResponseEnvelope) -> Result<Value, ApiError> {
-        let message = ResponseMessage::new(form.id.clone(), envelope, Utc::now());
-        let body = serde_json::to_vec(&message).map_err(|error| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("cannot encode the message: {error}"),
-            )
-        })?;
-        let outgoing = OutgoingMessage {
-            exchange: &self.exchange,
-            routing_key: form.id.as_str(),
-            message_id: message.response_id.as_str(),
-            body: &body,
-        };
-        if let Err(error) = self.publisher.publish(outgoing).await {
-            tracing::warn!(response_id = %message.response_id, %error, "response not accepted");
-            return Err(ApiError::unavailable(error));
-        }
-        Ok(json!({
-            "response_id": message.response_id,
-            "form_id": form.id,
-            "revision": message.revision,
-            "status": "accepted",
-        }))
-    }
-}
 
 /// `POST /collect`: the seed system's flat payload, for the built-in form.
 pub async fn collect(
@@ -71,7 +24,7 @@ pub async fn collect(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let form = state.form(HOUSEHOLD_FINANCE)?;
+    let form = state.form(HOUSEHOLD_FINANCE).await?;
     let payload = read_json(&headers, body, state.max_body_bytes).await?;
     let envelope = envelope_from_seed(&form, payload)?;
     let accepted = state.accept(&form, envelope).await?;
@@ -85,7 +38,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let form = state.form(&form_id)?;
+    let form = state.form(&form_id).await?;
     let payload = read_json(&headers, body, state.max_body_bytes).await?;
     let envelope = parse_envelope(&form, payload)?;
     let accepted = state.accept(&form, envelope).await?;
@@ -103,7 +56,7 @@ pub async fn submit_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let form = state.form(&form_id)?;
+    let form = state.form(&form_id).await?;
     let payload = read_json(&headers, body, state.max_body_bytes).await?;
     let Value::Array(items) = payload else {
         return Err(ApiError::invalid(
@@ -179,6 +132,12 @@ fn parse_envelope(form: &Form, payload: Value) -> Result<ResponseEnvelope, ApiEr
         ));
     }
     let envelope: ResponseEnvelope = from_value(payload)?;
+    if i64::try_from(envelope.revision.0).is_err() {
+        return Err(ApiError::invalid(
+            "revision",
+            "revision must be at most 9223372036854775807",
+        ));
+    }
     if let Some(named) = &envelope.form_id
         && named != &form.id
     {
@@ -191,16 +150,4 @@ fn parse_envelope(form: &Form, payload: Value) -> Result<ResponseEnvelope, ApiEr
         ));
     }
     Ok(envelope)
-}
-
-pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-}
-
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not take that method",
-    )
 }

@@ -1,0 +1,89 @@
+//! The HTTP API's handlers, and the state they share.
+
+mod forms;
+mod reads;
+mod submit;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use chrono::Utc;
+use collect_shared::amqp::{OutgoingMessage, Publisher};
+use collect_shared::forms::Form;
+use collect_shared::messages::{FormId, ResponseEnvelope, ResponseMessage};
+use collect_shared::store::{FormCache, FormLookupError, Store};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+pub use forms::{get_form, put_form};
+pub use reads::{collector_flags, get_response};
+pub use submit::{collect, submit, submit_batch};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub publisher: Publisher,
+    /// `N.responses`.
+    pub exchange: Arc<str>,
+    pub forms: Arc<FormCache>,
+    pub store: Store,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// The form of a URL: `404` when there is none, `503` when the database cannot say.
+    async fn form(&self, form_id: &str) -> Result<Arc<Form>, ApiError> {
+        let id = FormId::parse(form_id).map_err(|_| ApiError::unknown_form(form_id))?;
+        match self.forms.get(&id).await {
+            Ok(Some(compiled)) => Ok(compiled.form.clone()),
+            Ok(None) => Err(ApiError::unknown_form(form_id)),
+            Err(FormLookupError::Database(error)) => Err(ApiError::database(error)),
+            Err(invalid) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "invalid_form",
+                invalid.to_string(),
+            )),
+        }
+    }
+
+    /// Publishes the response and waits for the broker's confirm: only then is it accepted.
+    async fn accept(&self, form: &Form, envelope: ResponseEnvelope) -> Result<Value, ApiError> {
+        let message = ResponseMessage::new(form.id.clone(), envelope, Utc::now());
+        let body = serde_json::to_vec(&message).map_err(|error| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot encode the message: {error}"),
+            )
+        })?;
+        let outgoing = OutgoingMessage {
+            exchange: &self.exchange,
+            routing_key: form.id.as_str(),
+            message_id: message.response_id.as_str(),
+            body: &body,
+            headers: None,
+        };
+        if let Err(error) = self.publisher.publish(outgoing).await {
+            tracing::warn!(response_id = %message.response_id, %error, "response not accepted");
+            return Err(ApiError::unavailable(error));
+        }
+        Ok(json!({
+            "response_id": message.response_id,
+            "form_id": form.id,
+            "revision": message.revision,
+            "status": "accepted",
+        }))
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}

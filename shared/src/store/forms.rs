@@ -1,0 +1,172 @@
+//! Form definitions, and the cache that services read them through.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+use sqlx::types::Json;
+use tokio::sync::Mutex;
+
+use super::Store;
+use crate::forms::{Form, FormDefinition};
+use crate::messages::FormId;
+use crate::rules::{CompiledForm, RuleError};
+
+/// A form as stored, with its version.
+#[derive(Debug, Clone)]
+pub struct StoredForm {
+    pub form: Form,
+    pub version: i32,
+}
+
+/// What `PUT` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutForm {
+    pub version: i32,
+    pub created: bool,
+}
+
+impl Store {
+    pub async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, sqlx::Error> {
+        let row = sqlx::query("SELECT version, definition FROM forms WHERE form_id = $1")
+            .bind(form_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let Json(definition): Json<FormDefinition> = row.try_get("definition")?;
+            Ok(StoredForm {
+                form: Form {
+                    id: form_id.clone(),
+                    definition,
+                },
+                version: row.try_get("version")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, sqlx::Error> {
+        sqlx::query_scalar("SELECT version FROM forms WHERE form_id = $1")
+            .bind(form_id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Stores a definition. The version goes up only when the definition changed, so the same
+    /// `PUT` twice is a no-op.
+    pub async fn put_form(&self, form: &Form) -> Result<PutForm, sqlx::Error> {
+        let written = sqlx::query(
+            "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)
+             ON CONFLICT (form_id) DO UPDATE
+                SET version = forms.version + 1, definition = EXCLUDED.definition, updated_at = now()
+                WHERE forms.definition IS DISTINCT FROM EXCLUDED.definition
+             RETURNING version, (xmax = 0) AS created",
+        )
+        .bind(form.id.as_str())
+        .bind(Json(&form.definition))
+        .fetch_optional(&self.pool)
+        .await?;
+        match written {
+            Some(row) => Ok(PutForm {
+                version: row.try_get("version")?,
+                created: row.try_get("created")?,
+            }),
+            None => Ok(PutForm {
+                version: self.form_version(&form.id).await?.unwrap_or(1),
+                created: false,
+            }),
+        }
+    }
+
+    /// Stores a definition unless the form exists (the built-in forms at start).
+    pub(super) async fn ensure_form(&self, form: &Form) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)
+             ON CONFLICT (form_id) DO NOTHING",
+        )
+        .bind(form.id.as_str())
+        .bind(Json(&form.definition))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormLookupError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("form {form_id} version {version} does not compile: {errors}")]
+    Invalid {
+        form_id: String,
+        version: i32,
+        errors: String,
+    },
+}
+
+impl FormLookupError {
+    fn invalid(stored: &StoredForm, errors: Vec<RuleError>) -> Self {
+        Self::Invalid {
+            form_id: stored.form.id.to_string(),
+            version: stored.version,
+            errors: errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}
+
+/// Compiled forms, each rechecked against the database at most every `ttl`: a `PUT` takes
+/// effect everywhere within that time, and a hot form costs one tiny query per `ttl`.
+pub struct FormCache {
+    store: Store,
+    ttl: Duration,
+    entries: Mutex<HashMap<FormId, (Arc<CompiledForm>, Instant)>>,
+}
+
+impl FormCache {
+    pub fn new(store: Store, ttl: Duration) -> Self {
+        Self {
+            store,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current version of a form, compiled; `None` when there is no such form.
+    pub async fn get(
+        &self,
+        form_id: &FormId,
+    ) -> Result<Option<Arc<CompiledForm>>, FormLookupError> {
+        let cached = self.entries.lock().await.get(form_id).cloned();
+        if let Some((compiled, checked_at)) = &cached {
+            if checked_at.elapsed() < self.ttl {
+                return Ok(Some(compiled.clone()));
+            }
+            if self.store.form_version(form_id).await? == Some(compiled.version) {
+                self.remember(form_id, compiled.clone()).await;
+                return Ok(Some(compiled.clone()));
+            }
+        }
+        let Some(stored) = self.store.form(form_id).await? else {
+            self.entries.lock().await.remove(form_id);
+            return Ok(None);
+        };
+        let version = stored.version;
+        let compiled = CompiledForm::compile(Arc::new(stored.form.clone()), version)
+            .map_err(|errors| FormLookupError::invalid(&stored, errors))?;
+        let compiled = Arc::new(compiled);
+        self.remember(form_id, compiled.clone()).await;
+        Ok(Some(compiled))
+    }
+
+    async fn remember(&self, form_id: &FormId, compiled: Arc<CompiledForm>) {
+        self.entries
+            .lock()
+            .await
+            .insert(form_id.clone(), (compiled, Instant::now()));
+    }
+}

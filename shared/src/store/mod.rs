@@ -1,0 +1,116 @@
+//! Every SQL statement of Collect, against PostgreSQL. Migrations live in `shared/migrations/`,
+//! are embedded in the binaries and run at start.
+
+mod forms;
+mod responses;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::telemetry::Check;
+
+pub use forms::{FormCache, FormLookupError, PutForm, StoredForm};
+pub use responses::{NewResponse, SaveOutcome};
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+/// The database, through a connection pool. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Creates the database if it is missing, connects, runs the migrations, and makes sure the
+    /// built-in forms exist.
+    pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let url = crate::config::redact_url(&settings.url);
+        if !sqlx::Postgres::database_exists(&settings.url)
+            .await
+            .with_context(|| format!("cannot reach PostgreSQL at {url}"))?
+        {
+            // Another service may be creating it at the same moment: that is fine.
+            if let Err(error) = sqlx::Postgres::create_database(&settings.url).await
+                && !sqlx::Postgres::database_exists(&settings.url)
+                    .await
+                    .unwrap_or(false)
+            {
+                return Err(error).with_context(|| format!("cannot create the database {url}"));
+            }
+            tracing::info!(database = %url, "created the database");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&settings.url)
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("cannot run the database migrations")?;
+        let store = Self { pool };
+        for form in crate::forms::builtin() {
+            store.ensure_form(&form).await?;
+        }
+        Ok(store)
+    }
+
+    /// Like [`Store::connect`], retried with backoff until it works or `shutdown` fires.
+    pub async fn connect_with_retry(
+        settings: &StoreSettings,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        use backon::BackoffBuilder;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            match Self::connect(settings).await {
+                Ok(store) => return Ok(store),
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "PostgreSQL is not usable yet; retrying"
+                    );
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(error.context("stopped while waiting for PostgreSQL")),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A `/readyz` check: ok while a trivial query answers within 2 s.
+    pub fn readiness_check(&self) -> Check {
+        let pool = self.pool.clone();
+        Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move {
+                let query = sqlx::query("SELECT 1").execute(&pool);
+                match tokio::time::timeout(Duration::from_secs(2), query).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(format!("database error: {error}")),
+                    Err(_) => Err("the database did not answer within 2 s".into()),
+                }
+            })
+        })
+    }
+}
