@@ -91,6 +91,14 @@ pub struct Received {
     pub body: serde_json::Value,
 }
 
+/// A message read by a [`Probe`], as bytes.
+#[derive(Debug)]
+pub struct RawReceived {
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    pub data: Vec<u8>,
+}
+
 /// A test's own view of an exchange: an exclusive queue bound to it, read with a deadline.
 pub struct Probe {
     _connection: Connection,
@@ -146,16 +154,33 @@ impl Probe {
 
     /// The next message, or `None` when none comes within `wait`.
     pub async fn next_within(&mut self, wait: Duration) -> Option<Received> {
+        let raw = self.next_raw_within(wait).await?;
+        Some(Received {
+            routing_key: raw.routing_key,
+            properties: raw.properties,
+            body: serde_json::from_slice(&raw.data).expect("a JSON message"),
+        })
+    }
+
+    /// The next message as bytes, or `None` when none comes within `wait`.
+    pub async fn next_raw_within(&mut self, wait: Duration) -> Option<RawReceived> {
         let delivery = tokio::time::timeout(wait, self.consumer.next())
             .await
             .ok()??
             .unwrap();
         delivery.ack(BasicAckOptions::default()).await.unwrap();
-        Some(Received {
+        Some(RawReceived {
             routing_key: delivery.routing_key.to_string(),
             properties: delivery.properties.clone(),
-            body: serde_json::from_slice(&delivery.data).expect("a JSON message"),
+            data: delivery.data.clone(),
         })
+    }
+
+    /// The next message as bytes; panics when none comes within 10 s.
+    pub async fn next_raw(&mut self) -> RawReceived {
+        self.next_raw_within(Duration::from_secs(10))
+            .await
+            .expect("no message within 10 s")
     }
 
     /// The next message; panics when none comes within 10 s.
@@ -181,6 +206,41 @@ impl Probe {
             .unwrap();
         queue.message_count()
     }
+}
+
+/// The sum of a counter in this process's metrics (services under test run in process).
+pub fn counter_total(name: &str, label: &str) -> f64 {
+    let page = collect_shared::telemetry::metrics_handle().render();
+    page.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Publishes raw bytes (persistent, with a confirm), as another backend might.
+pub async fn publish_raw(exchange: &str, routing_key: &str, body: &[u8]) {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirmation = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirmation.is_ack());
+    let _ = connection.close(200, "published".into()).await;
 }
 
 /// Deletes a namespace's queues and exchanges; call it at the end of a test.

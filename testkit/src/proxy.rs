@@ -46,6 +46,10 @@ impl FaultProxy {
         Self::start("127.0.0.1:5672".parse().unwrap()).await
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The broker URL through this proxy.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)

@@ -108,6 +108,9 @@ impl Worker {
                     message_id: stored.response_id.as_str(),
                     body: &body,
                     headers: None,
+                    // Collectors' apps bind their own queues; with none bound, the event is
+                    // not kept (the flags route lists what is flagged).
+                    mandatory: false,
                 })
                 .await;
             if !published {
@@ -126,6 +129,7 @@ impl Worker {
             message_id: stored.response_id.as_str(),
             body: &body,
             headers: None,
+            mandatory: true,
         })
         .await
     }
@@ -167,6 +171,7 @@ impl Worker {
             message_id: &message_id,
             body: &delivery.data,
             headers: Some(&headers),
+            mandatory: true,
         })
         .await
     }

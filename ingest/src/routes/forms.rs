@@ -40,14 +40,11 @@ pub async fn put_form(
     let form = Form { id, definition };
     if let Err(errors) = CompiledForm::compile(Arc::new(form.clone()), 0) {
         let first = &errors[0];
-        let mut message = errors
+        let message = errors
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        if let Some((line, column)) = first.position {
-            message = format!("line {line}, column {column}: {message}");
-        }
         return Err(ApiError::invalid(
             format!("rules[{}].expression", first.index),
             message,

@@ -62,6 +62,7 @@ impl AppState {
             message_id: message.response_id.as_str(),
             body: &body,
             headers: None,
+            mandatory: true,
         };
         if let Err(error) = self.publisher.publish(outgoing).await {
             tracing::warn!(response_id = %message.response_id, %error, "response not accepted");

@@ -39,6 +39,8 @@ where
             }
             Err(error) => {
                 attempt += 1;
+                metrics::counter!("collect_retries_total", "operation" => what.to_owned())
+                    .increment(1);
                 tracing::warn!(what, attempt, %error, "failed; retrying");
                 let delay = delays.next().unwrap_or(std::time::Duration::from_secs(10));
                 tokio::select! {

@@ -39,6 +39,9 @@ pub struct OutgoingMessage<'a> {
     pub body: &'a [u8],
     /// Application headers, if any.
     pub headers: Option<&'a FieldTable>,
+    /// Whether a message no queue is bound for is an error ([`PublishError::Unroutable`]) or
+    /// simply dropped by the broker (events nobody has subscribed to yet).
+    pub mandatory: bool,
 }
 
 /// Why a message was not confirmed. After `Timeout` or `Channel` the message may still have
@@ -122,8 +125,8 @@ impl Publisher {
             .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
             .with_headers(message.headers.cloned().unwrap_or_default());
         let options = BasicPublishOptions {
-            // An unroutable message comes back instead of vanishing.
-            mandatory: true,
+            // With `mandatory`, an unroutable message comes back instead of vanishing.
+            mandatory: message.mandatory,
             ..Default::default()
         };
         let confirm = channel

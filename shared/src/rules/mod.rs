@@ -108,9 +108,10 @@ impl CompiledForm {
                 Ok(program) => program,
                 Err(parse_errors) => {
                     for parse_error in parse_errors.errors {
+                        // cel reports 1-based positions.
                         let (line, column) = parse_error.pos;
-                        let position = (line >= 0 && column >= 0)
-                            .then(|| (line as usize + 1, column as usize + 1));
+                        let position =
+                            (line > 0 && column > 0).then_some((line as usize, column as usize));
                         errors.push(error(position, parse_error.msg));
                     }
                     continue;

@@ -253,7 +253,7 @@ fn compile_errors_name_the_rule_and_the_position() {
     .expect_err("two rules are wrong");
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!((errors[0].index, errors[0].rule_id.as_str()), (1, "broken"));
-    assert!(errors[0].position.is_some(), "{errors:?}");
+    assert_eq!(errors[0].position, Some((1, 8)), "{errors:?}");
     assert_eq!(
         (errors[1].index, errors[1].rule_id.as_str()),
         (2, "unknown")

@@ -1,6 +1,6 @@
 //! Responses: one row per response id, latest revision wins.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -203,10 +203,11 @@ fn stored_response(
         status,
         flags: new.evaluation.flags.clone(),
         collector: message.collector.clone(),
-        submitted_at: message.submitted_at,
+        // PostgreSQL keeps microseconds: say what a later read will say.
+        submitted_at: message.submitted_at.map(|t| t.trunc_subsecs(6)),
         answers: message.answers.clone(),
         metadata: message.metadata.clone(),
-        received_at: message.received_at,
+        received_at: message.received_at.map(|t| t.trunc_subsecs(6)),
         stored_at,
     }
 }

@@ -1,0 +1,75 @@
+use std::time::Duration;
+
+use collect_testkit::{FaultProxy, eventually};
+use serde_json::json;
+
+use crate::helpers::{Pipeline, seed, start_validator, validator_config};
+
+/// PostgreSQL going away: messages wait and are retried, never dead-lettered, and the
+/// validator carries on by itself when it is back.
+#[tokio::test]
+async fn while_the_database_is_down_messages_wait_then_are_stored() {
+    let pipeline = Pipeline::start_with(0).await;
+    let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let (_, database) = pipeline.database_url.rsplit_once('/').unwrap();
+    let through_proxy = format!("postgres://postgres@{}/{database}", proxy.addr());
+    let validator = start_validator(validator_config(
+        &pipeline.namespace,
+        &through_proxy,
+        &collect_testkit::amqp_url(),
+    ))
+    .await;
+    let mut dead = pipeline.dead_probe().await;
+    assert_eq!(
+        pipeline
+            .post("/collect", &seed("r-before", "u", json!({})))
+            .await
+            .status(),
+        202
+    );
+    pipeline.stored("r-before", 1_795_169_700_000).await;
+
+    proxy.cut();
+    assert_eq!(
+        pipeline
+            .post("/collect", &seed("r-during", "u", json!({})))
+            .await
+            .status(),
+        202
+    );
+    // It is tried and fails, more than once...
+    eventually(
+        Duration::from_secs(20),
+        "retries against the database",
+        || async {
+            (collect_testkit::counter_total("collect_retries_total", "") >= 2.0).then_some(())
+        },
+    )
+    .await;
+    // ...and is neither stored nor set aside.
+    assert_eq!(pipeline.get("/v1/responses/r-during").await.status(), 404);
+    assert!(
+        dead.next_raw_within(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+
+    proxy.restore();
+    pipeline.stored("r-during", 1_795_169_700_000).await;
+    eventually(
+        Duration::from_secs(10),
+        "the validator queue drained",
+        || async {
+            (dead.queue_depth(&pipeline.topology.validator_queue()).await == 0).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        dead.next_raw_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    validator.0.cancel();
+    validator.1.await.unwrap().unwrap();
+    pipeline.stop().await;
+}

@@ -1,0 +1,177 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Pipeline, rule_ids, seed};
+
+#[tokio::test]
+async fn the_seed_rules_flag_end_to_end_and_the_flag_goes_to_its_collector() {
+    let pipeline = Pipeline::start().await;
+    let mut flags = pipeline.flags_probe("u-table").await;
+    let mut other_collector = pipeline.flags_probe("u-other").await;
+    let income = "what is the monthly income?";
+    let savings = "what is the monthly savings?";
+    let expenditure = "what is the monthly expenditure?";
+    // (response, changes to the valid seed payload, flags expected)
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        ("r-valid", json!({}), vec![]),
+        (
+            "r-equal-items",
+            json!({expenditure: 17500, savings: 0}),
+            vec![],
+        ),
+        (
+            "r-items-over",
+            json!({expenditure: 17499.99}),
+            vec!["expenditure_covers_items"],
+        ),
+        ("r-all-surplus-saved", json!({savings: 22000}), vec![]),
+        (
+            "r-saves-too-much",
+            json!({savings: 22000.01}),
+            vec!["savings_within_surplus"],
+        ),
+        ("r-zero-savings", json!({savings: 0}), vec![]),
+        (
+            "r-negative-savings",
+            json!({savings: -1}),
+            vec!["savings_within_surplus"],
+        ),
+        (
+            "r-income-below",
+            json!({income: 20000}),
+            vec!["savings_within_surplus"],
+        ),
+        (
+            "r-strings",
+            json!({income: "52000", savings: "8000.0"}),
+            vec![],
+        ),
+        (
+            "r-no-income",
+            json!({income: null}),
+            vec!["required:monthly_income"],
+        ),
+        (
+            "r-bad-income",
+            json!({income: "lots"}),
+            vec!["type:monthly_income"],
+        ),
+    ];
+    for (response_id, changes, _) in &cases {
+        let response = pipeline
+            .post("/collect", &seed(response_id, "u-table", changes.clone()))
+            .await;
+        assert_eq!(response.status(), 202, "{response_id}");
+    }
+
+    let mut expected_events = BTreeMap::new();
+    for (response_id, _, expected) in &cases {
+        let stored = pipeline.stored(response_id, 1_795_169_700_000).await;
+        let status = if expected.is_empty() {
+            "valid"
+        } else {
+            "flagged"
+        };
+        assert_eq!(stored["status"], status, "{response_id}");
+        assert_eq!(rule_ids(&stored["flags"]), *expected, "{response_id}");
+        assert_eq!(stored["form_id"], "household-finance");
+        assert_eq!(stored["collector"]["user_id"], "u-table");
+        assert_eq!(stored["sheet"], Value::Null);
+        if !expected.is_empty() {
+            expected_events.insert(response_id.to_string(), expected.clone());
+        }
+    }
+
+    let mut events = BTreeMap::new();
+    for _ in 0..expected_events.len() {
+        let event = flags.next().await;
+        assert_eq!(event.routing_key, "collector.u-table");
+        assert_eq!(event.body["type"], "flagged");
+        assert_eq!(event.body["form_id"], "household-finance");
+        assert_eq!(event.body["revision"], 1_795_169_700_000u64);
+        assert_eq!(
+            event.body["collector"],
+            json!({"user_id": "u-table", "username": "asha"})
+        );
+        assert!(event.body["answers"].is_object());
+        assert!(event.body["at"].is_string());
+        for flag in event.body["flags"].as_array().unwrap() {
+            assert!(!flag["message"].as_str().unwrap().is_empty());
+        }
+        let id = event.body["response_id"].as_str().unwrap().to_owned();
+        events.insert(id, rule_ids(&event.body["flags"]));
+    }
+    let expected_events: BTreeMap<String, Vec<String>> = expected_events
+        .into_iter()
+        .map(|(id, rules)| (id, rules.into_iter().map(String::from).collect()))
+        .collect();
+    assert_eq!(events, expected_events);
+    assert!(
+        flags
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "one event per flagged response"
+    );
+    assert!(
+        other_collector
+            .next_within(Duration::from_millis(100))
+            .await
+            .is_none(),
+        "nothing for other collectors"
+    );
+
+    // The collector's list of what to fix.
+    let listed: Value = pipeline
+        .get("/v1/collectors/u-table/flags")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut listed_ids: Vec<&str> = listed["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["response_id"].as_str().unwrap())
+        .collect();
+    listed_ids.sort();
+    assert_eq!(
+        listed_ids,
+        events.keys().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(listed["truncated"], false);
+    let empty: Value = pipeline
+        .get("/v1/collectors/u-other/flags")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty["responses"], json!([]));
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn read_routes_answer_404_until_stored_and_need_a_key() {
+    let pipeline = Pipeline::start().await;
+    let response = pipeline.get("/v1/responses/r-never").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_response");
+    let response = pipeline
+        .client
+        .get(pipeline.url("/v1/responses/r-never"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = pipeline
+        .client
+        .get(pipeline.url("/v1/collectors/u/flags"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    pipeline.stop().await;
+}
