@@ -33,9 +33,13 @@ pub async fn get_response(
         .await
         .map_err(ApiError::database)?
         .ok_or_else(not_found)?;
+    let sheet = state
+        .store
+        .sheet_position(&id)
+        .await
+        .map_err(ApiError::database)?;
     let mut body = serde_json::to_value(&stored).unwrap_or_default();
-    // The sheet position arrives with sheets-sync.
-    body["sheet"] = Value::Null;
+    body["sheet"] = serde_json::to_value(sheet).unwrap_or_default();
     Ok(Json(body))
 }
 

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use crate::telemetry::Check;
 
 pub use forms::{FormCache, FormLookupError, PutForm, StoredForm};
-pub use responses::{NewResponse, SaveOutcome};
+pub use responses::{NewResponse, SaveOutcome, SheetPosition};
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {

@@ -13,6 +13,14 @@ use crate::messages::{
 };
 use crate::rules::Evaluation;
 
+/// A response's row in a sheet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SheetPosition {
+    pub spreadsheet_id: String,
+    pub tab: String,
+    pub row: i32,
+}
+
 /// A checked response, ready to store.
 pub struct NewResponse<'a> {
     pub message: &'a ResponseMessage,
@@ -140,6 +148,28 @@ impl Store {
             .await?;
         row.map(|row| from_row(&row).map(|(stored, _)| stored))
             .transpose()
+    }
+
+    /// Where the response was last written in a sheet, if it was.
+    pub async fn sheet_position(
+        &self,
+        response_id: &ResponseId,
+    ) -> Result<Option<SheetPosition>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT spreadsheet_id, tab, row_number FROM sheet_rows
+             WHERE response_id = $1 ORDER BY written_at DESC LIMIT 1",
+        )
+        .bind(response_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(SheetPosition {
+                spreadsheet_id: row.try_get("spreadsheet_id")?,
+                tab: row.try_get("tab")?,
+                row: row.try_get("row_number")?,
+            })
+        })
+        .transpose()
     }
 
     /// The collector's responses that are flagged now (latest revision), oldest first, at most
