@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts the whole Collect pipeline on this machine, against the local RabbitMQ and PostgreSQL:
-# ingest on :8080, validator on :8081, sheets-sync on :8082. Ctrl-C stops everything.
+# ingest on :8080, validator on :8081, sheets-sync on :8082, and the Sheets emulator on :8090
+# (unless GOOGLE_APPLICATION_CREDENTIALS names a real service-account key). Ctrl-C stops
+# everything.
 # Every variable of the README's configuration table is honoured; logs go to target/local/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,15 @@ export VALIDATOR_LISTEN=${VALIDATOR_LISTEN:-127.0.0.1:8081}
 export SHEETS_SYNC_LISTEN=${SHEETS_SYNC_LISTEN:-127.0.0.1:8082}
 logs=target/local
 mkdir -p "$logs"
+emulator=
+if [ -z "${GOOGLE_APPLICATION_CREDENTIALS:-}" ]; then
+  emulator=yes
+  export SHEETS_EMULATOR_LISTEN=${SHEETS_EMULATOR_LISTEN:-127.0.0.1:8090}
+  export SHEETS_EMULATOR_KEY_FILE=${SHEETS_EMULATOR_KEY_FILE:-$PWD/$logs/emulator-service-account.json}
+  export SHEETS_DEFAULT_SPREADSHEET_ID=${SHEETS_DEFAULT_SPREADSHEET_ID:-local-spreadsheet}
+  export SHEETS_EMULATOR_SPREADSHEETS=${SHEETS_EMULATOR_SPREADSHEETS:-$SHEETS_DEFAULT_SPREADSHEET_ID}
+  export SHEETS_API_URL=${SHEETS_API_URL:-http://$SHEETS_EMULATOR_LISTEN/}
+fi
 
 pids=()
 stop() {
@@ -25,6 +36,16 @@ stop() {
   wait "${pids[@]}" 2>/dev/null || true
 }
 trap stop EXIT INT TERM
+
+if [ -n "$emulator" ]; then
+  "target/$profile/sheets-emulator" >"$logs/sheets-emulator.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 30); do
+    if curl -fsS "http://$SHEETS_EMULATOR_LISTEN/healthz" >/dev/null 2>&1 && [ -s "$SHEETS_EMULATOR_KEY_FILE" ]; then break; fi
+    sleep 1
+  done
+  export GOOGLE_APPLICATION_CREDENTIALS=$SHEETS_EMULATOR_KEY_FILE
+fi
 
 for service in ingest validator sheets-sync; do
   "target/$profile/$service" >"$logs/$service.log" 2>&1 &
@@ -48,6 +69,13 @@ Collect is running (logs in $logs/):
   ingest       http://$INGEST_LISTEN   (API key: $key)
   validator    http://$VALIDATOR_LISTEN/readyz
   sheets-sync  http://$SHEETS_SYNC_LISTEN/readyz
+MSG
+if [ -n "$emulator" ]; then cat <<MSG
+  emulator     http://$SHEETS_EMULATOR_LISTEN (spreadsheet $SHEETS_DEFAULT_SPREADSHEET_ID; a tab as CSV:
+               curl http://$SHEETS_EMULATOR_LISTEN/emulator/spreadsheets/$SHEETS_DEFAULT_SPREADSHEET_ID/tabs/household-finance.csv)
+MSG
+fi
+cat <<MSG
 Try:
   curl -i http://$INGEST_LISTEN/v1/forms/household-finance/responses \\
     -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' \\

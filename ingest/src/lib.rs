@@ -89,6 +89,11 @@ impl Application {
                 "/v1/forms/{form_id}",
                 put(routes::put_form).get(routes::get_form),
             )
+            .route(
+                "/v1/forms/{form_id}/sheet:export",
+                post(routes::export_sheet),
+            )
+            .route("/google-sheet", post(routes::google_sheet))
             .route("/v1/responses/{response_id}", get(routes::get_response))
             .route(
                 "/v1/collectors/{user_id}/flags",

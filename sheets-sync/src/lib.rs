@@ -1,18 +1,32 @@
-//! `sheets-sync`: consumes `N.sheets` and keeps each form's Google Sheet up to date. So far it
-//! holds its broker connection (declaring the topology) and serves its health routes; the
-//! work lands with the sheets-sync issue.
+//! `sheets-sync`: keeps each form's Google Sheet up to date. It consumes `N.sheets` into an
+//! outbox in PostgreSQL and writes waiting rows to their sheets in batches, each response in
+//! exactly one row.
+
+mod consumer;
+mod google;
+mod sheet_row;
+mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
+use collect_shared::amqp::{Broker, BrokerSettings, PublishSettings, Publisher, Topology};
 use collect_shared::config::CommonConfig;
 use collect_shared::server;
+use collect_shared::store::{FormCache, Store};
+use collect_shared::telemetry::{Readiness, ops_router, track_http};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// A tab whose writes fail for longer than this makes `/readyz` answer 503.
+const BLOCKED_NOT_READY_AFTER: Duration = Duration::from_secs(60);
 
 /// Writes stored responses to Google Sheets.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "sheets-sync", version, about)]
+#[command(name = "sheets-sync", version, about, args_override_self = true)]
 pub struct SheetsSyncConfig {
     #[command(flatten)]
     pub common: CommonConfig,
@@ -45,12 +59,136 @@ pub struct SheetsSyncConfig {
     #[arg(long, env = "SHEETS_BATCH_MAX_WAIT_MS", default_value_t = 1000)]
     pub batch_max_wait_ms: u64,
 
-    /// Client-side write budget per credential (Google's per-user quota is 60 a minute).
+    /// Client-side write budget per credential (Google's per-user quota is 60 a minute); reads
+    /// get the same budget of their own.
     #[arg(long, env = "SHEETS_WRITES_PER_MINUTE", default_value_t = 60)]
     pub writes_per_minute: u32,
+
+    /// Deliveries of `N.sheets` in hand at once.
+    #[arg(long, env = "SHEETS_SYNC_PREFETCH", default_value_t = 100)]
+    pub prefetch: u16,
+}
+
+/// sheets-sync, bound to its port, its database ready.
+pub struct Application {
+    listener: TcpListener,
+    config: SheetsSyncConfig,
+    store: Store,
+}
+
+impl Application {
+    pub async fn build(
+        config: SheetsSyncConfig,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = server::bind(config.listen, "SHEETS_SYNC_LISTEN").await?;
+        let store = Store::connect_with_retry(&config.common.store_settings(), shutdown).await?;
+        Ok(Self {
+            listener,
+            config,
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let config = &self.config;
+        let api = match &config.google_application_credentials {
+            Some(path) => Some(
+                google::SheetsApi::connect(path, &config.sheets_api_url, config.writes_per_minute)
+                    .await?,
+            ),
+            None => {
+                tracing::warn!(
+                    "GOOGLE_APPLICATION_CREDENTIALS is not set: rows wait in the database until it is"
+                );
+                None
+            }
+        };
+        let topology = Topology::new(config.common.namespace.clone());
+        let broker = Broker::start(BrokerSettings::new(
+            config.common.amqp_url.clone(),
+            "sheets-sync",
+            topology.clone(),
+        ));
+        let publisher = Publisher::new(
+            broker.clone(),
+            PublishSettings::default(),
+            "collect-sheets-sync",
+        );
+        let consumer = Arc::new(consumer::Consumer {
+            store: self.store.clone(),
+            publisher,
+            topology,
+            shutdown: shutdown.clone(),
+        });
+        let consuming = tokio::spawn(consumer::run(consumer, broker.clone(), config.prefetch));
+        let writer = writer::Writer::new(
+            self.store.clone(),
+            Arc::new(FormCache::new(self.store.clone(), Duration::from_secs(2))),
+            api,
+            writer::WriterSettings {
+                default_spreadsheet_id: config.default_spreadsheet_id.clone(),
+                batch_rows: config.batch_rows.max(1),
+                max_wait: Duration::from_millis(config.batch_max_wait_ms),
+            },
+            shutdown.clone(),
+        );
+        let blocked = writer.blocked.clone();
+        let writing = tokio::spawn(writer.run());
+
+        let sheets_check: collect_shared::telemetry::Check = Arc::new(move || {
+            let stuck: Vec<String> = blocked
+                .lock()
+                .map(|blocked| {
+                    blocked
+                        .iter()
+                        .filter(|(_, b)| b.since.elapsed() > BLOCKED_NOT_READY_AFTER)
+                        .map(|(target, b)| {
+                            format!(
+                                "{}/{}: {} (for {} s)",
+                                target.spreadsheet_id,
+                                target.tab,
+                                b.reason,
+                                b.since.elapsed().as_secs()
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Box::pin(async move {
+                if stuck.is_empty() {
+                    Ok(())
+                } else {
+                    Err(stuck.join("; "))
+                }
+            })
+        });
+        let readiness = Readiness::new()
+            .with_check("broker", broker.readiness_check())
+            .with_check("database", self.store.readiness_check())
+            .with_check("sheets", sheets_check);
+        let router = ops_router(readiness).layer(axum::middleware::from_fn(track_http));
+        server::serve(self.listener, router, shutdown, Duration::from_secs(5)).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(8), async {
+            let _ = consuming.await;
+            let _ = writing.await;
+        })
+        .await;
+        broker.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
 }
 
 pub async fn run(config: SheetsSyncConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let listener = server::bind(config.listen, "SHEETS_SYNC_LISTEN").await?;
-    server::run_ops_only("sheets-sync", listener, &config.common, shutdown).await
+    Application::build(config, &shutdown)
+        .await?
+        .run_until_stopped(shutdown)
+        .await
 }

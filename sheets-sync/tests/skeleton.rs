@@ -1,5 +1,5 @@
-//! Until its work lands, sheets-sync starts, declares the topology, answers its health routes and
-//! stops on SIGTERM.
+//! sheets-sync as an operator runs it: it starts (without Google credentials: rows wait),
+//! declares the topology, answers its health routes and stops on SIGTERM.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,12 +12,14 @@ use nix::sys::signal::Signal;
 #[tokio::test]
 async fn starts_declares_the_topology_and_stops_on_sigterm() {
     let namespace = collect_testkit::namespace();
+    let database_url = collect_testkit::database_url();
     let mut service = ServiceProcess::start(
         env!("CARGO_BIN_EXE_sheets-sync"),
         &[
             ("SHEETS_SYNC_LISTEN", "127.0.0.1:0".into()),
             ("COLLECT_NAMESPACE", namespace.to_string()),
             ("AMQP_URL", collect_testkit::amqp_url()),
+            ("DATABASE_URL", database_url.clone()),
         ],
     )
     .await;
@@ -42,4 +44,5 @@ async fn starts_declares_the_topology_and_stops_on_sigterm() {
     service.signal(Signal::SIGTERM);
     assert!(service.wait(Duration::from_secs(10)).await.success());
     remove_namespace(&namespace).await;
+    collect_testkit::drop_database(&database_url).await;
 }

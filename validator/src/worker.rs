@@ -2,18 +2,18 @@
 //! and only then ack.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
-use collect_shared::amqp::{Broker, OutgoingMessage, Publisher, Topology, retry_until_shutdown};
+use collect_shared::amqp::{
+    Broker, OutgoingMessage, Publisher, Topology, consume, dead_letter, retry_until_shutdown,
+};
 use collect_shared::messages::{FlagEvent, ResponseMessage, StoredResponse};
 use collect_shared::store::{FormCache, FormLookupError, NewResponse, SaveOutcome, Store};
-use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::options::BasicAckOptions;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,46 +143,22 @@ impl Worker {
         .is_some()
     }
 
-    /// Sets a message aside in `N.dead`, with why in the `x-collect-reason` header.
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> bool {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ShortString::from("x-collect-reason"),
-            AMQPValue::LongString(reason.into()),
-        );
-        headers.insert(
-            ShortString::from("x-collect-queue"),
-            AMQPValue::LongString(self.topology.validator_queue().into()),
-        );
-        headers.insert(
-            ShortString::from("x-collect-routing-key"),
-            AMQPValue::LongString(delivery.routing_key.as_str().into()),
-        );
-        let message_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.to_string())
-            .unwrap_or_default();
-        let exchange = self.topology.dead_exchange();
-        self.publish(OutgoingMessage {
-            exchange: &exchange,
-            routing_key: "",
-            message_id: &message_id,
-            body: &delivery.data,
-            headers: Some(&headers),
-            mandatory: true,
-        })
-        .await
-    }
-
     /// Processes one delivery and acks it when its work is committed.
     async fn handle(&self, delivery: Delivery) {
         let started = Instant::now();
         let mut outcome = self.process(&delivery.data).await;
         if let Outcome::DeadLettered(reason) = &outcome {
             warn!(%reason, routing_key = %delivery.routing_key, "dead-lettering a message");
-            if !self.dead_letter(&delivery, reason).await {
+            let dead_lettered = dead_letter(
+                &self.publisher,
+                &self.topology.dead_exchange(),
+                &self.topology.validator_queue(),
+                &delivery,
+                reason,
+                &self.shutdown,
+            )
+            .await;
+            if !dead_lettered {
                 outcome = Outcome::Abandoned;
             }
         }
@@ -206,63 +182,13 @@ impl Worker {
     }
 }
 
-/// Consumes `N.validator` until `shutdown`, reconnecting as the broker comes and goes.
-/// In-flight deliveries finish before it returns; prefetched ones go back to the queue.
+/// Consumes `N.validator` until `shutdown`; in-flight deliveries finish first.
 pub async fn run(worker: Arc<Worker>, broker: Broker, prefetch: u16) {
-    let shutdown = worker.shutdown.clone();
-    loop {
-        let connection = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            connection = broker.connection() => connection,
-        };
-        let Some(connection) = connection else { return };
-        match consume(&worker, &connection, prefetch).await {
-            Ok(()) if shutdown.is_cancelled() => return,
-            Ok(()) => warn!("the consumer was cancelled; consuming again"),
-            Err(error) => warn!(%error, "cannot consume; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-async fn consume(
-    worker: &Arc<Worker>,
-    connection: &lapin::Connection,
-    prefetch: u16,
-) -> Result<(), lapin::Error> {
-    let channel = connection.create_channel().await?;
-    // Enough deliveries in hand to keep the database and the confirms busy, not so many that
-    // a restart redelivers a flood.
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
     let queue = worker.topology.validator_queue();
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    info!(%queue, prefetch, "consuming");
     let shutdown = worker.shutdown.clone();
-    consumer
-        .take_until(shutdown.cancelled_owned())
-        .for_each_concurrent(usize::from(prefetch), |delivery| {
-            let worker = worker.clone();
-            async move {
-                match delivery {
-                    Ok(delivery) => worker.handle(delivery).await,
-                    Err(error) => warn!(%error, "consumer error"),
-                }
-            }
-        })
-        .await;
-    // Unacked deliveries not yet started go back to the queue with the channel.
-    let _ = tokio::time::timeout(Duration::from_secs(2), channel.close(200, "done".into())).await;
-    Ok(())
+    consume(broker, queue, prefetch, shutdown, move |delivery| {
+        let worker = worker.clone();
+        async move { worker.handle(delivery).await }
+    })
+    .await;
 }

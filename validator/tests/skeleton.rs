@@ -1,5 +1,5 @@
-//! Until its work lands, validator starts, declares the topology, answers its health routes and
-//! stops on SIGTERM.
+//! The validator as an operator runs it: it starts, declares the topology, answers its health
+//! routes and stops on SIGTERM.
 
 #![allow(clippy::unwrap_used)]
 

@@ -86,3 +86,56 @@ fn form_body(form: &Form, version: i32) -> Value {
     }
     body
 }
+
+/// `POST /v1/forms/{form_id}/sheet:export`: every stored response of the form is (re)written
+/// to its sheet by sheets-sync, in batches within the write budget.
+pub async fn export_sheet(
+    State(state): State<AppState>,
+    Path(form_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let form = state.form(&form_id).await?;
+    queue_export(&state, &form.id).await
+}
+
+/// `POST /google-sheet {"table_name": "<form id>"}`: the seed system's export route.
+pub async fn google_sheet(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Export {
+        table_name: String,
+    }
+    let payload = read_json(&headers, body, state.max_body_bytes).await?;
+    if !payload.is_object() {
+        return Err(ApiError::invalid(
+            "",
+            "the body must be {\"table_name\": \"<form id>\"}",
+        ));
+    }
+    let export: Export = from_value(payload)?;
+    let form = state
+        .form(&export.table_name)
+        .await
+        .map_err(|error| match error.code {
+            "unknown_form" => error.with_field("table_name"),
+            _ => error,
+        })?;
+    queue_export(&state, &form.id).await
+}
+
+async fn queue_export(state: &AppState, form_id: &FormId) -> Result<Response, ApiError> {
+    let queued = state
+        .store
+        .enqueue_form_export(form_id)
+        .await
+        .map_err(ApiError::database)?;
+    tracing::info!(form = %form_id, responses = queued, "sheet export queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"form_id": form_id, "responses": queued, "status": "queued"})),
+    )
+        .into_response())
+}

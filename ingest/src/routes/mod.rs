@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 
-pub use forms::{get_form, put_form};
+pub use forms::{export_sheet, get_form, google_sheet, put_form};
 pub use reads::{collector_flags, get_response};
 pub use submit::{collect, submit, submit_batch};
 

@@ -1,10 +1,12 @@
 //! RabbitMQ: the topology of the spec as code, a supervised connection, confirmed publishing.
 
 mod broker;
+mod consumer;
 mod publisher;
 mod topology;
 
 pub use broker::{Broker, BrokerSettings, BrokerStatus};
+pub use consumer::{consume, dead_letter};
 pub use publisher::{OutgoingMessage, PublishError, PublishSettings, Publisher};
 pub use topology::{DELIVERY_LIMIT, Topology, TopologyError};
 

@@ -163,6 +163,16 @@ impl FormCache {
         Ok(Some(compiled))
     }
 
+    /// Like [`FormCache::get`], but reads the database now: for when a newer version is known
+    /// to exist (a response was checked against it).
+    pub async fn get_fresh(
+        &self,
+        form_id: &FormId,
+    ) -> Result<Option<Arc<CompiledForm>>, FormLookupError> {
+        self.entries.lock().await.remove(form_id);
+        self.get(form_id).await
+    }
+
     async fn remember(&self, form_id: &FormId, compiled: Arc<CompiledForm>) {
         self.entries
             .lock()

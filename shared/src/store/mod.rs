@@ -3,6 +3,7 @@
 
 mod forms;
 mod responses;
+mod sheets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::telemetry::Check;
 
 pub use forms::{FormCache, FormLookupError, PutForm, StoredForm};
 pub use responses::{NewResponse, SaveOutcome, SheetPosition};
+pub use sheets::{PendingForm, PendingRow};
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {

@@ -259,7 +259,9 @@ fn decode<T, E: std::error::Error + Send + Sync + 'static>(
     result.map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
-fn from_row(row: &PgRow) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
+pub(super) fn from_row(
+    row: &PgRow,
+) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
     let status = match row.try_get::<&str, _>("status")? {
         "flagged" => ResponseStatus::Flagged,
         _ => ResponseStatus::Valid,

@@ -1,0 +1,193 @@
+//! What sheets-sync keeps: responses waiting for their sheet (`sheet_outbox`) and where each
+//! response sits in a sheet (`sheet_rows`).
+
+use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Row};
+
+use super::Store;
+use crate::messages::{FormId, ResponseId, StoredResponse};
+
+/// A response waiting to be written, with its latest stored revision.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub response: StoredResponse,
+    pub force: bool,
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// A form with responses waiting, and how long the oldest has waited.
+#[derive(Debug, Clone)]
+pub struct PendingForm {
+    pub form_id: FormId,
+    pub waiting: i64,
+    pub oldest_age_seconds: f64,
+}
+
+impl Store {
+    /// Marks a response as waiting for its sheet (idempotent).
+    pub async fn enqueue_for_sheet(
+        &self,
+        response_id: &ResponseId,
+        form_id: &FormId,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO sheet_outbox (response_id, form_id) VALUES ($1, $2)
+             ON CONFLICT (response_id) DO UPDATE
+                SET form_id = EXCLUDED.form_id, enqueued_at = clock_timestamp()",
+        )
+        .bind(response_id.as_str())
+        .bind(form_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks every stored response of a form for rewriting; returns how many.
+    pub async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO sheet_outbox (response_id, form_id, force)
+             SELECT response_id, form_id, true FROM responses WHERE form_id = $1
+             ON CONFLICT (response_id) DO UPDATE
+                SET force = true, enqueued_at = clock_timestamp()",
+        )
+        .bind(form_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn pending_forms(&self) -> Result<Vec<PendingForm>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT form_id, count(*) AS waiting,
+                    EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at))::float8 AS oldest_age
+             FROM sheet_outbox GROUP BY form_id ORDER BY min(enqueued_at)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingForm {
+                    form_id: FormId::parse(row.try_get::<String, _>("form_id")?)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    waiting: row.try_get("waiting")?,
+                    oldest_age_seconds: row.try_get("oldest_age")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` waiting responses of a form, oldest first, as stored now.
+    pub async fn pending_rows(
+        &self,
+        form_id: &FormId,
+        limit: i64,
+    ) -> Result<Vec<PendingRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT r.*, o.force, o.enqueued_at FROM sheet_outbox o
+             JOIN responses r ON r.response_id = o.response_id
+             WHERE o.form_id = $1
+             ORDER BY o.enqueued_at, o.response_id
+             LIMIT $2",
+        )
+        .bind(form_id.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingRow {
+                    response: super::responses::from_row(row)?.0,
+                    force: row.try_get("force")?,
+                    enqueued_at: row.try_get("enqueued_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The rows of a tab already written, for these responses: `(response_id, row, revision)`.
+    pub async fn sheet_rows(
+        &self,
+        spreadsheet_id: &str,
+        tab: &str,
+        response_ids: &[String],
+    ) -> Result<Vec<(String, i32, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT response_id, row_number, revision FROM sheet_rows
+             WHERE spreadsheet_id = $1 AND tab = $2 AND response_id = ANY($3)",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(response_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("response_id")?,
+                    row.try_get("row_number")?,
+                    row.try_get("revision")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Records where responses were written (`(response_id, row, revision)`) and takes them off
+    /// the outbox, unless they were enqueued again meanwhile (a newer revision), in one
+    /// transaction.
+    pub async fn record_written(
+        &self,
+        spreadsheet_id: &str,
+        tab: &str,
+        written: &[(String, i32, i64)],
+        enqueued_before: &[(String, DateTime<Utc>)],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
+        let rows: Vec<i32> = written.iter().map(|(_, row, _)| *row).collect();
+        let revisions: Vec<i64> = written.iter().map(|(_, _, revision)| *revision).collect();
+        sqlx::query(
+            "INSERT INTO sheet_rows (spreadsheet_id, tab, response_id, row_number, revision)
+             SELECT $1, $2, * FROM UNNEST($3::text[], $4::int[], $5::bigint[])
+             ON CONFLICT (spreadsheet_id, tab, response_id) DO UPDATE
+                SET row_number = EXCLUDED.row_number, revision = EXCLUDED.revision,
+                    written_at = now()",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(&ids)
+        .bind(&rows)
+        .bind(&revisions)
+        .execute(&mut *tx)
+        .await?;
+        let done_ids: Vec<&str> = enqueued_before.iter().map(|(id, _)| id.as_str()).collect();
+        let done_at: Vec<DateTime<Utc>> = enqueued_before.iter().map(|(_, at)| *at).collect();
+        sqlx::query(
+            "DELETE FROM sheet_outbox o USING UNNEST($1::text[], $2::timestamptz[]) AS d(id, at)
+             WHERE o.response_id = d.id AND o.enqueued_at <= d.at",
+        )
+        .bind(&done_ids)
+        .bind(&done_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// A connection of its own, to hold per-tab locks on: a session's advisory locks last as
+    /// long as the session, so a writer that dies frees its tabs.
+    pub async fn lock_session(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.pool.acquire().await
+    }
+
+    /// Takes (or confirms) the advisory lock `key` on `session`: `true` when this session holds
+    /// it, `false` when another one does.
+    pub async fn try_lock(
+        session: &mut PoolConnection<Postgres>,
+        key: i64,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut **session)
+            .await
+    }
+}

@@ -1,0 +1,450 @@
+//! Google Sheets through the real `google-sheets4` and `yup-oauth2` clients: a service account,
+//! `Scope::Spreadsheet` on every call (so one token serves reads and writes), a client-side
+//! request budget, and errors sorted into what to do about them.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use google_sheets4::FieldMask;
+use google_sheets4::api::Scope;
+use google_sheets4::api::{
+    AddSheetRequest, BatchUpdateSpreadsheetRequest, BatchUpdateSpreadsheetResponse,
+    BatchUpdateValuesRequest, GridProperties, Request, SheetProperties,
+    UpdateSheetPropertiesRequest, ValueRange,
+};
+use google_sheets4::common::{Delegate, Response, Retry};
+use google_sheets4::{Error, Sheets};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+type Hub = Sheets<HttpsConnector<HttpConnector>>;
+
+/// A tab of a spreadsheet.
+#[derive(Debug, Clone)]
+pub struct TabInfo {
+    pub title: String,
+    pub sheet_id: i32,
+    pub column_count: i32,
+}
+
+/// Why a call failed, and what that means for the rows.
+#[derive(Debug, Clone)]
+pub struct ApiFailure {
+    pub reason: String,
+    /// From `Retry-After`, when the server said.
+    pub retry_after: Option<Duration>,
+    /// The request may have been applied (a transport error or a 5xx): an append must be
+    /// reconciled before it is tried again.
+    pub outcome_unknown: bool,
+}
+
+/// Spaces requests out to stay within a per-minute budget (Google: 60 a minute per user for
+/// writes, the same for reads).
+struct Budget {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Budget {
+    fn per_minute(requests: u32) -> Self {
+        Self {
+            interval: Duration::from_secs(60) / requests.max(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    async fn acquire(&self) {
+        let wait = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Keeps the `Retry-After` of a failed response (the client does not surface headers).
+#[derive(Default)]
+struct RetryAfter(Option<Duration>);
+
+impl Delegate for RetryAfter {
+    fn http_failure(&mut self, response: &Response, _: Option<&Value>) -> Retry {
+        self.0 = response
+            .headers()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Retry::Abort
+    }
+}
+
+/// google-sheets4's request futures are large (about 60 KB); each call is boxed so that the
+/// futures of its callers stay small.
+#[derive(Clone)]
+pub struct SheetsApi {
+    hub: Arc<Hub>,
+    writes: Arc<Budget>,
+    reads: Arc<Budget>,
+}
+
+impl SheetsApi {
+    /// A client for the service account in `credentials`, talking to `api_url` (Google's
+    /// `https://sheets.googleapis.com/`, or the emulator).
+    pub async fn connect(
+        credentials: &Path,
+        api_url: &str,
+        requests_per_minute: u32,
+    ) -> anyhow::Result<Self> {
+        let key = yup_oauth2::read_service_account_key(credentials)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot read the service-account key {} (GOOGLE_APPLICATION_CREDENTIALS)",
+                    credentials.display()
+                )
+            })?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .context("cannot load the system's root certificates")?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let auth_client =
+            hyper_util::client::legacy::Client::builder(executor.clone()).build(connector.clone());
+        let auth = yup_oauth2::ServiceAccountAuthenticator::with_client(
+            key,
+            yup_oauth2::client::CustomHyperClientBuilder::from(auth_client),
+        )
+        .build()
+        .await
+        .context("cannot set up the service-account authenticator")?;
+        let client = hyper_util::client::legacy::Client::builder(executor).build(connector);
+        let mut hub = Sheets::new(client, auth);
+        let root = if api_url.ends_with('/') {
+            api_url.to_owned()
+        } else {
+            format!("{api_url}/")
+        };
+        hub.base_url(root.clone());
+        hub.root_url(root);
+        Ok(Self {
+            hub: Arc::new(hub),
+            writes: Arc::new(Budget::per_minute(requests_per_minute)),
+            reads: Arc::new(Budget::per_minute(requests_per_minute)),
+        })
+    }
+
+    /// A spreadsheet's tabs.
+    pub async fn tabs(&self, spreadsheet: &str) -> Result<Vec<TabInfo>, ApiFailure> {
+        self.reads.acquire().await;
+        let mut retry_after = RetryAfter::default();
+        let result = Box::pin(
+            self.hub
+                .spreadsheets()
+                .get(spreadsheet)
+                .add_scope(Scope::Spreadsheet)
+                .delegate(&mut retry_after)
+                .doit(),
+        )
+        .await;
+        let (_, spreadsheet) = settle("spreadsheets.get", result, retry_after)?;
+        Ok(spreadsheet
+            .sheets
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|sheet| {
+                let properties = sheet.properties?;
+                Some(TabInfo {
+                    title: properties.title?,
+                    sheet_id: properties.sheet_id.unwrap_or_default(),
+                    column_count: properties
+                        .grid_properties
+                        .and_then(|grid| grid.column_count)
+                        .unwrap_or(26),
+                })
+            })
+            .collect())
+    }
+
+    /// Adds a tab with at least `columns` columns; returns it.
+    pub async fn add_tab(
+        &self,
+        spreadsheet: &str,
+        tab: &str,
+        columns: i32,
+    ) -> Result<TabInfo, ApiFailure> {
+        let properties = SheetProperties {
+            title: Some(tab.to_owned()),
+            grid_properties: Some(GridProperties {
+                column_count: Some(columns.max(26)),
+                row_count: Some(1000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let requests = vec![Request {
+            add_sheet: Some(AddSheetRequest {
+                properties: Some(properties),
+            }),
+            ..Default::default()
+        }];
+        let reply = self.sheet_request(spreadsheet, requests).await?;
+        let added = reply
+            .replies
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|reply| reply.add_sheet?.properties)
+            .unwrap_or_default();
+        Ok(TabInfo {
+            title: tab.to_owned(),
+            sheet_id: added.sheet_id.unwrap_or_default(),
+            column_count: added
+                .grid_properties
+                .and_then(|grid| grid.column_count)
+                .unwrap_or(columns.max(26)),
+        })
+    }
+
+    /// Widens a tab to `columns` columns: writing values past the grid is refused.
+    pub async fn set_column_count(
+        &self,
+        spreadsheet: &str,
+        sheet_id: i32,
+        columns: i32,
+    ) -> Result<(), ApiFailure> {
+        let requests = vec![Request {
+            update_sheet_properties: Some(UpdateSheetPropertiesRequest {
+                properties: Some(SheetProperties {
+                    sheet_id: Some(sheet_id),
+                    grid_properties: Some(GridProperties {
+                        column_count: Some(columns),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                fields: Some(FieldMask::new(&["gridProperties.columnCount"])),
+            }),
+            ..Default::default()
+        }];
+        self.sheet_request(spreadsheet, requests).await.map(|_| ())
+    }
+
+    /// `Request` is a large struct: it travels in a `Vec`, on the heap, not in the future.
+    async fn sheet_request(
+        &self,
+        spreadsheet: &str,
+        requests: Vec<Request>,
+    ) -> Result<BatchUpdateSpreadsheetResponse, ApiFailure> {
+        self.writes.acquire().await;
+        let request = BatchUpdateSpreadsheetRequest {
+            requests: Some(requests),
+            ..Default::default()
+        };
+        let mut retry_after = RetryAfter::default();
+        let result = Box::pin(
+            self.hub
+                .spreadsheets()
+                .batch_update(request, spreadsheet)
+                .add_scope(Scope::Spreadsheet)
+                .delegate(&mut retry_after)
+                .doit(),
+        )
+        .await;
+        settle("spreadsheets.batchUpdate", result, retry_after).map(|(_, reply)| reply)
+    }
+
+    /// Cells of a range, unformatted (numbers stay numbers).
+    pub async fn read(
+        &self,
+        spreadsheet: &str,
+        range: &str,
+    ) -> Result<Vec<Vec<Value>>, ApiFailure> {
+        self.reads.acquire().await;
+        let mut retry_after = RetryAfter::default();
+        let result = Box::pin(
+            self.hub
+                .spreadsheets()
+                .values_get(spreadsheet, &encode_range(range))
+                .value_render_option("UNFORMATTED_VALUE")
+                .add_scope(Scope::Spreadsheet)
+                .delegate(&mut retry_after)
+                .doit(),
+        )
+        .await;
+        let (_, values) = settle("values.get", result, retry_after)?;
+        Ok(values.values.unwrap_or_default())
+    }
+
+    /// Writes ranges (`RAW`: a value like `=IMPORTXML(...)` stays text) in one request.
+    pub async fn write_ranges(
+        &self,
+        spreadsheet: &str,
+        data: Vec<(String, Vec<Vec<Value>>)>,
+    ) -> Result<(), ApiFailure> {
+        self.writes.acquire().await;
+        let request = BatchUpdateValuesRequest {
+            value_input_option: Some("RAW".into()),
+            data: Some(
+                data.into_iter()
+                    .map(|(range, values)| ValueRange {
+                        range: Some(range),
+                        values: Some(values),
+                        major_dimension: Some("ROWS".into()),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let mut retry_after = RetryAfter::default();
+        let result = Box::pin(
+            self.hub
+                .spreadsheets()
+                .values_batch_update(request, spreadsheet)
+                .add_scope(Scope::Spreadsheet)
+                .delegate(&mut retry_after)
+                .doit(),
+        )
+        .await;
+        settle("values.batchUpdate", result, retry_after).map(|_| ())
+    }
+
+    /// Appends rows after the table of `range` (`RAW`, `INSERT_ROWS`); returns the first row
+    /// number written.
+    pub async fn append(
+        &self,
+        spreadsheet: &str,
+        range: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<u32, ApiFailure> {
+        self.writes.acquire().await;
+        let request = ValueRange {
+            range: None,
+            values: Some(rows),
+            major_dimension: Some("ROWS".into()),
+        };
+        let mut retry_after = RetryAfter::default();
+        let result = Box::pin(
+            self.hub
+                .spreadsheets()
+                .values_append(request, spreadsheet, &encode_range(range))
+                .value_input_option("RAW")
+                .insert_data_option("INSERT_ROWS")
+                .add_scope(Scope::Spreadsheet)
+                .delegate(&mut retry_after)
+                .doit(),
+        )
+        .await;
+        let (_, appended) = settle("values.append", result, retry_after)?;
+        let updated = appended
+            .updates
+            .and_then(|updates| updates.updated_range)
+            .unwrap_or_default();
+        first_row(&updated).ok_or_else(|| ApiFailure {
+            reason: format!("values.append answered no usable updatedRange ({updated:?})"),
+            retry_after: None,
+            outcome_unknown: true,
+        })
+    }
+}
+
+/// Counts the call and sorts its error.
+fn settle<T>(
+    method: &'static str,
+    result: Result<(Response, T), Error>,
+    retry_after: RetryAfter,
+) -> Result<(Response, T), ApiFailure> {
+    let error = match result {
+        Ok(ok) => {
+            metrics::counter!("collect_sheets_api_calls_total", "method" => method, "status" => "200")
+                .increment(1);
+            return Ok(ok);
+        }
+        Err(error) => error,
+    };
+    let status = match &error {
+        Error::BadRequest(body) => body["error"]["code"].as_u64().map(|code| code as u16),
+        Error::Failure(response) => Some(response.status().as_u16()),
+        _ => None,
+    };
+    let label = status.map_or_else(|| "transport".to_owned(), |code| code.to_string());
+    metrics::counter!("collect_sheets_api_calls_total", "method" => method, "status" => label)
+        .increment(1);
+    let outcome_unknown = match status {
+        // Refused before it was applied.
+        Some(400..=499) => false,
+        // A 5xx, a transport error, an unreadable answer: it may have been applied.
+        _ => !matches!(error, Error::MissingToken(_)),
+    };
+    let reason = match &error {
+        Error::BadRequest(body) => format!(
+            "{method}: {} {}",
+            body["error"]["code"],
+            body["error"]["message"].as_str().unwrap_or_default()
+        ),
+        Error::MissingToken(cause) => format!("{method}: no access token: {cause}"),
+        other => format!("{method}: {other}"),
+    };
+    Err(ApiFailure {
+        reason,
+        retry_after: retry_after.0,
+        outcome_unknown,
+    })
+}
+
+/// `'Tab name'!A1` for a tab, with `'` doubled as A1 notation wants.
+pub fn a1(tab: &str, cells: &str) -> String {
+    format!("'{}'!{cells}", tab.replace('\'', "''"))
+}
+
+/// google-sheets4 puts the range into the URL path as it is: encode everything but the
+/// unreserved characters, so a tab named `Q&A #1 / 2024?` survives.
+fn encode_range(range: &str) -> String {
+    let mut encoded = String::with_capacity(range.len() * 3);
+    for byte in range.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// The first row of an A1 range such as `'Tab'!A11:T60`.
+fn first_row(range: &str) -> Option<u32> {
+    let cells = range.rsplit_once('!').map_or(range, |(_, cells)| cells);
+    let start = cells.split(':').next()?;
+    start
+        .trim_start_matches(|c: char| c.is_ascii_alphabetic() || c == '$')
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_survive_the_url() {
+        assert_eq!(encode_range("'Q&A #1'!A1"), "%27Q%26A%20%231%27%21A1");
+        assert_eq!(a1("It's", "A:A"), "'It''s'!A:A");
+    }
+
+    #[test]
+    fn reads_the_first_row_of_an_updated_range() {
+        assert_eq!(first_row("Sheet1!A11:T60"), Some(11));
+        assert_eq!(first_row("'My tab'!A2:C2"), Some(2));
+        assert_eq!(first_row("'a!b'!B7"), Some(7));
+        assert_eq!(first_row(""), None);
+    }
+}

@@ -1,0 +1,243 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use collect_shared::config::Namespace;
+use collect_testkit::{amqp_url, eventually, remove_namespace};
+use serde_json::{Value, json};
+use sheets_emulator::Emulator;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const KEY: &str = "sync-key";
+pub const SPREADSHEET: &str = "sheet-1";
+
+type Running = (CancellationToken, JoinHandle<anyhow::Result<()>>);
+
+pub struct Pipeline {
+    pub ingest: SocketAddr,
+    pub namespace: Namespace,
+    pub database_url: String,
+    pub emulator: Emulator,
+    pub emulator_url: String,
+    pub key_file: PathBuf,
+    pub client: reqwest::Client,
+    services: Vec<Running>,
+}
+
+impl Pipeline {
+    pub async fn start() -> Self {
+        collect_shared::telemetry::init_tracing(collect_shared::config::LogFormat::Text);
+        let namespace = collect_testkit::namespace();
+        let database_url = collect_testkit::database_url();
+
+        let emulator = Emulator::new();
+        emulator.create_spreadsheet(SPREADSHEET);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let emulator_url = format!("http://{}/", listener.local_addr().unwrap());
+        let router = sheets_emulator::router(emulator.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let key = emulator.issue_key(&format!("{emulator_url}token"));
+        let key_file = std::env::temp_dir().join(format!("collect-key-{namespace}.json"));
+        std::fs::write(&key_file, key.to_string()).unwrap();
+
+        let ingest_config = ingest::IngestConfig::try_parse_from([
+            "ingest",
+            "--listen",
+            "127.0.0.1:0",
+            "--namespace",
+            namespace.as_str(),
+            "--database-url",
+            &database_url,
+            "--amqp-url",
+            &amqp_url(),
+            "--api-keys",
+            KEY,
+            "--auth",
+            "on",
+        ])
+        .unwrap();
+        let app = ingest::Application::build(ingest_config).await.unwrap();
+        let ingest = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let mut services = vec![(
+            shutdown.clone(),
+            tokio::spawn(app.run_until_stopped(shutdown)),
+        )];
+
+        let validator_config = validator::ValidatorConfig::try_parse_from([
+            "validator",
+            "--listen",
+            "127.0.0.1:0",
+            "--namespace",
+            namespace.as_str(),
+            "--database-url",
+            &database_url,
+            "--amqp-url",
+            &amqp_url(),
+        ])
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let app = validator::Application::build(validator_config, &shutdown)
+            .await
+            .unwrap();
+        services.push((
+            shutdown.clone(),
+            tokio::spawn(app.run_until_stopped(shutdown)),
+        ));
+
+        let pipeline = Self {
+            ingest,
+            namespace,
+            database_url,
+            emulator,
+            emulator_url,
+            key_file,
+            client: reqwest::Client::new(),
+            services,
+        };
+        let sync = pipeline.start_sheets_sync().await;
+        let mut pipeline = pipeline;
+        pipeline.services.push(sync);
+        eventually(Duration::from_secs(20), "ingest ready", || async {
+            let response = pipeline
+                .client
+                .get(pipeline.url("/readyz"))
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+        pipeline
+    }
+
+    /// Another sheets-sync instance on the same namespace, database and emulator.
+    pub async fn start_sheets_sync(&self) -> Running {
+        let config = sheets_sync::SheetsSyncConfig::try_parse_from([
+            "sheets-sync",
+            "--listen",
+            "127.0.0.1:0",
+            "--namespace",
+            self.namespace.as_str(),
+            "--database-url",
+            &self.database_url,
+            "--amqp-url",
+            &amqp_url(),
+            "--google-application-credentials",
+            self.key_file.to_str().unwrap(),
+            "--sheets-api-url",
+            &self.emulator_url,
+            "--default-spreadsheet-id",
+            SPREADSHEET,
+            "--batch-rows",
+            "200",
+            "--batch-max-wait-ms",
+            "100",
+            "--writes-per-minute",
+            "6000",
+        ])
+        .unwrap();
+        let shutdown = CancellationToken::new();
+        let app = sheets_sync::Application::build(config, &shutdown)
+            .await
+            .unwrap();
+        (
+            shutdown.clone(),
+            tokio::spawn(app.run_until_stopped(shutdown)),
+        )
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ingest)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The tab's cells, as stored in the emulator.
+    pub fn tab(&self, tab: &str) -> Vec<Vec<Value>> {
+        self.emulator
+            .tab_values(SPREADSHEET, tab)
+            .unwrap_or_default()
+    }
+
+    /// Waits until the tab holds `rows` data rows (besides the header) and nothing waits to be
+    /// written; returns the tab.
+    pub async fn tab_with_rows(&self, tab: &str, rows: usize) -> Vec<Vec<Value>> {
+        let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
+        let cells = eventually(Duration::from_secs(60), "the rows in the sheet", || async {
+            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM sheet_outbox")
+                .fetch_one(&pool)
+                .await
+                .ok()?;
+            let cells = self.tab(tab);
+            (waiting == 0 && cells.len() == rows + 1).then_some(cells)
+        })
+        .await;
+        pool.close().await;
+        cells
+    }
+
+    pub async fn stop(self) {
+        for (shutdown, _) in &self.services {
+            shutdown.cancel();
+        }
+        for (_, task) in self.services {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("a service stops within 20 s")
+                .unwrap()
+                .unwrap();
+        }
+        remove_namespace(&self.namespace).await;
+        collect_testkit::drop_database(&self.database_url).await;
+        let _ = std::fs::remove_file(&self.key_file);
+    }
+}
+
+/// A valid household-finance envelope.
+pub fn envelope(response_id: &str, revision: u64, savings: i64) -> Value {
+    json!({
+        "response_id": response_id,
+        "revision": revision,
+        "collector": {"user_id": "u-1", "username": "asha"},
+        "answers": {
+            "name": "Asha", "gender": "female", "age": 34,
+            "monthly_income": 52000, "monthly_savings": savings, "monthly_expenditure": 30000,
+            "food": 12000, "cable": 500, "healthcare": 2000, "fuel": 3000
+        },
+        "metadata": {"location": "Pune"}
+    })
+}
+
+/// The data rows of a tab by response id (column A).
+pub fn rows_by_id(cells: &[Vec<Value>]) -> std::collections::HashMap<String, Vec<Value>> {
+    let mut rows = std::collections::HashMap::new();
+    for row in &cells[1..] {
+        let id = row[0].as_str().unwrap().to_owned();
+        assert!(
+            rows.insert(id.clone(), row.clone()).is_none(),
+            "{id} is in the sheet twice"
+        );
+    }
+    rows
+}

@@ -1,0 +1,9 @@
+//! The whole pipeline into the Sheets emulator, through the real google-sheets4 and yup-oauth2
+//! clients: ingest, validator and sheets-sync in process, each test with its own namespace,
+//! database and emulator.
+
+#![allow(clippy::unwrap_used)]
+
+mod faults;
+mod helpers;
+mod rows;
