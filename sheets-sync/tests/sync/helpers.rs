@@ -28,6 +28,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// With or without a sheets-sync running in process.
+    pub async fn start_with(sheets_sync: bool) -> Self {
         collect_shared::telemetry::init_tracing(collect_shared::config::LogFormat::Text);
         let namespace = collect_testkit::namespace();
         let database_url = collect_testkit::database_url();
@@ -97,9 +102,11 @@ impl Pipeline {
             client: reqwest::Client::new(),
             services,
         };
-        let sync = pipeline.start_sheets_sync().await;
         let mut pipeline = pipeline;
-        pipeline.services.push(sync);
+        if sheets_sync {
+            let sync = pipeline.start_sheets_sync().await;
+            pipeline.services.push(sync);
+        }
         eventually(Duration::from_secs(20), "ingest ready", || async {
             let response = pipeline
                 .client
@@ -149,6 +156,25 @@ impl Pipeline {
         )
     }
 
+    /// The environment of a sheets-sync process on this pipeline.
+    pub fn sheets_sync_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SHEETS_SYNC_LISTEN", "127.0.0.1:0".into()),
+            ("COLLECT_NAMESPACE", self.namespace.to_string()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("AMQP_URL", amqp_url()),
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                self.key_file.display().to_string(),
+            ),
+            ("SHEETS_API_URL", self.emulator_url.clone()),
+            ("SHEETS_DEFAULT_SPREADSHEET_ID", SPREADSHEET.into()),
+            ("SHEETS_BATCH_ROWS", "100".into()),
+            ("SHEETS_BATCH_MAX_WAIT_MS", "100".into()),
+            ("SHEETS_WRITES_PER_MINUTE", "6000".into()),
+        ]
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.ingest)
     }
@@ -195,6 +221,10 @@ impl Pipeline {
         .await;
         pool.close().await;
         cells
+    }
+
+    pub fn add_service(&mut self, service: Running) {
+        self.services.push(service);
     }
 
     pub async fn stop(self) {

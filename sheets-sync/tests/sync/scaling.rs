@@ -1,0 +1,73 @@
+use std::time::Duration;
+
+use collect_testkit::{ServiceProcess, eventually};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use sheets_emulator::Faults;
+
+use crate::helpers::{Pipeline, envelope, rows_by_id};
+
+const TAB: &str = "household-finance";
+const BATCH: &str = "/v1/forms/household-finance/responses:batch";
+
+async fn send(pipeline: &Pipeline, total: usize) {
+    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|i| envelope(&format!("r-{i}"), 1, 10))
+            .collect();
+        assert_eq!(pipeline.post(BATCH, &json!(batch)).await.status(), 202);
+    }
+}
+
+#[tokio::test]
+async fn two_instances_at_once_write_every_row_once() {
+    let mut pipeline = Pipeline::start().await;
+    let second = pipeline.start_sheets_sync().await;
+    pipeline.add_service(second);
+    // Slow writes, so both instances are at work at once.
+    pipeline.emulator.set_faults(Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    });
+    send(&pipeline, 2000).await;
+    let cells = pipeline.tab_with_rows(TAB, 2000).await;
+    assert_eq!(rows_by_id(&cells).len(), 2000);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
+    let pipeline = Pipeline::start_with(false).await;
+    pipeline.emulator.set_faults(Faults {
+        latency_ms: 150,
+        ..Faults::default()
+    });
+    let binary = env!("CARGO_BIN_EXE_sheets-sync");
+    let env = pipeline.sheets_sync_env();
+    let mut sync = ServiceProcess::start(binary, &env).await;
+    send(&pipeline, 1000).await;
+
+    // Killed while it writes: some rows are in, others not yet.
+    eventually(Duration::from_secs(60), "a few batches written", || async {
+        (pipeline.tab(TAB).len() > 150).then_some(())
+    })
+    .await;
+    sync.signal(Signal::SIGKILL);
+    let status = sync.wait(Duration::from_secs(10)).await;
+    assert!(!status.success());
+    let written_before = pipeline.tab(TAB).len() - 1;
+    assert!(
+        written_before < 1000,
+        "killed before the end ({written_before} rows)"
+    );
+
+    // Its successor finishes the work, without duplicates.
+    pipeline.emulator.set_faults(Faults::default());
+    let mut successor = ServiceProcess::start(binary, &env).await;
+    let cells = pipeline.tab_with_rows(TAB, 1000).await;
+    assert_eq!(rows_by_id(&cells).len(), 1000);
+    successor.signal(Signal::SIGTERM);
+    assert!(successor.wait(Duration::from_secs(15)).await.success());
+    pipeline.stop().await;
+}
