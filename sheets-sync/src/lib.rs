@@ -21,9 +21,6 @@ use collect_shared::telemetry::{Readiness, ops_router, track_http};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A tab whose writes fail for longer than this makes `/readyz` answer 503.
-const BLOCKED_NOT_READY_AFTER: Duration = Duration::from_secs(60);
-
 /// Writes stored responses to Google Sheets.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sheets-sync", version, about, args_override_self = true)]
@@ -63,6 +60,10 @@ pub struct SheetsSyncConfig {
     /// get the same budget of their own.
     #[arg(long, env = "SHEETS_WRITES_PER_MINUTE", default_value_t = 60)]
     pub writes_per_minute: u32,
+
+    /// A tab whose writes have failed for this long makes `/readyz` answer 503.
+    #[arg(long, env = "SHEETS_NOT_READY_AFTER_MS", default_value_t = 60_000)]
+    pub not_ready_after_ms: u64,
 
     /// Deliveries of `N.sheets` in hand at once.
     #[arg(long, env = "SHEETS_SYNC_PREFETCH", default_value_t = 100)]
@@ -140,6 +141,7 @@ impl Application {
             shutdown.clone(),
         );
         let blocked = writer.blocked.clone();
+        let not_ready_after = Duration::from_millis(config.not_ready_after_ms);
         let writing = tokio::spawn(writer.run());
 
         let sheets_check: collect_shared::telemetry::Check = Arc::new(move || {
@@ -148,7 +150,7 @@ impl Application {
                 .map(|blocked| {
                     blocked
                         .iter()
-                        .filter(|(_, b)| b.since.elapsed() > BLOCKED_NOT_READY_AFTER)
+                        .filter(|(_, b)| b.since.elapsed() >= not_ready_after)
                         .map(|(target, b)| {
                             format!(
                                 "{}/{}: {} (for {} s)",

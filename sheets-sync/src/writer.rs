@@ -416,6 +416,11 @@ impl Writer {
         self.store
             .record_written(&target.spreadsheet_id, &target.tab, &written, &done)
             .await?;
+        let exported = rows.iter().filter(|row| row.force).count();
+        if exported > 0 {
+            // An export's progress, batch by batch.
+            info!(form = %form.id, spreadsheet = %target.spreadsheet_id, tab = %target.tab, rows = exported, "export: rewrote a batch");
+        }
         Ok(count)
     }
 }

@@ -1,7 +1,9 @@
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use sheets_emulator::Faults;
 
-use crate::helpers::{Pipeline, envelope, rows_by_id};
+use crate::helpers::{OTHER_SPREADSHEET, Pipeline, envelope, rows_by_id};
 
 const TAB: &str = "household-finance";
 const BATCH: &str = "/v1/forms/household-finance/responses:batch";
@@ -44,5 +46,124 @@ async fn replies_lost_after_the_write_never_duplicate_a_row() {
     send(&pipeline, 600).await;
     let cells = pipeline.tab_with_rows(TAB, 600).await;
     assert_eq!(rows_by_id(&cells).len(), 600);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn while_google_fails_rows_wait_readyz_says_so_and_writing_resumes_by_itself() {
+    let pipeline = Pipeline::start().await;
+    pipeline.emulator.set_faults(Faults {
+        error_rate: 1.0,
+        error_status: 503,
+        ..Faults::default()
+    });
+    send(&pipeline, 20).await;
+    let (_, body) = collect_testkit::eventually(
+        Duration::from_secs(30),
+        "readyz to report the sheet",
+        || async {
+            let (status, body) = pipeline.sheets_sync_readiness().await;
+            (status == 503 && body["checks"]["sheets"] != "ok").then_some((status, body))
+        },
+    )
+    .await;
+    let reason = body["checks"]["sheets"].as_str().unwrap();
+    assert!(
+        reason.contains("household-finance") && reason.contains("503"),
+        "{reason}"
+    );
+    assert!(pipeline.tab(TAB).len() <= 1, "nothing written meanwhile");
+    let metrics = pipeline
+        .client
+        .get(format!("http://{}/metrics", pipeline.sheets_sync.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("collect_sheets_rows_waiting 20"),
+        "{metrics}"
+    );
+
+    pipeline.emulator.set_faults(Faults::default());
+    let cells = pipeline.tab_with_rows(TAB, 20).await;
+    assert_eq!(rows_by_id(&cells).len(), 20);
+    collect_testkit::eventually(Duration::from_secs(30), "readyz to recover", || async {
+        (pipeline.sheets_sync_readiness().await.0 == 200).then_some(())
+    })
+    .await;
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_spreadsheet_holds_rows_until_the_form_moves_to_another() {
+    let pipeline = Pipeline::start().await;
+    // Room for the default tab's and the form's grids (1000 x 26 each), not one row more.
+    pipeline.emulator.set_faults(Faults {
+        max_cells: Some(52_000),
+        ..Faults::default()
+    });
+    send(&pipeline, 5).await;
+    let (_, body) = collect_testkit::eventually(
+        Duration::from_secs(30),
+        "readyz to report the full sheet",
+        || async {
+            let (status, body) = pipeline.sheets_sync_readiness().await;
+            (status == 503 && body["checks"]["sheets"] != "ok").then_some((status, body))
+        },
+    )
+    .await;
+    assert!(
+        body["checks"]["sheets"].as_str().unwrap().contains("limit"),
+        "{body}"
+    );
+
+    // The operator moves the form to another spreadsheet (its existing first tab, which fits
+    // under the same limit): writing resumes there by itself.
+    let mut form: Value = pipeline
+        .client
+        .get(pipeline.url("/v1/forms/household-finance"))
+        .bearer_auth(crate::helpers::KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let form = form.as_object_mut().unwrap();
+    form.remove("form_id");
+    form.remove("version");
+    form.insert(
+        "sheet".into(),
+        json!({"spreadsheet_id": OTHER_SPREADSHEET, "tab": "Sheet1"}),
+    );
+    assert_eq!(
+        pipeline
+            .put("/v1/forms/household-finance", &json!(form))
+            .await
+            .status(),
+        200
+    );
+    let cells = collect_testkit::eventually(
+        Duration::from_secs(30),
+        "rows in the new spreadsheet",
+        || async {
+            let cells = pipeline.emulator.tab_values(OTHER_SPREADSHEET, "Sheet1")?;
+            (cells.len() == 6).then_some(cells)
+        },
+    )
+    .await;
+    assert_eq!(rows_by_id(&cells).len(), 5);
+    assert_eq!(
+        pipeline.tab(TAB).len(),
+        1,
+        "only the header in the full spreadsheet"
+    );
+    collect_testkit::eventually(Duration::from_secs(30), "readyz to recover", || async {
+        (pipeline.sheets_sync_readiness().await.0 == 200).then_some(())
+    })
+    .await;
     pipeline.stop().await;
 }

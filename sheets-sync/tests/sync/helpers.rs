@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const KEY: &str = "sync-key";
 pub const SPREADSHEET: &str = "sheet-1";
+/// A second spreadsheet, for moving a form to.
+pub const OTHER_SPREADSHEET: &str = "sheet-2";
 
 type Running = (CancellationToken, JoinHandle<anyhow::Result<()>>);
 
@@ -23,6 +25,8 @@ pub struct Pipeline {
     pub emulator_url: String,
     pub key_file: PathBuf,
     pub client: reqwest::Client,
+    /// The in-process sheets-sync's health routes, when one runs.
+    pub sheets_sync: Option<SocketAddr>,
     services: Vec<Running>,
 }
 
@@ -39,6 +43,7 @@ impl Pipeline {
 
         let emulator = Emulator::new();
         emulator.create_spreadsheet(SPREADSHEET);
+        emulator.create_spreadsheet(OTHER_SPREADSHEET);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let emulator_url = format!("http://{}/", listener.local_addr().unwrap());
         let router = sheets_emulator::router(emulator.clone());
@@ -100,12 +105,14 @@ impl Pipeline {
             emulator_url,
             key_file,
             client: reqwest::Client::new(),
+            sheets_sync: None,
             services,
         };
         let mut pipeline = pipeline;
         if sheets_sync {
-            let sync = pipeline.start_sheets_sync().await;
+            let (sync, addr) = pipeline.start_sheets_sync().await;
             pipeline.services.push(sync);
+            pipeline.sheets_sync = Some(addr);
         }
         eventually(Duration::from_secs(20), "ingest ready", || async {
             let response = pipeline
@@ -121,7 +128,7 @@ impl Pipeline {
     }
 
     /// Another sheets-sync instance on the same namespace, database and emulator.
-    pub async fn start_sheets_sync(&self) -> Running {
+    pub async fn start_sheets_sync(&self) -> (Running, SocketAddr) {
         let config = sheets_sync::SheetsSyncConfig::try_parse_from([
             "sheets-sync",
             "--listen",
@@ -144,15 +151,21 @@ impl Pipeline {
             "100",
             "--writes-per-minute",
             "6000",
+            "--not-ready-after-ms",
+            "300",
         ])
         .unwrap();
         let shutdown = CancellationToken::new();
         let app = sheets_sync::Application::build(config, &shutdown)
             .await
             .unwrap();
+        let addr = app.local_addr();
         (
-            shutdown.clone(),
-            tokio::spawn(app.run_until_stopped(shutdown)),
+            (
+                shutdown.clone(),
+                tokio::spawn(app.run_until_stopped(shutdown)),
+            ),
+            addr,
         )
     }
 
@@ -221,6 +234,18 @@ impl Pipeline {
         .await;
         pool.close().await;
         cells
+    }
+
+    /// sheets-sync's `/readyz`: its status and body.
+    pub async fn sheets_sync_readiness(&self) -> (u16, Value) {
+        let addr = self.sheets_sync.expect("a sheets-sync in process");
+        let response = self
+            .client
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
     }
 
     pub fn add_service(&mut self, service: Running) {

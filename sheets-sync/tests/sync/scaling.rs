@@ -23,7 +23,7 @@ async fn send(pipeline: &Pipeline, total: usize) {
 #[tokio::test]
 async fn two_instances_at_once_write_every_row_once() {
     let mut pipeline = Pipeline::start().await;
-    let second = pipeline.start_sheets_sync().await;
+    let (second, _) = pipeline.start_sheets_sync().await;
     pipeline.add_service(second);
     // Slow writes, so both instances are at work at once.
     pipeline.emulator.set_faults(Faults {
