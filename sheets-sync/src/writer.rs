@@ -53,13 +53,25 @@ struct TabState {
 }
 
 /// Why a tab is not being written, since when.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Blocked {
     pub form_id: FormId,
     pub reason: String,
     pub since: Instant,
     failures: u32,
     retry_at: Instant,
+    delays: backon::ExponentialBackoff,
+}
+
+/// Truncated exponential backoff with jitter, up to a minute (Google advises 32 to 64 s).
+fn delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 #[derive(Clone)]
@@ -286,8 +298,8 @@ impl Writer {
             .unwrap_or(false)
     }
 
-    /// Backs the tab off: `Retry-After` when the server gave one, else exponential with jitter
-    /// up to a minute. Rows stay in the outbox meanwhile.
+    /// Backs the tab off: `Retry-After` when the server gave one, else the next of its
+    /// exponential delays. Rows stay in the outbox meanwhile.
     fn fail(&self, form_id: &FormId, target: &Target, failure: ApiFailure) {
         let Ok(mut blocked) = self.blocked.lock() else {
             return;
@@ -299,14 +311,12 @@ impl Writer {
             since: now,
             failures: 0,
             retry_at: now,
+            delays: delays(),
         });
         entry.failures += 1;
         entry.reason = failure.reason.clone();
-        let exponential = Duration::from_millis(250) * 2u32.saturating_pow(entry.failures.min(8));
-        let jitter = Duration::from_millis(u64::from(now.elapsed().subsec_nanos() % 250));
-        let delay = failure
-            .retry_after
-            .unwrap_or_else(|| exponential.min(Duration::from_secs(60)) + jitter);
+        let next = entry.delays.next().unwrap_or(Duration::from_secs(60));
+        let delay = failure.retry_after.unwrap_or(next);
         entry.retry_at = now + delay;
         warn!(
             spreadsheet = %target.spreadsheet_id,
