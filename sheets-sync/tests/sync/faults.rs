@@ -73,19 +73,27 @@ async fn while_google_fails_rows_wait_readyz_says_so_and_writing_resumes_by_itse
         "{reason}"
     );
     assert!(pipeline.tab(TAB).len() <= 1, "nothing written meanwhile");
-    let metrics = pipeline
-        .client
-        .get(format!("http://{}/metrics", pipeline.sheets_sync.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("collect_sheets_rows_waiting 20"),
-        "{metrics}"
-    );
+    let metrics_url = format!("http://{}/metrics", pipeline.sheets_sync.unwrap());
+    collect_testkit::eventually(
+        Duration::from_secs(30),
+        "20 rows waiting in the metrics",
+        || async {
+            let metrics = pipeline
+                .client
+                .get(&metrics_url)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metrics
+                .lines()
+                .any(|line| line == "collect_sheets_rows_waiting 20")
+                .then_some(())
+        },
+    )
+    .await;
 
     pipeline.emulator.set_faults(Faults::default());
     let cells = pipeline.tab_with_rows(TAB, 20).await;
