@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod corpus;
 mod database_outage;
 mod flags;
 mod forms;
