@@ -34,6 +34,33 @@ pub struct ValidatorConfig {
     /// Deliveries in hand (and processed concurrently) at once.
     #[arg(long, env = "VALIDATOR_PREFETCH", default_value_t = 100)]
     pub prefetch: u16,
+
+    /// Without a command, the validator runs as a service.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Look at or replay the dead letters in `N.dead`.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DeadLetterAction {
+    /// Print dead letters as JSON lines (they stay in `N.dead`).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u16,
+    },
+    /// Send dead letters back where they came from, after fixing what made them fail.
+    Replay {
+        #[arg(long, default_value_t = 1000)]
+        limit: u16,
+    },
 }
 
 /// The validator, bound to its port, its database ready.

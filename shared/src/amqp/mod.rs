@@ -2,6 +2,7 @@
 
 mod broker;
 mod consumer;
+pub mod dead_letters;
 mod publisher;
 mod topology;
 

@@ -5,6 +5,7 @@
 
 mod corpus;
 mod database_outage;
+mod dead_letters;
 mod flags;
 mod forms;
 mod helpers;
