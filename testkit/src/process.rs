@@ -42,8 +42,17 @@ impl ServiceProcess {
         })
         .await
         .expect("the service listens within 20 s");
-        // Keep draining its logs so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
+        // Keep draining its logs so it never blocks on a full pipe; `TEST_SERVICE_LOGS=1` shows
+        // them (in a failing test's output).
+        let show = std::env::var_os("TEST_SERVICE_LOGS").is_some();
+        let name = binary.rsplit('/').next().unwrap_or(binary).to_owned();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = logs.next_line().await {
+                if show {
+                    eprintln!("[{name}] {line}");
+                }
+            }
+        });
         Self { addr, child }
     }
 

@@ -137,6 +137,21 @@ impl Broker {
         }
     }
 
+    /// Resolves once `connection` is no longer the broker's current one (replaced after a
+    /// failed recovery, or closed): a consumer on it should start over.
+    pub async fn replaced(&self, connection: &Arc<Connection>) {
+        let mut state = self.state.clone();
+        let _ = state
+            .wait_for(|s| match s {
+                State::Up {
+                    connection: current,
+                    ..
+                } => !Arc::ptr_eq(current, connection),
+                State::Connecting | State::Down(_) | State::Closed => true,
+            })
+            .await;
+    }
+
     /// Closes the connection cleanly and stops the supervisor. Call it after the work that
     /// needs the broker (in-flight publishes, acks) has drained.
     pub async fn close(&self) {
@@ -228,7 +243,8 @@ async fn connect(settings: &BrokerSettings) -> Result<(Arc<Connection>, Channel)
         .with_connection_name(settings.connection_name.clone().into())
         .enable_auto_recover()
         // lapin's own reconnection: quick, and bounded, so that after about a minute the
-        // supervisor takes over with a fresh connection.
+        // supervisor takes over with a fresh connection (sooner if recovery hangs: see
+        // RECOVERY_DEADLINE).
         .with_backoff(
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(100))
@@ -269,6 +285,9 @@ async fn open_publish_channel(
     Ok(channel)
 }
 
+/// How long lapin's own recovery may take before the supervisor replaces the connection.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
+
 enum Ending {
     Closed,
     Lost(String),
@@ -286,6 +305,9 @@ async fn watch_connection(
 ) -> Ending {
     let mut events = connection.events_listener();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // lapin's recovery can hang part-way (a reconnect stuck in its handshake): past this, the
+    // supervisor gives up on the connection and builds a new one.
+    let mut down_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = close.cancelled() => {
@@ -308,6 +330,17 @@ async fn watch_connection(
         let status = connection.status();
         if status.errored() || status.closed() {
             return Ending::Lost("connection closed and automatic recovery gave up".into());
+        }
+        if status.connected() {
+            down_since = None;
+        } else if down_since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            > RECOVERY_DEADLINE
+        {
+            return Ending::Lost(format!(
+                "automatic recovery did not finish within {RECOVERY_DEADLINE:?}"
+            ));
         }
         let channel_status = channel.status();
         if status.connected() && !channel_status.connected() && !channel_status.reconnecting() {

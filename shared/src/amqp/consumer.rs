@@ -32,7 +32,17 @@ pub async fn consume<H, Fut>(
             connection = broker.connection() => connection,
         };
         let Some(connection) = connection else { return };
-        match consume_once(&connection, &queue, prefetch, &shutdown, handler.clone()).await {
+        let consuming = consume_once(&connection, &queue, prefetch, &shutdown, handler.clone());
+        let outcome = tokio::select! {
+            outcome = consuming => outcome,
+            // The supervisor replaced a connection whose recovery hung: its consumer may never
+            // end by itself. Unacked deliveries come again on the new one.
+            () = broker.replaced(&connection) => {
+                warn!(%queue, "the connection was replaced; consuming on the new one");
+                Ok(())
+            }
+        };
+        match outcome {
             Ok(()) if shutdown.is_cancelled() => return,
             Ok(()) => warn!(%queue, "the consumer was cancelled; consuming again"),
             Err(error) => warn!(%queue, %error, "cannot consume; retrying"),
