@@ -22,6 +22,19 @@ async fn mid_load(cluster: &Cluster) {
     .await;
 }
 
+/// Waits until the validator has a backlog: it holds a full prefetch of deliveries in flight.
+async fn busy(cluster: &Cluster) {
+    let probe = collect_testkit::Probe::bind(&cluster.topology.responses_exchange(), "none").await;
+    eventually(
+        Duration::from_secs(60),
+        "a backlog in N.validator",
+        || async {
+            (probe.queue_depth(&cluster.topology.validator_queue()).await >= 20).then_some(())
+        },
+    )
+    .await;
+}
+
 /// F2: the validator is SIGKILLed under load, then started again.
 #[tokio::test]
 async fn f2_validator_killed_and_restarted() {
@@ -33,7 +46,7 @@ async fn f2_validator_killed_and_restarted() {
         async move { cluster.send(total, &ingest).await }
     };
     let killer = async {
-        mid_load(&cluster).await;
+        busy(&cluster).await;
         cluster.validators[0].signal(Signal::SIGKILL);
     };
     let (accepted, ()) = tokio::join!(load, killer);
