@@ -19,7 +19,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 
-pub use process::ServiceProcess;
+pub use process::{ServiceProcess, check_lifecycle};
 pub use proxy::FaultProxy;
 
 /// The broker the tests use: `AMQP_URL`, or the local RabbitMQ.

@@ -73,3 +73,46 @@ impl ServiceProcess {
             .expect("the exit status is readable")
     }
 }
+
+/// A service as an operator runs it: it starts in its own namespace and database, answers
+/// `/healthz`, becomes ready (its topology declared: the work queues exist), serves
+/// `/metrics`, and stops on SIGTERM with status 0 within 10 s.
+pub async fn check_lifecycle(binary: &str, listen_variable: &'static str) {
+    use collect_shared::amqp::Topology;
+    use nix::sys::signal::Signal;
+
+    let namespace = crate::namespace();
+    let database_url = crate::database_url();
+    let mut service = ServiceProcess::start(
+        binary,
+        &[
+            (listen_variable, "127.0.0.1:0".into()),
+            ("COLLECT_NAMESPACE", namespace.to_string()),
+            ("AMQP_URL", crate::amqp_url()),
+            ("DATABASE_URL", database_url.clone()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let health = client.get(service.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    crate::eventually(Duration::from_secs(20), "the service ready", || async {
+        let response = client.get(service.url("/readyz")).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    let metrics = client.get(service.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+
+    // Its queues exist (a passive declare fails on a missing queue).
+    let topology = Topology::new(namespace.clone());
+    let probe = crate::Probe::bind(&topology.responses_exchange(), "#").await;
+    assert_eq!(probe.queue_depth(&topology.validator_queue()).await, 0);
+    assert_eq!(probe.queue_depth(&topology.sheets_queue()).await, 0);
+    assert_eq!(probe.queue_depth(&topology.dead_queue()).await, 0);
+
+    service.signal(Signal::SIGTERM);
+    assert!(service.wait(Duration::from_secs(10)).await.success());
+    crate::remove_namespace(&namespace).await;
+    crate::drop_database(&database_url).await;
+}

@@ -3,20 +3,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sheets_emulator::Faults;
 
-use crate::helpers::{OTHER_SPREADSHEET, Pipeline, envelope, rows_by_id};
+use crate::helpers::{OTHER_SPREADSHEET, Pipeline, rows_by_id, send};
 
 const TAB: &str = "household-finance";
-const BATCH: &str = "/v1/forms/household-finance/responses:batch";
-
-async fn send(pipeline: &Pipeline, total: usize) {
-    for chunk in (0..total).collect::<Vec<_>>().chunks(500) {
-        let batch: Vec<Value> = chunk
-            .iter()
-            .map(|i| envelope(&format!("r-{i}"), 1, 10))
-            .collect();
-        assert_eq!(pipeline.post(BATCH, &json!(batch)).await.status(), 202);
-    }
-}
 
 #[tokio::test]
 async fn with_30_percent_of_calls_refused_every_row_lands_once() {

@@ -296,3 +296,17 @@ pub fn rows_by_id(cells: &[Vec<Value>]) -> std::collections::HashMap<String, Vec
     }
     rows
 }
+
+/// Sends `total` valid responses (`r-0`...) through the batch route, 500 a request.
+pub async fn send(pipeline: &Pipeline, total: usize) {
+    for chunk in (0..total).collect::<Vec<_>>().chunks(500) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|i| envelope(&format!("r-{i}"), 1, 10))
+            .collect();
+        let response = pipeline
+            .post("/v1/forms/household-finance/responses:batch", &json!(batch))
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+}

@@ -2,23 +2,11 @@ use std::time::Duration;
 
 use collect_testkit::{ServiceProcess, eventually};
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
 use sheets_emulator::Faults;
 
-use crate::helpers::{Pipeline, envelope, rows_by_id};
+use crate::helpers::{Pipeline, rows_by_id, send};
 
 const TAB: &str = "household-finance";
-const BATCH: &str = "/v1/forms/household-finance/responses:batch";
-
-async fn send(pipeline: &Pipeline, total: usize) {
-    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
-        let batch: Vec<Value> = chunk
-            .iter()
-            .map(|i| envelope(&format!("r-{i}"), 1, 10))
-            .collect();
-        assert_eq!(pipeline.post(BATCH, &json!(batch)).await.status(), 202);
-    }
-}
 
 #[tokio::test]
 async fn two_instances_at_once_write_every_row_once() {
