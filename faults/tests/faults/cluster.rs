@@ -183,6 +183,16 @@ impl Setup {
 }
 
 impl Cluster {
+    /// Sends `FAULT_RESPONSES` responses while `fault` happens; returns what was accepted.
+    pub async fn send_during(
+        &self,
+        fault: impl std::future::Future<Output = ()>,
+    ) -> BTreeMap<String, u64> {
+        let ingest = self.ingest.addr.clone();
+        let (accepted, ()) = tokio::join!(self.send(responses(), &ingest), fault);
+        accepted
+    }
+
     /// Sends `total` responses in batches, corrections mixed in: every fourth response gets a
     /// second revision two batches later. Returns what was accepted: the latest accepted
     /// revision per response. Batches refused (503) or unanswered (ingest gone) are not counted.

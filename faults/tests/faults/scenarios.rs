@@ -39,17 +39,12 @@ async fn busy(cluster: &Cluster) {
 #[tokio::test]
 async fn f2_validator_killed_and_restarted() {
     let mut cluster = Cluster::start(1, 1).await;
-    let ingest = cluster.ingest.addr.clone();
-    let load = {
-        let total = responses();
-        let cluster = &cluster;
-        async move { cluster.send(total, &ingest).await }
-    };
-    let killer = async {
-        busy(&cluster).await;
-        cluster.validators[0].signal(Signal::SIGKILL);
-    };
-    let (accepted, ()) = tokio::join!(load, killer);
+    let accepted = cluster
+        .send_during(async {
+            busy(&cluster).await;
+            cluster.validators[0].signal(Signal::SIGKILL);
+        })
+        .await;
     let mut killed = cluster.validators.remove(0);
     assert!(!killed.wait(Duration::from_secs(10)).await.success());
     let restarted = cluster.start_validator().await;
@@ -107,17 +102,12 @@ async fn f5_sheets_refusing_30_percent() {
 #[tokio::test]
 async fn f6_ingest_terminated_under_load() {
     let mut cluster = Cluster::start(1, 1).await;
-    let ingest = cluster.ingest.addr.clone();
-    let load = {
-        let total = responses();
-        let cluster = &cluster;
-        async move { cluster.send(total, &ingest).await }
-    };
-    let terminate = async {
-        mid_load(&cluster).await;
-        cluster.ingest.signal(Signal::SIGTERM);
-    };
-    let (accepted, ()) = tokio::join!(load, terminate);
+    let accepted = cluster
+        .send_during(async {
+            mid_load(&cluster).await;
+            cluster.ingest.signal(Signal::SIGTERM);
+        })
+        .await;
     assert!(
         cluster.ingest.wait(Duration::from_secs(10)).await.success(),
         "drains and exits 0"
@@ -151,22 +141,17 @@ async fn f1_f4_broker_then_database_cut_off_under_load() {
     let database = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let mut cluster =
         Cluster::start_via(1, 1, broker.amqp_url(), Some(database.addr().to_string())).await;
-    let ingest = cluster.ingest.addr.clone();
-    let load = {
-        let total = responses();
-        let cluster = &cluster;
-        async move { cluster.send(total, &ingest).await }
-    };
-    let faults = async {
-        mid_load(&cluster).await;
-        broker.cut();
-        tokio::time::sleep(Duration::from_secs(3)).await; // the length of the outage
-        broker.restore();
-        database.cut();
-        tokio::time::sleep(Duration::from_secs(3)).await; // the length of the outage
-        database.restore();
-    };
-    let (accepted, ()) = tokio::join!(load, faults);
+    let accepted = cluster
+        .send_during(async {
+            mid_load(&cluster).await;
+            broker.cut();
+            tokio::time::sleep(Duration::from_secs(3)).await; // the length of the outage
+            broker.restore();
+            database.cut();
+            tokio::time::sleep(Duration::from_secs(3)).await; // the length of the outage
+            database.restore();
+        })
+        .await;
     cluster.verify(&accepted).await;
     cluster.stop().await;
 }
@@ -182,17 +167,12 @@ async fn f8_scaled_out_with_faults() {
         seed: Some(3),
         ..Faults::default()
     });
-    let ingest = cluster.ingest.addr.clone();
-    let load = {
-        let total = responses();
-        let cluster = &cluster;
-        async move { cluster.send(total, &ingest).await }
-    };
-    let killer = async {
-        mid_load(&cluster).await;
-        cluster.validators[0].signal(Signal::SIGKILL);
-    };
-    let (accepted, ()) = tokio::join!(load, killer);
+    let accepted = cluster
+        .send_during(async {
+            mid_load(&cluster).await;
+            cluster.validators[0].signal(Signal::SIGKILL);
+        })
+        .await;
     let mut killed = cluster.validators.remove(0);
     assert!(!killed.wait(Duration::from_secs(10)).await.success());
     cluster.verify(&accepted).await;
