@@ -182,74 +182,106 @@ impl Setup {
     }
 }
 
+/// What a load run sent: the latest revision that got `accepted` per response, and the latest
+/// revision sent at all (a request that failed may still have landed: ingest may have
+/// published it before the reply was lost).
+#[derive(Debug, Default)]
+pub struct Sent {
+    pub accepted: BTreeMap<String, u64>,
+    pub attempted: BTreeMap<String, u64>,
+}
+
+impl Sent {
+    fn record(map: &mut BTreeMap<String, u64>, id: &str, revision: u64) {
+        let entry = map.entry(id.to_owned()).or_insert(revision);
+        *entry = (*entry).max(revision);
+    }
+
+    /// Whether `revision` of `id` is what the pipeline should end with: at least the accepted
+    /// revision, at most the latest one sent.
+    fn settled(&self, id: &str, revision: u64) -> bool {
+        let Some(&sent) = self.attempted.get(id) else {
+            return false;
+        };
+        revision <= sent && self.accepted.get(id).is_none_or(|&a| revision >= a)
+    }
+}
+
 impl Cluster {
-    /// Sends `FAULT_RESPONSES` responses while `fault` happens; returns what was accepted.
-    pub async fn send_during(
-        &self,
-        fault: impl std::future::Future<Output = ()>,
-    ) -> BTreeMap<String, u64> {
+    /// Sends `FAULT_RESPONSES` responses while `fault` happens.
+    pub async fn send_during(&self, fault: impl std::future::Future<Output = ()>) -> Sent {
         let ingest = self.ingest.addr.clone();
-        let (accepted, ()) = tokio::join!(self.send(responses(), &ingest), fault);
-        accepted
+        let (sent, ()) = tokio::join!(self.send(responses(), &ingest), fault);
+        sent
     }
 
     /// Sends `total` responses in batches, corrections mixed in: every fourth response gets a
-    /// second revision two batches later. Returns what was accepted: the latest accepted
-    /// revision per response. Batches refused (503) or unanswered (ingest gone) are not counted.
-    pub async fn send(&self, total: usize, ingest: &str) -> BTreeMap<String, u64> {
-        let mut accepted = BTreeMap::new();
+    /// second revision two batches later. Like a collector's app, it sends again what was not
+    /// accepted (a 503, or no answer), a few times, then moves on.
+    pub async fn send(&self, total: usize, ingest: &str) -> Sent {
+        let mut sent = Sent::default();
         let mut pending_corrections: Vec<usize> = Vec::new();
         for chunk in (0..total).collect::<Vec<_>>().chunks(250) {
             let mut batch: Vec<Value> = chunk.iter().map(|i| envelope(*i, 1)).collect();
             batch.extend(pending_corrections.drain(..).map(|i| envelope(i, 2)));
             pending_corrections.extend(chunk.iter().filter(|i| *i % 4 == 0));
-            self.post_batch(ingest, &batch, &mut accepted).await;
+            self.post_batch(ingest, batch, &mut sent).await;
         }
         let last: Vec<Value> = pending_corrections
             .drain(..)
             .map(|i| envelope(i, 2))
             .collect();
-        self.post_batch(ingest, &last, &mut accepted).await;
-        accepted
+        self.post_batch(ingest, last, &mut sent).await;
+        sent
     }
 
-    async fn post_batch(
-        &self,
-        ingest: &str,
-        batch: &[Value],
-        accepted: &mut BTreeMap<String, u64>,
-    ) {
-        if batch.is_empty() {
-            return;
+    async fn post_batch(&self, ingest: &str, mut batch: Vec<Value>, sent: &mut Sent) {
+        for envelope in &batch {
+            let id = envelope["response_id"].as_str().unwrap();
+            Sent::record(
+                &mut sent.attempted,
+                id,
+                envelope["revision"].as_u64().unwrap(),
+            );
         }
-        let Ok(response) = self
-            .client
-            .post(format!(
-                "http://{ingest}/v1/forms/household-finance/responses:batch"
-            ))
-            .bearer_auth(KEY)
-            .json(&json!(batch))
-            .send()
-            .await
-        else {
-            return;
-        };
-        let Ok(body) = response.json::<Value>().await else {
-            return;
-        };
-        for result in body["results"].as_array().into_iter().flatten() {
-            if result["status"] == "accepted" {
-                let id = result["response_id"].as_str().unwrap().to_owned();
-                let revision = result["revision"].as_u64().unwrap();
-                let entry = accepted.entry(id).or_insert(revision);
-                *entry = (*entry).max(revision);
+        for attempt in 0..10 {
+            if batch.is_empty() {
+                return;
             }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            let response = self
+                .client
+                .post(format!(
+                    "http://{ingest}/v1/forms/household-finance/responses:batch"
+                ))
+                .bearer_auth(KEY)
+                .json(&json!(batch))
+                .send()
+                .await;
+            let Ok(response) = response else { continue };
+            let Ok(body) = response.json::<Value>().await else {
+                continue;
+            };
+            let results = body["results"].as_array().cloned().unwrap_or_default();
+            let mut refused = Vec::new();
+            for (envelope, result) in batch.into_iter().zip(results) {
+                if result["status"] == "accepted" {
+                    let id = result["response_id"].as_str().unwrap();
+                    Sent::record(&mut sent.accepted, id, result["revision"].as_u64().unwrap());
+                } else {
+                    refused.push(envelope);
+                }
+            }
+            batch = refused;
         }
     }
 
     /// Waits until every accepted response is stored at its revision and in the sheet, then
     /// checks every guarantee.
-    pub async fn verify(&mut self, accepted: &BTreeMap<String, u64>) {
+    pub async fn verify(&mut self, sent: &Sent) {
+        let accepted = &sent.accepted;
         assert!(!accepted.is_empty(), "something was accepted");
         let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
         let deadline = Duration::from_secs(120);
@@ -260,55 +292,75 @@ impl Cluster {
                     .fetch_all(&pool)
                     .await
                     .unwrap_or_default();
-            let behind = accepted
+            let stored: HashMap<String, u64> = stored
+                .into_iter()
+                .map(|(id, revision)| (id, revision as u64))
+                .collect();
+            let missing = accepted
+                .keys()
+                .filter(|id| !stored.contains_key(*id))
+                .count();
+            let unsettled = stored
                 .iter()
-                .filter(|(id, revision)| {
-                    !stored
-                        .iter()
-                        .any(|(s, r)| s == *id && *r as u64 == **revision)
-                })
+                .filter(|(id, revision)| !sent.settled(id, **revision))
                 .count();
             let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM sheet_outbox")
                 .fetch_one(&pool)
                 .await
                 .unwrap_or(-1);
+            let queued = self
+                .flags
+                .queue_depth(&self.topology.validator_queue())
+                .await;
             let rows = self
                 .emulator
                 .tab_values(SPREADSHEET, TAB)
                 .map_or(0, |t| t.len());
-            if behind == 0
-                && stored.len() == accepted.len()
+            if missing == 0
+                && unsettled == 0
                 && waiting == 0
-                && rows == accepted.len() + 1
+                && queued == 0
+                && rows == stored.len() + 1
             {
                 break;
             }
             assert!(
                 started.elapsed() < deadline,
-                "not quiet after {deadline:?}: {} accepted, {} stored, {behind} not at their revision, {waiting} waiting for the sheet, {} sheet rows",
+                "not quiet after {deadline:?}: {} accepted ({} sent), {} stored, {missing} accepted but not stored, {unsettled} not at an expected revision, {queued} ready in N.validator, {waiting} waiting for the sheet, {} sheet rows",
                 accepted.len(),
+                sent.attempted.len(),
                 stored.len(),
                 rows.saturating_sub(1)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        // PostgreSQL: once each, latest revision, the status the rules give.
+        // PostgreSQL: once each, at the accepted revision (or a later one sent), the status the
+        // rules give. Responses never accepted may be there too, if their request landed.
         let stored: Vec<(String, i64, String)> =
             sqlx::query_as("SELECT response_id, revision, status FROM responses")
                 .fetch_all(&pool)
                 .await
                 .unwrap();
         pool.close().await;
-        assert_eq!(stored.len(), accepted.len());
         let mut flagged = HashSet::new();
         for (id, revision, status) in &stored {
-            assert_eq!(Some(&(*revision as u64)), accepted.get(id), "{id}");
+            assert!(
+                sent.settled(id, *revision as u64),
+                "{id} at revision {revision}: accepted {:?}, sent {:?}",
+                accepted.get(id),
+                sent.attempted.get(id)
+            );
             assert_eq!(status, expected_status(id, *revision as u64), "{id}");
             if status == "flagged" {
                 flagged.insert((id.clone(), *revision as u64));
             }
         }
+        assert!(
+            accepted
+                .keys()
+                .all(|id| stored.iter().any(|(s, ..)| s == id))
+        );
         // The sheet: once each, with its revision and status.
         let cells = self.emulator.tab_values(SPREADSHEET, TAB).unwrap();
         let mut rows: HashMap<String, &Vec<Value>> = HashMap::new();
@@ -319,7 +371,7 @@ impl Cluster {
                 "{id} is in the sheet twice"
             );
         }
-        assert_eq!(rows.len(), accepted.len());
+        assert_eq!(rows.len(), stored.len());
         for (id, revision, status) in &stored {
             let row = rows[id];
             assert_eq!(row[1], json!(*revision), "{id}: revision cell");

@@ -1,10 +1,10 @@
 //! One supervised connection to RabbitMQ.
 //!
-//! lapin's auto-recovery handles short interruptions: it reconnects and replays the topology,
-//! the confirm mode and the consumers on the same `Connection` and `Channel` objects. It gives
-//! up after a bounded number of attempts; the supervisor here then builds a new connection
-//! from scratch, forever, with jittered backoff. Nothing waits on the broker without a
-//! deadline (lapin has known hangs on connect and publish).
+//! When the connection is lost, the supervisor here builds a new one from scratch, forever,
+//! with jittered backoff (from 100 ms), declares the topology again and consumers start over
+//! on it; deliveries unacked on the old one come again. lapin's own auto-recovery is off (see
+//! `connect`). Nothing waits on the broker without a deadline (lapin has known hangs on
+//! connect and publish).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -239,19 +239,12 @@ async fn supervise(
 }
 
 async fn connect(settings: &BrokerSettings) -> Result<(Arc<Connection>, Channel), String> {
+    // No lapin auto-recovery: a recovered connection brings its consumers back on its own,
+    // and one recovered after the supervisor had given up on it (recovery can hang part-way)
+    // held deliveries nobody read. One owner of reconnection: the supervisor, which builds a
+    // fresh connection, and the consumers start over on it (`Broker::replaced`).
     let properties = ConnectionProperties::default()
-        .with_connection_name(settings.connection_name.clone().into())
-        .enable_auto_recover()
-        // lapin's own reconnection: quick, and bounded, so that after about a minute the
-        // supervisor takes over with a fresh connection (sooner if recovery hangs: see
-        // RECOVERY_DEADLINE).
-        .with_backoff(
-            ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(2))
-                .with_jitter()
-                .with_max_times(30),
-        );
+        .with_connection_name(settings.connection_name.clone().into());
     let connection = Connection::connect(&settings.url, properties)
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -285,12 +278,17 @@ async fn open_publish_channel(
     Ok(channel)
 }
 
-/// How long lapin's own recovery may take before the supervisor replaces the connection.
-const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
-
 enum Ending {
     Closed,
     Lost(String),
+}
+
+/// Gives up on a connection for good: closes it (if it still can be) so that nothing of it
+/// lives on beside its replacement.
+async fn lost(connection: &Connection, reason: &str) -> Ending {
+    let closing = connection.close(320, "replaced".into());
+    let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+    Ending::Lost(reason.into())
 }
 
 /// Follows a live connection until it is lost for good or the handle is closed. Replaces the
@@ -305,9 +303,6 @@ async fn watch_connection(
 ) -> Ending {
     let mut events = connection.events_listener();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
-    // lapin's recovery can hang part-way (a reconnect stuck in its handshake): past this, the
-    // supervisor gives up on the connection and builds a new one.
-    let mut down_since: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = close.cancelled() => {
@@ -318,32 +313,21 @@ async fn watch_connection(
                 return Ending::Closed;
             }
             event = events.next() => match event {
-                Some(Event::Connected) => info!("RabbitMQ connection (re)established"),
+                Some(Event::Connected) => info!("RabbitMQ connection established"),
                 Some(Event::ConnectionBlocked(reason)) => warn!(%reason, "RabbitMQ blocked publishing"),
                 Some(Event::ConnectionUnblocked) => info!("RabbitMQ unblocked publishing"),
                 Some(Event::Error(error)) => warn!(%error, "RabbitMQ connection error"),
                 Some(_) => {}
-                None => return Ending::Lost("connection dropped".into()),
+                None => return lost(&connection, "connection dropped").await,
             },
             _ = tick.tick() => {}
         }
         let status = connection.status();
-        if status.errored() || status.closed() {
-            return Ending::Lost("connection closed and automatic recovery gave up".into());
-        }
-        if status.connected() {
-            down_since = None;
-        } else if down_since
-            .get_or_insert_with(std::time::Instant::now)
-            .elapsed()
-            > RECOVERY_DEADLINE
-        {
-            return Ending::Lost(format!(
-                "automatic recovery did not finish within {RECOVERY_DEADLINE:?}"
-            ));
+        if !status.connected() {
+            return lost(&connection, "connection lost").await;
         }
         let channel_status = channel.status();
-        if status.connected() && !channel_status.connected() && !channel_status.reconnecting() {
+        if !channel_status.connected() && !channel_status.reconnecting() {
             let topology_channel = tokio::time::timeout(
                 Duration::from_secs(10),
                 open_publish_channel(&connection, topology),

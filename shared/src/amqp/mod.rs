@@ -33,7 +33,18 @@ where
         .build();
     let mut attempt = 0u32;
     loop {
-        match operation().await {
+        // A first attempt runs to its end, so that a clean shutdown finishes in-flight work.
+        // Once it has failed, later attempts give way to shutdown (a query to a stalled
+        // database can take long to fail): what they did is rolled back or redelivered.
+        let outcome = if attempt == 0 {
+            operation().await
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                outcome = operation() => outcome,
+            }
+        };
+        match outcome {
             Ok(value) => {
                 if attempt > 0 {
                     tracing::info!(what, attempts = attempt + 1, "succeeded after retrying");
