@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use collect_shared::amqp::{
-    Broker, Publisher, Topology, consume, dead_letter, retry_until_shutdown,
+    Broker, Publisher, Topology, consume_batches, dead_letter, retry_until_shutdown,
 };
 use collect_shared::messages::{FormId, ResponseId};
 use collect_shared::store::Store;
@@ -29,46 +29,70 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    async fn handle(&self, delivery: Delivery) {
-        let saved: Saved = match serde_json::from_slice(&delivery.data) {
-            Ok(saved) => saved,
-            Err(error) => {
-                let reason = format!("not a stored response: {error}");
-                warn!(%reason, "dead-lettering a message");
-                let dead_lettered = dead_letter(
-                    &self.publisher,
-                    &self.topology.dead_exchange(),
-                    &self.topology.sheets_queue(),
-                    &delivery,
-                    &reason,
-                    &self.shutdown,
-                )
-                .await;
-                if dead_lettered {
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
-                }
-                return;
+    /// Queues the rows of the deliveries that arrived together in one statement, then acks
+    /// them; what is not a stored response goes to `N.dead`.
+    async fn handle_batch(&self, deliveries: Vec<Delivery>) {
+        let mut saved = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match serde_json::from_slice::<Saved>(&delivery.data) {
+                Ok(s) => saved.push((delivery, s)),
+                Err(error) => self.dead_letter(delivery, error).await,
             }
-        };
-        let enqueued = retry_until_shutdown("queueing a row for its sheet", &self.shutdown, || {
-            self.store
-                .enqueue_for_sheet(&saved.response_id, &saved.form_id)
-        })
+        }
+        if saved.is_empty() {
+            return;
+        }
+        let rows: Vec<(&ResponseId, &FormId)> = saved
+            .iter()
+            .map(|(_, s)| (&s.response_id, &s.form_id))
+            .collect();
+        let enqueued =
+            retry_until_shutdown("queueing rows for their sheet", &self.shutdown, || {
+                self.store.enqueue_many_for_sheet(&rows)
+            })
+            .await;
+        if enqueued.is_none() {
+            return;
+        }
+        for (delivery, _) in &saved {
+            if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                warn!(%error, "ack failed; the message will be redelivered");
+            }
+        }
+    }
+
+    async fn dead_letter(&self, delivery: Delivery, error: serde_json::Error) {
+        let reason = format!("not a stored response: {error}");
+        warn!(%reason, "dead-lettering a message");
+        let dead_lettered = dead_letter(
+            &self.publisher,
+            &self.topology.dead_exchange(),
+            &self.topology.sheets_queue(),
+            &delivery,
+            &reason,
+            &self.shutdown,
+        )
         .await;
-        if enqueued.is_some()
-            && let Err(error) = delivery.ack(BasicAckOptions::default()).await
-        {
-            warn!(%error, "ack failed; the message will be redelivered");
+        if dead_lettered {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
         }
     }
 }
 
-pub async fn run(consumer: Arc<Consumer>, broker: Broker, prefetch: u16) {
+/// Consumes `N.sheets` until `shutdown`, up to `batch` deliveries per statement.
+pub async fn run(consumer: Arc<Consumer>, broker: Broker, prefetch: u16, batch: usize) {
     let queue = consumer.topology.sheets_queue();
     let shutdown = consumer.shutdown.clone();
-    consume(broker, queue, prefetch, shutdown, move |delivery| {
-        let consumer = consumer.clone();
-        async move { consumer.handle(delivery).await }
-    })
+    consume_batches(
+        broker,
+        queue,
+        prefetch,
+        batch,
+        shutdown,
+        move |deliveries| {
+            let consumer = consumer.clone();
+            async move { consumer.handle_batch(deliveries).await }
+        },
+    )
     .await;
 }

@@ -65,8 +65,9 @@ pub struct SheetsSyncConfig {
     #[arg(long, env = "SHEETS_NOT_READY_AFTER_MS", default_value_t = 60_000)]
     pub not_ready_after_ms: u64,
 
-    /// Deliveries of `N.sheets` in hand at once.
-    #[arg(long, env = "SHEETS_SYNC_PREFETCH", default_value_t = 100)]
+    /// Deliveries of `N.sheets` in hand at once; those ready together are queued for their
+    /// sheet in one statement (at most 100).
+    #[arg(long, env = "SHEETS_SYNC_PREFETCH", default_value_t = 300)]
     pub prefetch: u16,
 }
 
@@ -128,7 +129,12 @@ impl Application {
             topology,
             shutdown: shutdown.clone(),
         });
-        let consuming = tokio::spawn(consumer::run(consumer, broker.clone(), config.prefetch));
+        let consuming = tokio::spawn(consumer::run(
+            consumer,
+            broker.clone(),
+            config.prefetch,
+            100,
+        ));
         let writer = writer::Writer::new(
             self.store.clone(),
             Arc::new(FormCache::new(self.store.clone(), Duration::from_secs(2))),

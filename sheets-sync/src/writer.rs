@@ -114,22 +114,34 @@ impl Writer {
     }
 
     /// Writes due batches until shutdown. A batch is due when it has `batch_rows` rows or its
-    /// oldest row has waited `max_wait`.
+    /// oldest row has waited `max_wait`. After a full batch the next is written at once (a
+    /// backlog drains at the pace of the API and the budget, not of the tick).
     pub async fn run(mut self) {
         let tick = (self.settings.max_wait / 4)
             .clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let mut more = false;
         loop {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(tick) => {}
+            if !more {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+            } else if self.shutdown.is_cancelled() {
+                return;
             }
-            if let Err(error) = self.write_due().await {
-                warn!(%error, "cannot read the sheet outbox; retrying");
-            }
+            more = match self.write_due().await {
+                Ok(more) => more,
+                Err(error) => {
+                    warn!(%error, "cannot read the sheet outbox; retrying");
+                    false
+                }
+            };
         }
     }
 
-    async fn write_due(&mut self) -> Result<(), sqlx::Error> {
+    /// Writes a batch of each form that has one due; `true` when a full batch was written
+    /// (more are likely waiting).
+    async fn write_due(&mut self) -> Result<bool, sqlx::Error> {
         let pending = self.store.pending_forms().await?;
         let waiting: i64 = pending.iter().map(|form| form.waiting).sum();
         let oldest = pending
@@ -138,29 +150,31 @@ impl Writer {
             .fold(0.0, f64::max);
         metrics::gauge!("collect_sheets_rows_waiting").set(waiting as f64);
         metrics::gauge!("collect_sheets_oldest_waiting_seconds").set(oldest);
+        let mut more = false;
         for form in pending {
             if self.shutdown.is_cancelled() {
-                return Ok(());
+                return Ok(false);
             }
             let due = form.waiting >= self.settings.batch_rows as i64
                 || form.oldest_age_seconds >= self.settings.max_wait.as_secs_f64();
-            if due {
-                self.write_form(&form.form_id).await?;
+            if due && self.write_form(&form.form_id).await? >= self.settings.batch_rows {
+                more = true;
             }
         }
-        Ok(())
+        Ok(more)
     }
 
-    async fn write_form(&mut self, form_id: &FormId) -> Result<(), sqlx::Error> {
+    /// Writes one batch of the form's waiting rows; how many rows were written.
+    async fn write_form(&mut self, form_id: &FormId) -> Result<usize, sqlx::Error> {
         let compiled = match self.forms.get(form_id).await {
             Ok(Some(compiled)) => compiled,
             Ok(None) => {
                 warn!(form = %form_id, "responses wait for a form that does not exist");
-                return Ok(());
+                return Ok(0);
             }
             Err(error) => {
                 warn!(form = %form_id, %error, "cannot load the form; its rows wait");
-                return Ok(());
+                return Ok(0);
             }
         };
         let form = compiled.form.clone();
@@ -193,14 +207,14 @@ impl Writer {
                     outcome_unknown: false,
                 },
             );
-            return Ok(());
+            return Ok(0);
         };
         let target = Target {
             spreadsheet_id,
             tab: sheet.tab.clone().unwrap_or_else(|| form.id.to_string()),
         };
         if self.waiting_out(&target) {
-            return Ok(());
+            return Ok(0);
         }
         let Some(api) = self.api.clone() else {
             self.fail(
@@ -212,17 +226,17 @@ impl Writer {
                     outcome_unknown: false,
                 },
             );
-            return Ok(());
+            return Ok(0);
         };
         if !self.hold_lock(&target).await? {
-            return Ok(()); // another instance writes this tab
+            return Ok(0); // another instance writes this tab
         }
         let rows = self
             .store
             .pending_rows(form_id, self.settings.batch_rows as i64)
             .await?;
         if rows.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         // A response checked against a newer version than cached: its columns must be there.
         let mut form = form;
@@ -245,6 +259,7 @@ impl Writer {
                     }
                 }
                 metrics::histogram!("collect_sheets_batch_rows").record(written as f64);
+                return Ok(written);
             }
             Err(BatchError::Database(error)) => {
                 // An append may have landed without being recorded: reconcile before the next.
@@ -263,7 +278,7 @@ impl Writer {
                 self.fail(form_id, &target, failure);
             }
         }
-        Ok(())
+        Ok(0)
     }
 
     /// Takes, or confirms, this instance's lock on the tab.

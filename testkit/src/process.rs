@@ -56,6 +56,15 @@ impl ServiceProcess {
         Self { addr, child }
     }
 
+    /// Its peak resident set size so far, in bytes (`VmHWM` in `/proc/<pid>/status`).
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

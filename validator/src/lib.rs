@@ -31,9 +31,14 @@ pub struct ValidatorConfig {
     #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
-    /// Deliveries in hand (and processed concurrently) at once.
-    #[arg(long, env = "VALIDATOR_PREFETCH", default_value_t = 100)]
+    /// Deliveries in hand at once.
+    #[arg(long, env = "VALIDATOR_PREFETCH", default_value_t = 300)]
     pub prefetch: u16,
+
+    /// Deliveries stored in one transaction at most (those ready together; it never waits to
+    /// fill a batch). `VALIDATOR_PREFETCH / VALIDATOR_BATCH` batches are processed at once.
+    #[arg(long, env = "VALIDATOR_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch: u16,
 
     /// Without a command, the validator runs as a service.
     #[command(subcommand)]
@@ -112,7 +117,12 @@ impl Application {
             topology,
             shutdown: shutdown.clone(),
         });
-        let consuming = tokio::spawn(worker::run(worker, broker.clone(), self.config.prefetch));
+        let consuming = tokio::spawn(worker::run(
+            worker,
+            broker.clone(),
+            self.config.prefetch,
+            usize::from(self.config.batch),
+        ));
 
         let readiness = Readiness::new()
             .with_check("broker", broker.readiness_check())

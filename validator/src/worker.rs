@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use chrono::Utc;
 use collect_shared::amqp::{
-    Broker, OutgoingMessage, Publisher, Topology, consume, dead_letter, retry_until_shutdown,
+    Broker, OutgoingMessage, Publisher, Topology, consume_batches, dead_letter,
+    retry_until_shutdown,
 };
 use collect_shared::messages::{FlagEvent, ResponseMessage, StoredResponse};
+use collect_shared::rules::Evaluation;
 use collect_shared::store::{FormCache, FormLookupError, NewResponse, SaveOutcome, Store};
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
@@ -38,21 +40,30 @@ pub struct Worker {
     pub shutdown: CancellationToken,
 }
 
+/// A message checked against its form, ready to store.
+pub struct Checked {
+    message: ResponseMessage,
+    form_version: i32,
+    evaluation: Evaluation,
+}
+
 impl Worker {
-    /// Checks, stores and publishes one message body. Retries what can succeed later
-    /// (database, broker) until it does or shutdown comes.
-    pub async fn process(&self, body: &[u8]) -> Outcome {
+    /// Parses a message body and checks it against its form. Retries the form lookup while the
+    /// database is away, until shutdown (`Abandoned`).
+    pub async fn check(&self, body: &[u8]) -> Result<Checked, Outcome> {
         let message: ResponseMessage = match serde_json::from_slice(body) {
             Ok(message) => message,
             Err(error) => {
-                return Outcome::DeadLettered(format!("not a response message: {error}"));
+                return Err(Outcome::DeadLettered(format!(
+                    "not a response message: {error}"
+                )));
             }
         };
         if i64::try_from(message.revision.0).is_err() {
-            return Outcome::DeadLettered(format!(
+            return Err(Outcome::DeadLettered(format!(
                 "revision {} is larger than 2^63 - 1",
                 message.revision
-            ));
+            )));
         }
         let form = retry_until_shutdown("loading the form", &self.shutdown, || async {
             match self.forms.get(&message.form_id).await {
@@ -63,36 +74,51 @@ impl Worker {
         })
         .await;
         let form = match form {
-            None => return Outcome::Abandoned,
+            None => return Err(Outcome::Abandoned),
             Some(Ok(Some(form))) => form,
             Some(Ok(None)) => {
-                return Outcome::DeadLettered(format!(
+                return Err(Outcome::DeadLettered(format!(
                     "unknown form {:?}",
                     message.form_id.as_str()
-                ));
+                )));
             }
-            Some(Err(reason)) => return Outcome::DeadLettered(reason),
+            Some(Err(reason)) => return Err(Outcome::DeadLettered(reason)),
         };
-
         let evaluation = form.evaluate(&message.answers);
-        let saved = retry_until_shutdown("storing the response", &self.shutdown, || {
-            self.store.save_response(NewResponse {
-                message: &message,
-                form_version: form.version,
-                evaluation: &evaluation,
-            })
+        Ok(Checked {
+            message,
+            form_version: form.version,
+            evaluation,
         })
-        .await;
+    }
+
+    /// Stores checked messages in one transaction (retried until shutdown: `None`). Each
+    /// response id must appear once.
+    async fn store(&self, checked: &[&Checked]) -> Option<Vec<SaveOutcome>> {
+        let batch: Vec<NewResponse<'_>> = checked
+            .iter()
+            .map(|c| NewResponse {
+                message: &c.message,
+                form_version: c.form_version,
+                evaluation: &c.evaluation,
+            })
+            .collect();
+        retry_until_shutdown("storing responses", &self.shutdown, || {
+            self.store.save_responses(&batch)
+        })
+        .await
+    }
+
+    /// Publishes what a stored revision causes: `N.saved`, and a flag event if any.
+    async fn publish_events(&self, saved: SaveOutcome) -> Outcome {
         let (stored, event, outcome) = match saved {
-            None => return Outcome::Abandoned,
-            Some(SaveOutcome::Stale { stored_revision }) => {
-                debug!(response_id = %message.response_id, revision = %message.revision, %stored_revision, "stale revision ignored");
+            SaveOutcome::Stale { stored_revision } => {
+                debug!(%stored_revision, "stale revision ignored");
                 return Outcome::Stale;
             }
-            Some(SaveOutcome::Written { stored, event }) => (stored, event, Outcome::Written),
-            Some(SaveOutcome::Duplicate { stored, event }) => (stored, event, Outcome::Duplicate),
+            SaveOutcome::Written { stored, event } => (stored, event, Outcome::Written),
+            SaveOutcome::Duplicate { stored, event } => (stored, event, Outcome::Duplicate),
         };
-
         if !self.publish_saved(&stored).await {
             return Outcome::Abandoned;
         }
@@ -143,17 +169,65 @@ impl Worker {
         .is_some()
     }
 
-    /// Processes one delivery and acks it when its work is committed.
-    async fn handle(&self, delivery: Delivery) {
+    /// Processes the deliveries that arrived together: checks each, stores them in one
+    /// transaction (a response id seen twice goes in a later round, so revisions apply in
+    /// order), publishes their events (confirms pipelined), and acks each when its work is
+    /// committed. What cannot be processed, ever, goes to `N.dead`.
+    pub async fn handle_batch(&self, deliveries: Vec<Delivery>) {
         let started = Instant::now();
-        let mut outcome = self.process(&delivery.data).await;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
+        let mut checked: Vec<Option<Checked>> = Vec::with_capacity(deliveries.len());
+        for (i, delivery) in deliveries.iter().enumerate() {
+            match self.check(&delivery.data).await {
+                Ok(c) => checked.push(Some(c)),
+                Err(outcome) => {
+                    outcomes[i] = Some(outcome);
+                    checked.push(None);
+                }
+            }
+        }
+        let mut waiting: Vec<usize> = (0..deliveries.len())
+            .filter(|&i| checked[i].is_some())
+            .collect();
+        while !waiting.is_empty() {
+            let mut ids = std::collections::HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&i| {
+                checked[i]
+                    .as_ref()
+                    .is_some_and(|c| ids.insert(c.message.response_id.as_str()))
+            });
+            waiting = later;
+            let batch: Vec<&Checked> = round.iter().filter_map(|&i| checked[i].as_ref()).collect();
+            let Some(saved) = self.store(&batch).await else {
+                for &i in round.iter().chain(&waiting) {
+                    outcomes[i] = Some(Outcome::Abandoned);
+                }
+                break;
+            };
+            let published =
+                futures::future::join_all(saved.into_iter().map(|s| self.publish_events(s))).await;
+            for (&i, outcome) in round.iter().zip(published) {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        let finished = deliveries.iter().zip(outcomes).map(|(delivery, outcome)| {
+            self.finish(delivery, outcome.unwrap_or(Outcome::Abandoned))
+        });
+        futures::future::join_all(finished).await;
+        metrics::histogram!("collect_validator_batch_size").record(deliveries.len() as f64);
+        metrics::histogram!("collect_validator_processing_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Dead-letters, counts and acks one delivery.
+    async fn finish(&self, delivery: &Delivery, mut outcome: Outcome) {
         if let Outcome::DeadLettered(reason) = &outcome {
             warn!(%reason, routing_key = %delivery.routing_key, "dead-lettering a message");
             let dead_lettered = dead_letter(
                 &self.publisher,
                 &self.topology.dead_exchange(),
                 &self.topology.validator_queue(),
-                &delivery,
+                delivery,
                 reason,
                 &self.shutdown,
             )
@@ -173,8 +247,6 @@ impl Worker {
         if outcome == Outcome::Abandoned {
             return;
         }
-        metrics::histogram!("collect_validator_processing_seconds")
-            .record(started.elapsed().as_secs_f64());
         if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
             // The channel went away: the broker redelivers, and handling is idempotent.
             warn!(%error, "ack failed; the message will be redelivered");
@@ -182,13 +254,21 @@ impl Worker {
     }
 }
 
-/// Consumes `N.validator` until `shutdown`; in-flight deliveries finish first.
-pub async fn run(worker: Arc<Worker>, broker: Broker, prefetch: u16) {
+/// Consumes `N.validator` until `shutdown`, `batch` deliveries at most per transaction;
+/// in-flight deliveries finish first.
+pub async fn run(worker: Arc<Worker>, broker: Broker, prefetch: u16, batch: usize) {
     let queue = worker.topology.validator_queue();
     let shutdown = worker.shutdown.clone();
-    consume(broker, queue, prefetch, shutdown, move |delivery| {
-        let worker = worker.clone();
-        async move { worker.handle(delivery).await }
-    })
+    consume_batches(
+        broker,
+        queue,
+        prefetch,
+        batch,
+        shutdown,
+        move |deliveries| {
+            let worker = worker.clone();
+            async move { worker.handle_batch(deliveries).await }
+        },
+    )
     .await;
 }

@@ -26,17 +26,58 @@ pub async fn consume<H, Fut>(
     H: Fn(Delivery) -> Fut + Clone,
     Fut: Future<Output = ()>,
 {
+    consume_batches(
+        broker,
+        queue,
+        prefetch,
+        1,
+        shutdown,
+        move |mut deliveries| {
+            let handler = handler.clone();
+            async move {
+                if let Some(delivery) = deliveries.pop() {
+                    handler(delivery).await;
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Like [`consume`], but hands over the deliveries that are ready together, up to `batch` at a
+/// time (never waiting to fill a batch), so that their work can share one transaction. Up to
+/// `prefetch / batch` batches are processed at once. The handler acks each delivery itself
+/// (not with `multiple`: batches finish in any order).
+pub async fn consume_batches<H, Fut>(
+    broker: Broker,
+    queue: String,
+    prefetch: u16,
+    batch: usize,
+    shutdown: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Vec<Delivery>) -> Fut + Clone,
+    Fut: Future<Output = ()>,
+{
+    let batch = batch.clamp(1, usize::from(prefetch.max(1)));
     loop {
         let connection = tokio::select! {
             _ = shutdown.cancelled() => return,
             connection = broker.connection() => connection,
         };
         let Some(connection) = connection else { return };
-        let consuming = consume_once(&connection, &queue, prefetch, &shutdown, handler.clone());
+        let consuming = consume_once(
+            &connection,
+            &queue,
+            prefetch,
+            batch,
+            &shutdown,
+            handler.clone(),
+        );
         let outcome = tokio::select! {
             outcome = consuming => outcome,
-            // The supervisor replaced a connection whose recovery hung: its consumer may never
-            // end by itself. Unacked deliveries come again on the new one.
+            // The connection was lost and replaced: its consumer may never end by itself.
+            // Unacked deliveries come again on the new one.
             () = broker.replaced(&connection) => {
                 warn!(%queue, "the connection was replaced; consuming on the new one");
                 Ok(())
@@ -58,11 +99,12 @@ async fn consume_once<H, Fut>(
     connection: &lapin::Connection,
     queue: &str,
     prefetch: u16,
+    batch: usize,
     shutdown: &CancellationToken,
     handler: H,
 ) -> Result<(), lapin::Error>
 where
-    H: Fn(Delivery) -> Fut + Clone,
+    H: Fn(Vec<Delivery>) -> Fut + Clone,
     Fut: Future<Output = ()>,
 {
     let channel = connection.create_channel().await?;
@@ -79,18 +121,17 @@ where
             FieldTable::default(),
         )
         .await?;
-    info!(%queue, prefetch, "consuming");
+    info!(%queue, prefetch, batch, "consuming");
+    let concurrency = (usize::from(prefetch) / batch).max(1);
     consumer
         .take_until(shutdown.clone().cancelled_owned())
-        .for_each_concurrent(usize::from(prefetch), |delivery| {
-            let handler = handler.clone();
-            async move {
-                match delivery {
-                    Ok(delivery) => handler(delivery).await,
-                    Err(error) => warn!(%error, "consumer error"),
-                }
-            }
+        .filter_map(|delivery| async move {
+            delivery
+                .inspect_err(|error| warn!(%error, "consumer error"))
+                .ok()
         })
+        .ready_chunks(batch)
+        .for_each_concurrent(concurrency, handler)
         .await;
     let _ = tokio::time::timeout(Duration::from_secs(2), channel.close(200, "done".into())).await;
     Ok(())

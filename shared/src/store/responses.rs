@@ -47,95 +47,163 @@ pub enum SaveOutcome {
 }
 
 impl Store {
-    /// Stores a response with the revision rules: a higher revision replaces the stored one,
-    /// the same one is a no-op, a lower one is ignored. Concurrent saves of one response (two
-    /// validators, a redelivery) serialise on its row.
-    pub async fn save_response(&self, new: NewResponse<'_>) -> Result<SaveOutcome, sqlx::Error> {
-        let message = new.message;
-        let revision = i64::try_from(message.revision.0)
-            .map_err(|_| sqlx::Error::Protocol("revision is larger than 2^63 - 1".into()))?;
-        let status = if new.evaluation.is_flagged() {
-            ResponseStatus::Flagged
-        } else {
-            ResponseStatus::Valid
-        };
+    /// Stores responses with the revision rules, many in one transaction: a higher revision
+    /// replaces the stored one, the same one is a no-op (`Duplicate`, with what was stored, so
+    /// its events can be published again), a lower one is ignored (`Stale`). One multi-row
+    /// insert, one locking read of those already stored (in id order: concurrent batches of two
+    /// validators serialise on the rows, never deadlock), one multi-row update. The outcomes
+    /// are in the order of `batch`; a response id may appear once per call.
+    pub async fn save_responses(
+        &self,
+        batch: &[NewResponse<'_>],
+    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+        let mut seen = std::collections::HashSet::new();
+        if !batch
+            .iter()
+            .all(|n| seen.insert(n.message.response_id.as_str()))
+        {
+            return Err(sqlx::Error::Protocol(
+                "a response id appears twice in one batch".into(),
+            ));
+        }
+        let mut rows = Vec::with_capacity(batch.len());
+        for new in batch {
+            let revision = i64::try_from(new.message.revision.0)
+                .map_err(|_| sqlx::Error::Protocol("revision is larger than 2^63 - 1".into()))?;
+            let status = if new.evaluation.is_flagged() {
+                ResponseStatus::Flagged
+            } else {
+                ResponseStatus::Valid
+            };
+            rows.push((revision, status));
+        }
+        // Rows are taken in id order, so that two validators' batches cannot deadlock.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by_key(|&i| batch[i].message.response_id.as_str());
+        let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; batch.len()];
         let mut tx = self.pool.begin().await?;
 
-        let inserted_event = (status == ResponseStatus::Flagged).then_some(FlagEventKind::Flagged);
-        let inserted = bind_row(
-            sqlx::query(
-                "INSERT INTO responses (response_id, form_id, revision, form_version, user_id,
-                     username, submitted_at, answers, metadata, status, flags, flag_event,
-                     received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (response_id) DO NOTHING
-                 RETURNING stored_at",
-            ),
-            &new,
-            revision,
-            status,
-            inserted_event,
+        let insert_events: Vec<Option<FlagEventKind>> = rows
+            .iter()
+            .map(|(_, status)| {
+                (*status == ResponseStatus::Flagged).then_some(FlagEventKind::Flagged)
+            })
+            .collect();
+        let inserted = upsert_many(
+            &mut tx,
+            batch,
+            &order,
+            &rows,
+            &insert_events,
+            "INSERT INTO responses (response_id, form_id, revision, form_version, user_id,
+                 username, submitted_at, answers, metadata, status, flags, flag_event,
+                 received_at)
+             SELECT u.response_id, u.form_id, u.revision, u.form_version, u.user_id,
+                 u.username, u.submitted_at, u.answers::jsonb, u.metadata::jsonb, u.status,
+                 u.flags::jsonb, u.flag_event, u.received_at
+             FROM ROWS
+             ON CONFLICT (response_id) DO NOTHING
+             RETURNING response_id, stored_at",
         )
-        .fetch_optional(&mut *tx)
         .await?;
-        if let Some(row) = inserted {
-            tx.commit().await?;
-            let stored = stored_response(&new, status, row.try_get("stored_at")?);
-            return Ok(SaveOutcome::Written {
-                stored,
-                event: inserted_event,
-            });
+        for &i in &order {
+            if let Some(stored_at) = inserted.get(batch[i].message.response_id.as_str()) {
+                outcomes[i] = Some(SaveOutcome::Written {
+                    stored: stored_response(&batch[i], rows[i].1, *stored_at),
+                    event: insert_events[i],
+                });
+            }
         }
 
-        let current = sqlx::query(
-            "SELECT revision, status, flag_event FROM responses WHERE response_id = $1 FOR UPDATE",
-        )
-        .bind(message.response_id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let stored_revision: i64 = current.try_get("revision")?;
-        match stored_revision.cmp(&revision) {
-            std::cmp::Ordering::Less => {
-                let was_flagged = current.try_get::<String, _>("status")? == "flagged";
-                let event = match (status, was_flagged) {
-                    (ResponseStatus::Flagged, _) => Some(FlagEventKind::Flagged),
-                    (ResponseStatus::Valid, true) => Some(FlagEventKind::Cleared),
-                    (ResponseStatus::Valid, false) => None,
-                };
-                let row = bind_row(
-                    sqlx::query(
-                        "UPDATE responses SET form_id = $2, revision = $3, form_version = $4,
-                             user_id = $5, username = $6, submitted_at = $7, answers = $8,
-                             metadata = $9, status = $10, flags = $11, flag_event = $12,
-                             received_at = $13, stored_at = now()
-                         WHERE response_id = $1
-                         RETURNING stored_at",
-                    ),
-                    &new,
-                    revision,
-                    status,
-                    event,
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                let stored = stored_response(&new, status, row.try_get("stored_at")?);
-                Ok(SaveOutcome::Written { stored, event })
+        let existing: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        if !existing.is_empty() {
+            let ids: Vec<&str> = existing
+                .iter()
+                .map(|&i| batch[i].message.response_id.as_str())
+                .collect();
+            let current = sqlx::query(
+                "SELECT response_id, revision, status FROM responses
+                 WHERE response_id = ANY($1) ORDER BY response_id FOR UPDATE",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut current_by_id = std::collections::HashMap::new();
+            for row in &current {
+                let id: String = row.try_get("response_id")?;
+                let revision: i64 = row.try_get("revision")?;
+                let flagged = row.try_get::<String, _>("status")? == "flagged";
+                current_by_id.insert(id, (revision, flagged));
             }
-            std::cmp::Ordering::Equal => {
-                let (stored, event) = read_response(&mut tx, &message.response_id)
+            let mut newer = Vec::new();
+            let mut update_events: Vec<Option<FlagEventKind>> = vec![None; batch.len()];
+            let mut duplicates = Vec::new();
+            for &i in &existing {
+                let id = batch[i].message.response_id.as_str();
+                let &(stored_revision, was_flagged) =
+                    current_by_id.get(id).ok_or(sqlx::Error::RowNotFound)?;
+                let (revision, status) = rows[i];
+                match stored_revision.cmp(&revision) {
+                    std::cmp::Ordering::Less => {
+                        update_events[i] = match (status, was_flagged) {
+                            (ResponseStatus::Flagged, _) => Some(FlagEventKind::Flagged),
+                            (ResponseStatus::Valid, true) => Some(FlagEventKind::Cleared),
+                            (ResponseStatus::Valid, false) => None,
+                        };
+                        newer.push(i);
+                    }
+                    std::cmp::Ordering::Equal => duplicates.push(i),
+                    std::cmp::Ordering::Greater => {
+                        outcomes[i] = Some(SaveOutcome::Stale {
+                            stored_revision: Revision(stored_revision as u64),
+                        });
+                    }
+                }
+            }
+            if !newer.is_empty() {
+                let updated = upsert_many(
+                    &mut tx,
+                    batch,
+                    &newer,
+                    &rows,
+                    &update_events,
+                    "UPDATE responses SET form_id = u.form_id, revision = u.revision,
+                         form_version = u.form_version, user_id = u.user_id,
+                         username = u.username, submitted_at = u.submitted_at,
+                         answers = u.answers::jsonb, metadata = u.metadata::jsonb,
+                         status = u.status, flags = u.flags::jsonb, flag_event = u.flag_event,
+                         received_at = u.received_at, stored_at = now()
+                     FROM ROWS
+                     WHERE responses.response_id = u.response_id
+                     RETURNING responses.response_id, responses.stored_at",
+                )
+                .await?;
+                for &i in &newer {
+                    let stored_at = *updated
+                        .get(batch[i].message.response_id.as_str())
+                        .ok_or(sqlx::Error::RowNotFound)?;
+                    outcomes[i] = Some(SaveOutcome::Written {
+                        stored: stored_response(&batch[i], rows[i].1, stored_at),
+                        event: update_events[i],
+                    });
+                }
+            }
+            for i in duplicates {
+                let (stored, event) = read_response(&mut tx, &batch[i].message.response_id)
                     .await?
                     .ok_or(sqlx::Error::RowNotFound)?;
-                tx.commit().await?;
-                Ok(SaveOutcome::Duplicate { stored, event })
-            }
-            std::cmp::Ordering::Greater => {
-                tx.commit().await?;
-                Ok(SaveOutcome::Stale {
-                    stored_revision: Revision(stored_revision as u64),
-                })
+                outcomes[i] = Some(SaveOutcome::Duplicate { stored, event });
             }
         }
+        tx.commit().await?;
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or(sqlx::Error::RowNotFound))
+            .collect()
     }
 
     pub async fn response(
@@ -195,28 +263,80 @@ impl Store {
     }
 }
 
-fn bind_row<'q>(
-    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    new: &'q NewResponse<'_>,
-    revision: i64,
-    status: ResponseStatus,
-    event: Option<FlagEventKind>,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    let message = new.message;
-    query
-        .bind(message.response_id.as_str())
-        .bind(message.form_id.as_str())
-        .bind(revision)
-        .bind(new.form_version)
-        .bind(message.collector.user_id.as_str())
-        .bind(message.collector.username.as_deref())
-        .bind(message.submitted_at)
-        .bind(Json(&message.answers))
-        .bind(Json(&message.metadata))
-        .bind(status.as_str())
-        .bind(Json(&new.evaluation.flags))
-        .bind(event.map(FlagEventKind::as_str))
-        .bind(message.received_at)
+/// Runs `statement` with `ROWS` standing for the rows `indexes` of `batch` (an `UNNEST` of
+/// one array per column, aliased `u`); returns `stored_at` by response id.
+async fn upsert_many(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[NewResponse<'_>],
+    indexes: &[usize],
+    rows: &[(i64, ResponseStatus)],
+    events: &[Option<FlagEventKind>],
+    statement: &str,
+) -> Result<std::collections::HashMap<String, DateTime<Utc>>, sqlx::Error> {
+    let mut ids = Vec::new();
+    let mut form_ids = Vec::new();
+    let mut revisions = Vec::new();
+    let mut form_versions = Vec::new();
+    let mut user_ids = Vec::new();
+    let mut usernames = Vec::new();
+    let mut submitted = Vec::new();
+    let mut answers = Vec::new();
+    let mut metadata = Vec::new();
+    let mut statuses = Vec::new();
+    let mut flags = Vec::new();
+    let mut flag_events = Vec::new();
+    let mut received = Vec::new();
+    for &i in indexes {
+        let new = &batch[i];
+        let message = new.message;
+        ids.push(message.response_id.as_str());
+        form_ids.push(message.form_id.as_str());
+        revisions.push(rows[i].0);
+        form_versions.push(new.form_version);
+        user_ids.push(message.collector.user_id.as_str());
+        usernames.push(message.collector.username.as_deref());
+        submitted.push(message.submitted_at);
+        answers.push(json(&message.answers));
+        metadata.push(json(&message.metadata));
+        statuses.push(rows[i].1.as_str());
+        flags.push(json(&new.evaluation.flags));
+        flag_events.push(events[i].map(FlagEventKind::as_str));
+        received.push(message.received_at);
+    }
+    let sql = statement.replace(
+        "ROWS",
+        "UNNEST($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[],
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
+                $12::text[], $13::timestamptz[])
+         AS u(response_id, form_id, revision, form_version, user_id, username, submitted_at,
+              answers, metadata, status, flags, flag_event, received_at)",
+    );
+    // Built from this file's constant statements only.
+    let returned = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(&form_ids)
+        .bind(&revisions)
+        .bind(&form_versions)
+        .bind(&user_ids)
+        .bind(&usernames)
+        .bind(&submitted)
+        .bind(&answers)
+        .bind(&metadata)
+        .bind(&statuses)
+        .bind(&flags)
+        .bind(&flag_events)
+        .bind(&received)
+        .fetch_all(&mut **tx)
+        .await?;
+    returned
+        .iter()
+        .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+/// JSON text for a `::jsonb` cast (these values always serialise).
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
 fn stored_response(

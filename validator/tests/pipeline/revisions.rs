@@ -177,3 +177,60 @@ async fn a_duplicate_delivery_changes_nothing_and_republishes_its_events() {
     assert_eq!(pipeline.stored("r-3", 1).await, stored_before);
     pipeline.stop().await;
 }
+
+/// Deliveries arrive together and are stored in one transaction: first revisions, corrections,
+/// redeliveries and stale revisions of the same responses mixed in one batch request still end
+/// at the latest revision, with the events the revision rules give.
+#[tokio::test]
+async fn mixed_revisions_stored_together_end_at_the_latest() {
+    let pipeline = Pipeline::start().await;
+    let mut flags = pipeline.flags_probe("u-fix").await;
+    let batch_route = "/v1/forms/household-finance/responses:batch";
+    // Revision 1 of every response; even ones flagged.
+    let first: Vec<Value> = (0..60)
+        .map(|i| envelope(&format!("m-{i}"), 1, if i % 2 == 0 { -1.0 } else { 100.0 }))
+        .collect();
+    assert_eq!(
+        pipeline.post(batch_route, &json!(first)).await.status(),
+        202
+    );
+    for i in 0..60 {
+        pipeline.stored(&format!("m-{i}"), 1).await;
+    }
+    // Then, in one request: the correction, revision 1 again (stale), the correction again
+    // (a redelivery), for every response.
+    let mut second = Vec::new();
+    for i in 0..60 {
+        let id = format!("m-{i}");
+        second.push(envelope(&id, 2, 100.0));
+        second.push(envelope(&id, 1, -1.0));
+        second.push(envelope(&id, 2, 100.0));
+    }
+    assert_eq!(
+        pipeline.post(batch_route, &json!(second)).await.status(),
+        202
+    );
+    for i in 0..60 {
+        let stored = pipeline.stored(&format!("m-{i}"), 2).await;
+        assert_eq!(stored["status"], "valid", "m-{i}");
+    }
+    // Events: flagged at revision 1 and cleared at revision 2 for the even ones (a redelivered
+    // revision publishes its event again); nothing for the odd ones.
+    let mut events = std::collections::BTreeSet::new();
+    while let Some(event) = flags.next_within(Duration::from_secs(2)).await {
+        let id = event.body["response_id"].as_str().unwrap().to_owned();
+        let kind = event.body["type"].as_str().unwrap().to_owned();
+        events.insert((id, kind, event.body["revision"].as_u64().unwrap()));
+    }
+    let expected: std::collections::BTreeSet<_> = (0..60)
+        .filter(|i| i % 2 == 0)
+        .flat_map(|i| {
+            [
+                (format!("m-{i}"), "flagged".to_owned(), 1),
+                (format!("m-{i}"), "cleared".to_owned(), 2),
+            ]
+        })
+        .collect();
+    assert_eq!(events, expected);
+    pipeline.stop().await;
+}

@@ -1,0 +1,161 @@
+//! The Collect benchmark: one run, on one machine, printing figures.
+//!
+//! 1. the broker's own capacity (the yardstick): confirmed publishes and publish-to-consume of
+//!    persistent 1 KB messages on a quorum queue, with a pipelined confirm window;
+//! 2. ingest over HTTP keep-alive: the seed route and the batch route at full speed, then the
+//!    seed route at half the full rate (open loop) for its latency;
+//! 3. end to end: N responses through ingest → validator → PostgreSQL → sheets-sync → emulator;
+//! 4. the peak RSS of each service, and the ratios against the targets.
+//!
+//! The services run as the release binaries beside this one (`scripts/bench.sh` builds them),
+//! against the local RabbitMQ and PostgreSQL, in a namespace and a database of their own.
+#![allow(clippy::print_stdout)]
+
+mod broker;
+mod http_load;
+mod pipeline;
+mod services;
+
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Collect's benchmark: prints figures and the ratios against the targets")]
+pub struct Args {
+    /// Responses sent end to end.
+    #[arg(long, default_value_t = 100_000)]
+    pub responses: usize,
+    /// Messages for each broker yardstick measurement.
+    #[arg(long, default_value_t = 100_000)]
+    pub broker_messages: usize,
+    /// Length of each ingest load phase, in seconds.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Concurrent HTTP keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Envelopes per request on the batch route.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Which parts to run.
+    #[arg(long, value_delimiter = ',', default_value = "broker,ingest,e2e")]
+    pub parts: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, part: &str) -> bool {
+        self.parts.iter().any(|p| p == part)
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!("# Collect benchmark");
+    println!(
+        "machine: {} cores, {}; RabbitMQ {}, PostgreSQL at 127.0.0.1:5432",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory(),
+        collect_testkit::amqp_url().replace("guest:guest@", ""),
+    );
+    let mut peaks = services::Peaks::default();
+
+    let yardstick = if args.runs("broker") {
+        Some(broker::run(&args).await?)
+    } else {
+        None
+    };
+    let ingest = if args.runs("ingest") {
+        Some(http_load::run(&args, &mut peaks).await?)
+    } else {
+        None
+    };
+    let e2e = if args.runs("e2e") {
+        Some(pipeline::run(&args, &mut peaks).await?)
+    } else {
+        None
+    };
+
+    println!("\n## Peak RSS (VmHWM)");
+    for (service, bytes) in &peaks.0 {
+        let mb = *bytes as f64 / 1_048_576.0;
+        println!(
+            "{service:<12} {mb:>7.1} MB   target ≤ 64 MB: {}",
+            verdict(mb <= 64.0)
+        );
+    }
+
+    println!("\n## Ratios against the targets");
+    if let (Some(y), Some(i)) = (&yardstick, &ingest) {
+        let ratio = i.seed_rate / y.publish_rate;
+        println!(
+            "ingest (seed route) ÷ broker confirmed publishes: {:.0} / {:.0} = {ratio:.2}   target ≥ 0.80: {}",
+            i.seed_rate,
+            y.publish_rate,
+            verdict(ratio >= 0.8)
+        );
+        let ratio = i.batch_rate / y.publish_rate;
+        println!(
+            "ingest (batch route) ÷ broker confirmed publishes: {:.0} / {:.0} = {ratio:.2}   target ≥ 0.80: {}",
+            i.batch_rate,
+            y.publish_rate,
+            verdict(ratio >= 0.8)
+        );
+    }
+    if let Some(i) = &ingest {
+        println!(
+            "ingest p99 at half the full rate ({:.0}/s): {:.1} ms   target ≤ 20 ms: {}",
+            i.half_rate,
+            i.half_p99_ms,
+            verdict(i.half_p99_ms <= 20.0)
+        );
+    }
+    if let (Some(y), Some(e)) = (&yardstick, &e2e) {
+        let ratio = e.rate / y.end_to_end_rate;
+        println!(
+            "end to end ÷ broker publish-to-consume: {:.0} / {:.0} = {ratio:.2}   target ≥ 0.40: {}",
+            e.rate,
+            y.end_to_end_rate,
+            verdict(ratio >= 0.4)
+        );
+    }
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn memory() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_owned();
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.0} GiB RAM", kib / 1_048_576.0))
+        })
+        .unwrap_or_else(|| "unknown RAM".into())
+}
+
+/// Milliseconds, from a histogram of microseconds.
+pub fn ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:<28} [{bar:30}] {pos}/{len} ({per_sec}, {elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
