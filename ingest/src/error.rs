@@ -2,7 +2,8 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+
+use crate::routes::{ErrorBody, ErrorDetail};
 
 /// Seconds a client should wait before retrying when the broker cannot take messages.
 pub const RETRY_AFTER_SECONDS: u64 = 2;
@@ -64,18 +65,19 @@ impl ApiError {
     }
 
     /// The `{"code", "message", "field"}` object, also used per item in batch results.
-    pub fn body(&self) -> Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = &self.field {
-            error["field"] = Value::String(field.clone());
+    pub fn body(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+            field: self.field.clone(),
         }
-        error
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(json!({"error": self.body()}))).into_response();
+        let body = ErrorBody { error: self.body() };
+        let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         match self.status {
             StatusCode::SERVICE_UNAVAILABLE => {

@@ -5,6 +5,7 @@ mod auth;
 mod body;
 pub mod config;
 mod error;
+mod openapi;
 mod routes;
 mod seed;
 
@@ -15,16 +16,18 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post, put};
 use collect_shared::amqp::{Broker, BrokerSettings, Publisher, Topology};
 use collect_shared::config::redact_url;
 use collect_shared::server;
 use collect_shared::store::{FormCache, Store};
-use collect_shared::telemetry::{Readiness, ops_router, track_http};
+use collect_shared::telemetry::{Readiness, ops_api_router, track_http};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::{AuthMode, IngestConfig};
 
@@ -81,29 +84,19 @@ impl Application {
             forms: Arc::new(FormCache::new(store.clone(), FORM_CACHE_TTL)),
             store: store.clone(),
             max_body_bytes: config.max_body_bytes,
+            batches: Arc::new(tokio::sync::Semaphore::new(routes::BATCHES_AT_ONCE)),
         };
 
-        let mut api = Router::new()
-            .route("/collect", post(routes::collect))
-            .route(
-                "/v1/forms/{form_id}",
-                put(routes::put_form).get(routes::get_form),
-            )
-            .route(
-                "/v1/forms/{form_id}/sheet:export",
-                post(routes::export_sheet),
-            )
-            .route("/google-sheet", post(routes::google_sheet))
-            .route("/v1/responses/{response_id}", get(routes::get_response))
-            .route(
-                "/v1/collectors/{user_id}/flags",
-                get(routes::collector_flags),
-            )
-            .route("/v1/forms/{form_id}/responses", post(routes::submit))
-            .route(
-                "/v1/forms/{form_id}/responses:batch",
-                post(routes::submit_batch),
-            )
+        // Each `routes!` registers a path's handlers and their OpenAPI description together.
+        let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+            .routes(routes!(routes::collect))
+            .routes(routes!(routes::put_form, routes::get_form))
+            .routes(routes!(routes::export_sheet))
+            .routes(routes!(routes::google_sheet))
+            .routes(routes!(routes::get_response))
+            .routes(routes!(routes::collector_flags))
+            .routes(routes!(routes::submit))
+            .routes(routes!(routes::submit_batch))
             .with_state(state);
         if config.auth == AuthMode::On {
             api = api.route_layer(from_fn_with_state(
@@ -116,8 +109,17 @@ impl Application {
         let readiness = Readiness::new()
             .with_check("broker", broker.readiness_check())
             .with_check("database", store.readiness_check());
-        let router = api
-            .merge(ops_router(readiness))
+        let document = openapi::Document::default();
+        let public = OpenApiRouter::new()
+            .routes(routes!(openapi::openapi_json))
+            .with_state(document.clone())
+            .merge(ops_api_router(readiness));
+        let (router, description) = api.merge(public).split_for_parts();
+        let text = description
+            .to_json()
+            .map_err(|error| anyhow::anyhow!("cannot render the OpenAPI document: {error}"))?;
+        let _ = document.set(text);
+        let router: Router = router
             .fallback(routes::not_found)
             .method_not_allowed_fallback(routes::method_not_allowed)
             .layer(from_fn(track_http))

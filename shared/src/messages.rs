@@ -35,11 +35,33 @@ fn check_visible(kind: &str, value: &str) -> Result<(), InvalidIdentifier> {
 }
 
 macro_rules! identifier {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:path) => {
+    (
+        $(#[$doc:meta])* $name:ident, $kind:literal, $check:path,
+        schema: $max:literal characters matching $pattern:literal, $description:literal
+    ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
+
+        // By hand: the derive cannot put length and pattern on a newtype.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($description))
+                    .min_length(Some(1))
+                    .max_length(Some($max))
+                    .pattern(Some($pattern))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
 
         impl $name {
             pub fn parse(value: impl Into<String>) -> Result<Self, InvalidIdentifier> {
@@ -72,20 +94,26 @@ identifier!(
     /// Identifies a response across its revisions.
     ResponseId,
     "response_id",
-    check_visible
+    check_visible,
+    schema: 128 characters matching "^[!-~]+$",
+    "Identifies a response across its revisions: 1 to 128 visible ASCII characters."
 );
 identifier!(
     /// The field collector who submitted a response; flags go back to them.
     UserId,
     "user_id",
-    check_visible
+    check_visible,
+    schema: 128 characters matching "^[!-~]+$",
+    "The field collector who submitted a response: 1 to 128 visible ASCII characters."
 );
 identifier!(
     /// A form: `1..=64` letters, digits, `_` or `-`. It is the routing key on `N.responses`,
     /// so it has no `.` (a topic-exchange word separator).
     FormId,
     "form_id",
-    check_form_id
+    check_form_id,
+    schema: 64 characters matching "^[A-Za-z0-9_-]+$",
+    "A form: 1 to 64 letters, digits, `_` or `-` (the routing key on `N.responses` and `N.saved`)."
 );
 
 fn check_form_id(kind: &str, value: &str) -> Result<(), InvalidIdentifier> {
@@ -100,7 +128,18 @@ fn check_form_id(kind: &str, value: &str) -> Result<(), InvalidIdentifier> {
 
 /// Which version of a response this is: a higher revision replaces the stored one.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
 pub struct Revision(pub u64);
@@ -111,26 +150,33 @@ impl fmt::Display for Revision {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Who submitted a response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Collector {
+    /// Flags go back to this collector (routing key `collector.<user_id>` on `N.flags`).
     pub user_id: UserId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
 }
 
 /// A response as a client submits it to `POST /v1/forms/{form_id}/responses`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseEnvelope {
     pub response_id: ResponseId,
+    /// A higher revision replaces the stored one, the same one again is a no-op, a lower one
+    /// is ignored. Default 0; at most 2^63 - 1.
     #[serde(default)]
     pub revision: Revision,
     pub collector: Collector,
+    /// When the collector submitted it (RFC 3339).
     #[serde(default)]
     pub submitted_at: Option<DateTime<Utc>>,
+    /// Answers by question id. Not type-checked here: a wrong type is flagged, not refused.
     #[serde(default)]
     pub answers: Map<String, Value>,
+    /// Anything else about the response (location, family id, ...), kept as sent.
     #[serde(default)]
     pub metadata: Map<String, Value>,
     /// Optional; when present it must name the form of the URL.
@@ -141,15 +187,18 @@ pub struct ResponseEnvelope {
 /// The message on `N.responses`: the envelope plus its `form_id`, and when ingest accepted it.
 ///
 /// Unknown fields are ignored when reading, so other backends may add their own.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResponseMessage {
+    /// The form; also the routing key.
     pub form_id: FormId,
     pub response_id: ResponseId,
+    /// Default 0; a higher revision replaces the stored one.
     #[serde(default)]
     pub revision: Revision,
     pub collector: Collector,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_at: Option<DateTime<Utc>>,
+    /// Answers by question id.
     #[serde(default)]
     pub answers: Map<String, Value>,
     #[serde(default)]
@@ -175,7 +224,7 @@ impl ResponseMessage {
 }
 
 /// One finding about a response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Flag {
     /// `required:<question>`, `type:<question>`, or the id of a rule.
     pub rule_id: String,
@@ -183,7 +232,7 @@ pub struct Flag {
     pub severity: Severity,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResponseStatus {
     Valid,
@@ -201,7 +250,7 @@ impl ResponseStatus {
 }
 
 /// A response as stored: the body of `N.saved` messages and of `GET /v1/responses/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredResponse {
     pub response_id: ResponseId,
     pub form_id: FormId,
@@ -209,18 +258,21 @@ pub struct StoredResponse {
     /// The version of the form it was checked against.
     pub form_version: i32,
     pub status: ResponseStatus,
+    /// Every flag, warnings included.
     pub flags: Vec<Flag>,
     pub collector: Collector,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_at: Option<DateTime<Utc>>,
     pub answers: Map<String, Value>,
     pub metadata: Map<String, Value>,
+    /// When ingest accepted it (absent when another backend published it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<DateTime<Utc>>,
+    /// When the validator stored this revision.
     pub stored_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FlagEventKind {
     /// The response breaks a rule: the collector should fix it.
@@ -239,14 +291,14 @@ impl FlagEventKind {
 }
 
 /// A flag as the collector's app sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlagSummary {
     pub rule_id: String,
     pub message: String,
 }
 
 /// The body of `N.flags` messages (routing key `collector.<user_id>`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlagEvent {
     #[serde(rename = "type")]
     pub kind: FlagEventKind,
@@ -256,7 +308,9 @@ pub struct FlagEvent {
     pub collector: Collector,
     /// The flags that go back to the collector (severity `error`); empty when cleared.
     pub flags: Vec<FlagSummary>,
+    /// The answers of this revision, by question id.
     pub answers: Map<String, Value>,
+    /// When the validator published the event.
     pub at: DateTime<Utc>,
 }
 

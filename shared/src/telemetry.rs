@@ -1,5 +1,6 @@
 //! Logs, metrics, and the `/healthz` `/readyz` `/metrics` routes every service mounts.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -9,13 +10,15 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
+use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::LogFormat;
 
@@ -111,37 +114,106 @@ impl Readiness {
 
 /// `/healthz` (the process answers), `/readyz` (every check passes) and `/metrics`.
 pub fn ops_router(readiness: Readiness) -> Router {
-    let handle = metrics_handle();
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
-        .route("/readyz", get(readyz).with_state(readiness))
-        .route(
-            "/metrics",
-            get(move || {
-                let handle = handle.clone();
-                async move {
-                    handle.run_upkeep();
-                    (
-                        [("content-type", "text/plain; version=0.0.4")],
-                        handle.render(),
-                    )
-                }
-            }),
-        )
+    ops_api_router(readiness).split_for_parts().0
 }
 
-async fn readyz(State(readiness): State<Readiness>) -> Response {
+/// [`ops_router`] with its OpenAPI description, for a service that publishes one (ingest).
+pub fn ops_api_router(readiness: Readiness) -> OpenApiRouter {
+    // Install the recorder now: metrics recorded before it exists are lost.
+    metrics_handle();
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .with_state(readiness)
+}
+
+/// What `/healthz` answers.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthReport {
+    pub status: HealthStatus,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+}
+
+/// What `/readyz` answers: the outcome of every check.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReadinessReport {
+    pub status: ReadinessStatus,
+    /// Each dependency (`broker`, `database`, ...): `ok`, or why it is not.
+    pub checks: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessStatus {
+    Ready,
+    NotReady,
+}
+
+/// The process is alive (a liveness probe).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process runs", body = HealthReport))
+)]
+pub async fn healthz() -> axum::Json<HealthReport> {
+    axum::Json(HealthReport {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// Whether the service can do its work: every dependency answers (a readiness probe).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every check passes", body = ReadinessReport),
+        (status = 503, description = "Some check fails; `checks` says why", body = ReadinessReport)
+    )
+)]
+pub async fn readyz(State(readiness): State<Readiness>) -> Response {
     let (ready, checks) = readiness.evaluate().await;
-    let status = if ready {
-        StatusCode::OK
+    let (status, report) = if ready {
+        (StatusCode::OK, ReadinessStatus::Ready)
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, ReadinessStatus::NotReady)
     };
-    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
+    let checks = checks
+        .into_iter()
+        .map(|(name, outcome)| match outcome {
+            serde_json::Value::String(text) => (name, text),
+            other => (name, other.to_string()),
+        })
+        .collect();
+    let body = ReadinessReport {
+        status: report,
+        checks,
+    };
     (status, axum::Json(body)).into_response()
+}
+
+/// Prometheus text format (see the README's metrics table).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4"))
+)]
+pub async fn metrics() -> Response {
+    let handle = metrics_handle();
+    handle.run_upkeep();
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }
 
 /// Middleware counting requests by route and status, with their duration.

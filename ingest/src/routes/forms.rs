@@ -10,14 +10,35 @@ use axum::response::{IntoResponse, Response};
 use collect_shared::forms::{Form, FormDefinition};
 use collect_shared::messages::FormId;
 use collect_shared::rules::CompiledForm;
-use serde_json::{Value, json};
 
-use super::AppState;
+use super::{AppState, ErrorBody, ExportQueued, GoogleSheetExport, QueuedStatus, StoredForm};
 use crate::body::{from_value, read_json};
 use crate::error::ApiError;
 
-/// Creates (`201`) or replaces (`200`) a form. Rules take effect for responses validated
-/// after this, within the form cache's refresh time; stored responses are not re-checked.
+/// Create or replace a form.
+///
+/// Rules take effect for responses validated after this, within seconds (services re-read a
+/// form at most every 2 s); stored responses are not re-checked. The same definition again is a
+/// no-op (`200`, same version).
+#[utoipa::path(
+    put,
+    path = "/v1/forms/{form_id}",
+    tag = "forms",
+    params(("form_id" = String, Path, description = "1 to 64 letters, digits, `_` or `-`")),
+    request_body(content = FormDefinition, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = StoredForm),
+        (status = 200, description = "Replaced (or unchanged)", body = StoredForm),
+        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the definition is wrong (`questions[1].id`, `rules[0].expression` with line and column, ...)", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn put_form(
     State(state): State<AppState>,
     Path(form_id): Path<String>,
@@ -63,6 +84,21 @@ pub async fn put_form(
     Ok((status, Json(form_body(&form, put.version))).into_response())
 }
 
+/// A form's definition, with its version.
+#[utoipa::path(
+    get,
+    path = "/v1/forms/{form_id}",
+    tag = "forms",
+    params(("form_id" = String, Path, description = "The form")),
+    responses(
+        (status = 200, description = "The form", body = StoredForm),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn get_form(
     State(state): State<AppState>,
     Path(form_id): Path<String>,
@@ -77,18 +113,28 @@ pub async fn get_form(
     Ok(Json(form_body(&stored.form, stored.version)).into_response())
 }
 
-fn form_body(form: &Form, version: i32) -> Value {
-    let mut body = json!({"form_id": form.id, "version": version});
-    if let (Some(body), Ok(Value::Object(definition))) =
-        (body.as_object_mut(), serde_json::to_value(&form.definition))
-    {
-        body.extend(definition);
-    }
-    body
+fn form_body(form: &Form, version: i32) -> StoredForm {
+    StoredForm::new(form, version)
 }
 
-/// `POST /v1/forms/{form_id}/sheet:export`: every stored response of the form is (re)written
-/// to its sheet by sheets-sync, in batches within the write budget.
+/// Rewrite a form's sheet from the database.
+///
+/// Every stored response of the form is marked for (re)writing; sheets-sync rewrites them in
+/// batches within the write budget (existing rows in place, missing ones appended).
+#[utoipa::path(
+    post,
+    path = "/v1/forms/{form_id}/sheet:export",
+    tag = "sheets",
+    params(("form_id" = String, Path, description = "The form")),
+    responses(
+        (status = 202, description = "Queued", body = ExportQueued),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn export_sheet(
     State(state): State<AppState>,
     Path(form_id): Path<String>,
@@ -97,17 +143,29 @@ pub async fn export_sheet(
     queue_export(&state, &form.id).await
 }
 
-/// `POST /google-sheet {"table_name": "<form id>"}`: the seed system's export route.
+/// Rewrite a form's sheet from the database (the seed system's route).
+#[utoipa::path(
+    post,
+    path = "/google-sheet",
+    tag = "sheets",
+    request_body(content = GoogleSheetExport, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued", body = ExportQueued),
+        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 404, description = "`unknown_form`: no such form (`field: table_name`)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: not `{\"table_name\": ...}`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn google_sheet(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Export {
-        table_name: String,
-    }
     let payload = read_json(&headers, body, state.max_body_bytes).await?;
     if !payload.is_object() {
         return Err(ApiError::invalid(
@@ -115,7 +173,7 @@ pub async fn google_sheet(
             "the body must be {\"table_name\": \"<form id>\"}",
         ));
     }
-    let export: Export = from_value(payload)?;
+    let export: GoogleSheetExport = from_value(payload)?;
     let form = state
         .form(&export.table_name)
         .await
@@ -133,9 +191,10 @@ async fn queue_export(state: &AppState, form_id: &FormId) -> Result<Response, Ap
         .await
         .map_err(ApiError::database)?;
     tracing::info!(form = %form_id, responses = queued, "sheet export queued");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"form_id": form_id, "responses": queued, "status": "queued"})),
-    )
-        .into_response())
+    let body = ExportQueued {
+        form_id: form_id.clone(),
+        responses: queued,
+        status: QueuedStatus::Queued,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }

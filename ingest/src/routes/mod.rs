@@ -1,5 +1,6 @@
 //! The HTTP API's handlers, and the state they share.
 
+mod bodies;
 mod forms;
 mod reads;
 mod submit;
@@ -12,13 +13,18 @@ use collect_shared::amqp::{OutgoingMessage, Publisher};
 use collect_shared::forms::Form;
 use collect_shared::messages::{FormId, ResponseEnvelope, ResponseMessage};
 use collect_shared::store::{FormCache, FormLookupError, Store};
-use serde_json::{Value, json};
 
 use crate::error::ApiError;
 
+pub use bodies::*;
 pub use forms::{export_sheet, get_form, google_sheet, put_form};
 pub use reads::{collector_flags, get_response};
 pub use submit::{collect, submit, submit_batch};
+
+// The handlers' OpenAPI descriptions (generated next to each handler by `utoipa::path`).
+pub use forms::{__path_export_sheet, __path_get_form, __path_google_sheet, __path_put_form};
+pub use reads::{__path_collector_flags, __path_get_response};
+pub use submit::{__path_collect, __path_submit, __path_submit_batch};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -28,7 +34,14 @@ pub struct AppState {
     pub forms: Arc<FormCache>,
     pub store: Store,
     pub max_body_bytes: usize,
+    /// Batch requests being read and published at once ([`BATCHES_AT_ONCE`]): the rest wait
+    /// their turn, which bounds the memory a burst of large batches takes.
+    pub batches: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many batch requests are read and published at once. Eight batches of 100 keep more
+/// publishes in flight than the confirm window, so the wait costs no throughput.
+pub const BATCHES_AT_ONCE: usize = 8;
 
 impl AppState {
     /// The form of a URL: `404` when there is none, `503` when the database cannot say.
@@ -47,7 +60,7 @@ impl AppState {
     }
 
     /// Publishes the response and waits for the broker's confirm: only then is it accepted.
-    async fn accept(&self, form: &Form, envelope: ResponseEnvelope) -> Result<Value, ApiError> {
+    async fn accept(&self, form: &Form, envelope: ResponseEnvelope) -> Result<Accepted, ApiError> {
         let message = ResponseMessage::new(form.id.clone(), envelope, Utc::now());
         let body = serde_json::to_vec(&message).map_err(|error| {
             ApiError::new(
@@ -68,12 +81,12 @@ impl AppState {
             tracing::warn!(response_id = %message.response_id, %error, "response not accepted");
             return Err(ApiError::unavailable(error));
         }
-        Ok(json!({
-            "response_id": message.response_id,
-            "form_id": form.id,
-            "revision": message.revision,
-            "status": "accepted",
-        }))
+        Ok(Accepted {
+            response_id: message.response_id,
+            form_id: form.id.clone(),
+            revision: message.revision,
+            status: AcceptedStatus::Accepted,
+        })
     }
 }
 

@@ -8,9 +8,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use collect_shared::forms::{Form, HOUSEHOLD_FINANCE};
 use collect_shared::messages::ResponseEnvelope;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::AppState;
+use super::{
+    Accepted, AppState, BatchAnswer, BatchResult, ErrorBody, Failed, FailedStatus, Rejected,
+    RejectedStatus, SeedPayload,
+};
 use crate::body::{from_value, read_json};
 use crate::error::{ApiError, RETRY_AFTER_SECONDS};
 use crate::seed::envelope_from_seed;
@@ -18,7 +21,27 @@ use crate::seed::envelope_from_seed;
 /// Most envelopes one batch request may carry.
 pub const MAX_BATCH: usize = 1000;
 
-/// `POST /collect`: the seed system's flat payload, for the built-in form.
+/// Submit a response in the seed system's flat format (form `household-finance`).
+///
+/// Answered `202` only once RabbitMQ confirmed the persistent message; retrying is always safe.
+#[utoipa::path(
+    post,
+    path = "/collect",
+    tag = "responses",
+    request_body(content = SeedPayload, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the broker confirmed it", body = Accepted),
+        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 408, description = "The request took over 30 s"),
+        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the payload is structurally wrong; `field` names the value", body = ErrorBody),
+        (status = 503, description = "`broker_unavailable` or `database_unavailable`: nothing was accepted, retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn collect(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -31,7 +54,30 @@ pub async fn collect(
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
-/// `POST /v1/forms/{form_id}/responses`: one envelope.
+/// Submit one response envelope to a form.
+///
+/// Answered `202` only once RabbitMQ confirmed the persistent message; retrying is always safe
+/// (the same revision twice is a no-op downstream).
+#[utoipa::path(
+    post,
+    path = "/v1/forms/{form_id}/responses",
+    tag = "responses",
+    params(("form_id" = String, Path, description = "The form")),
+    request_body(content = ResponseEnvelope, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the broker confirmed it", body = Accepted),
+        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
+        (status = 408, description = "The request took over 30 s"),
+        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: the envelope is structurally wrong; `field` names the value", body = ErrorBody),
+        (status = 503, description = "`broker_unavailable` or `database_unavailable`: nothing was accepted, retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn submit(
     State(state): State<AppState>,
     Path(form_id): Path<String>,
@@ -45,11 +91,33 @@ pub async fn submit(
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
-/// `POST /v1/forms/{form_id}/responses:batch`: up to [`MAX_BATCH`] envelopes, one result each,
-/// in order. An item that is structurally wrong is `rejected` (with its error) and the others
-/// go ahead. If the broker could not confirm some item, the answer is `503` with
-/// `Retry-After`, and those items are `failed`; resubmitting the whole batch is safe, since the
-/// same revision of a response twice is a no-op.
+/// Submit up to 1000 response envelopes to a form, one result each, in order.
+///
+/// An item that is structurally wrong is `rejected` (with its error) and the others go ahead.
+/// If the broker could not confirm some item, the answer is `503` with `Retry-After`, and those
+/// items are `failed`; resubmitting the whole batch is safe, since the same revision of a
+/// response twice is a no-op.
+#[utoipa::path(
+    post,
+    path = "/v1/forms/{form_id}/responses:batch",
+    tag = "responses",
+    params(("form_id" = String, Path, description = "The form")),
+    request_body(content = Vec<ResponseEnvelope>, content_type = "application/json",
+        description = "A JSON array of at most 1000 envelopes"),
+    responses(
+        (status = 202, description = "Every item accepted or rejected", body = BatchAnswer),
+        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
+        (status = 408, description = "The request took over 30 s"),
+        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (not an array) or `batch_too_large` (over 1000 items)", body = ErrorBody),
+        (status = 503, description = "Some item was not confirmed (`failed`), with `error`; send the batch again", body = BatchAnswer,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn submit_batch(
     State(state): State<AppState>,
     Path(form_id): Path<String>,
@@ -57,6 +125,11 @@ pub async fn submit_batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let form = state.form(&form_id).await?;
+    let _turn = state
+        .batches
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("shutting down"))?;
     let payload = read_json(&headers, body, state.max_body_bytes).await?;
     let Value::Array(items) = payload else {
         return Err(ApiError::invalid(
@@ -86,35 +159,39 @@ pub async fn submit_batch(
                         Some(field) if !field.is_empty() => format!("[{index}].{field}"),
                         _ => format!("[{index}]"),
                     });
-                    return (
-                        false,
-                        json!({"index": index, "status": "rejected", "error": error.body()}),
-                    );
+                    return BatchResult::Rejected(Rejected {
+                        index,
+                        status: RejectedStatus::Rejected,
+                        error: error.body(),
+                    });
                 }
             };
             let response_id = envelope.response_id.clone();
             match state.accept(form, envelope).await {
-                Ok(accepted) => (false, accepted),
-                Err(error) => (
-                    true,
-                    json!({"response_id": response_id, "form_id": form.id, "status": "failed", "error": error.body()}),
-                ),
+                Ok(accepted) => BatchResult::Accepted(accepted),
+                Err(error) => BatchResult::Failed(Failed {
+                    response_id,
+                    form_id: form.id.clone(),
+                    status: FailedStatus::Failed,
+                    error: error.body(),
+                }),
             }
         }
     }))
     .await;
-    let any_failed = outcomes.iter().any(|(failed, _)| *failed);
-    let results: Vec<Value> = outcomes.into_iter().map(|(_, result)| result).collect();
-    let count = |status: &str| results.iter().filter(|r| r["status"] == status).count();
-    let mut body = json!({
-        "accepted": count("accepted"),
-        "rejected": count("rejected"),
-        "failed": count("failed"),
-        "results": results,
-    });
+    let count = |wanted: fn(&BatchResult) -> bool| outcomes.iter().filter(|r| wanted(r)).count();
+    let mut body = BatchAnswer {
+        accepted: count(|r| matches!(r, BatchResult::Accepted(_))),
+        rejected: count(|r| matches!(r, BatchResult::Rejected(_))),
+        failed: count(|r| matches!(r, BatchResult::Failed(_))),
+        results: Vec::new(),
+        error: None,
+    };
+    let any_failed = body.failed > 0;
+    body.results = outcomes;
     if any_failed {
         let error = ApiError::unavailable("some responses were not confirmed by the broker");
-        body["error"] = error.body();
+        body.error = Some(error.body());
         let mut response = (error.status, Json(body)).into_response();
         response
             .headers_mut()

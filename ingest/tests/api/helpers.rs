@@ -154,28 +154,7 @@ impl TestApp {
 
 /// The seed system's payload, every key of it.
 pub fn seed_payload() -> Value {
-    json!({
-        "response_id": "r-1029",
-        "response_family_id": "f-3",
-        "user_id": "u-17",
-        "username": "asha",
-        "location": "Pune",
-        "submitted_time": "2026-11-20T10:00:00Z",
-        "synced_time": "2026-11-20T10:05:00Z",
-        "last_modified_time": "2026-11-20T10:15:00Z",
-        "name": "Asha Rao",
-        "email": "asha@example.com",
-        "mobile_number": "+91 98200 00000",
-        "gender": "female",
-        "age": 34,
-        "what is the monthly income?": 52000,
-        "what is the monthly savings?": 8000,
-        "what is the monthly expenditure?": 30000,
-        "How much money do you spend monthly on food?": 12000,
-        "How much money do you spend monthly on your cable service?": 500,
-        "How much money do you spend monthly on healthcare?": 2000.5,
-        "How much money do you spend monthly on fuel for your car?": "3000"
-    })
+    collect_testkit::seed_payload("r-1029")
 }
 
 /// A v1 envelope.

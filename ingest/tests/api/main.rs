@@ -8,6 +8,7 @@ mod batch;
 mod envelope;
 mod errors;
 mod helpers;
+mod openapi;
 mod outage;
 mod seed;
 mod shutdown;

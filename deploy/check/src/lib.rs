@@ -1,0 +1,2 @@
+//! The checks live in `tests/`: see the README's "Containers", "Kubernetes (`deploy/`)" and
+//! "API documents".
