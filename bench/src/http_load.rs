@@ -45,14 +45,43 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<IngestFigures
     let base = ingest.url("");
     let purge = Purger::new(&setup).await?;
 
-    let seed = phase(&base, args, Route::Seed, None).await;
+    // The full rate first, briefly (a short backlog to purge), for the half-rate phase; then
+    // the half-rate phase on a near-empty queue; then the full-rate phases proper.
+    let probe = phase(&base, args, Route::Seed, None, Duration::from_secs(5)).await;
+    purge.purge().await;
+    let half_rate = probe.rate / 2.0;
+    // At half the rate the queue is drained as it fills, as the validator would: a quorum
+    // queue growing by hundreds of thousands of messages with no consumer is not the steady
+    // state being measured (it added confirm stalls of 200 ms to the p99).
+    let (stop_draining, draining_stopped) = tokio::sync::oneshot::channel();
+    let draining = tokio::spawn(drain(setup.topology.validator_queue(), draining_stopped));
+    let half = phase(&base, args, Route::Seed, Some(half_rate), args.duration()).await;
+    let _ = stop_draining.send(());
+    draining.await??;
+    purge.purge().await;
+    let seed = phase(&base, args, Route::Seed, None, args.duration()).await;
     report(
         "POST /collect (seed payloads), full rate",
         &seed,
         "requests",
     );
+    report(
+        &format!(
+            "POST /collect at half the full rate (5 s probe: {:.0}/s; half: {half_rate:.0}/s)",
+            probe.rate
+        ),
+        &half,
+        "requests",
+    );
     purge.purge().await;
-    let batch = phase(&base, args, Route::Batch(args.batch_size), None).await;
+    let batch = phase(
+        &base,
+        args,
+        Route::Batch(args.batch_size),
+        None,
+        args.duration(),
+    )
+    .await;
     report(
         &format!(
             "POST …/responses:batch ({} per request), full rate",
@@ -60,14 +89,6 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<IngestFigures
         ),
         &batch,
         "responses",
-    );
-    purge.purge().await;
-    let half_rate = seed.rate / 2.0;
-    let half = phase(&base, args, Route::Seed, Some(half_rate)).await;
-    report(
-        &format!("POST /collect at half the full rate ({half_rate:.0}/s)"),
-        &half,
-        "requests",
     );
     purge.purge().await;
     peaks.record("ingest", &ingest);
@@ -93,9 +114,15 @@ fn report(what: &str, phase: &Phase, unit: &str) {
 }
 
 /// Runs `args.connections` workers for `args.seconds`; with `rate`, on a fixed schedule.
-async fn phase(base: &str, args: &Args, route: Route, rate: Option<f64>) -> Phase {
+async fn phase(
+    base: &str,
+    args: &Args,
+    route: Route,
+    rate: Option<f64>,
+    length: Duration,
+) -> Phase {
     let accepted = Arc::new(AtomicU64::new(0));
-    let bar = crate::progress(args.seconds, "seconds");
+    let bar = crate::progress(length.as_secs(), "seconds");
     let ticker = {
         let bar = bar.clone();
         tokio::spawn(async move {
@@ -106,7 +133,7 @@ async fn phase(base: &str, args: &Args, route: Route, rate: Option<f64>) -> Phas
         })
     };
     let started = Instant::now();
-    let deadline = started + args.duration();
+    let deadline = started + length;
     let period = rate.map(|r| Duration::from_secs_f64(args.connections as f64 / r));
     let workers: Vec<_> = (0..args.connections)
         .map(|worker| {
@@ -214,6 +241,34 @@ pub fn envelope(response_id: &str) -> Value {
     })
 }
 
+/// Consumes and acks `queue` until `stop`.
+async fn drain(queue: String, stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let connection = lapin::Connection::connect(
+        &collect_testkit::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?
+        .take_until(stop);
+    while let Some(delivery) = consumer.next().await {
+        delivery?;
+    }
+    connection.close(200, "done".into()).await?;
+    Ok(())
+}
+
 /// Empties `N.validator` between phases (nothing consumes it while ingest alone is measured).
 struct Purger {
     channel: lapin::Channel,
@@ -243,6 +298,6 @@ impl Purger {
             .channel
             .queue_purge(self.queue.as_str().into(), QueuePurgeOptions::default())
             .await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }

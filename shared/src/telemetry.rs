@@ -63,7 +63,21 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             match builder.install_recorder() {
-                Ok(handle) => handle,
+                Ok(handle) => {
+                    // Histogram samples pile up until upkeep folds them into the buckets: left to
+                    // scrapes alone, a service nobody scrapes grew by ~30 bytes a request (found
+                    // by the benchmark's RSS figure).
+                    let upkeep = handle.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("metrics-upkeep".into())
+                        .spawn(move || {
+                            loop {
+                                std::thread::sleep(std::time::Duration::from_secs(5));
+                                upkeep.run_upkeep();
+                            }
+                        });
+                    handle
+                }
                 // Another recorder is installed already: render an empty page rather than die.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             }

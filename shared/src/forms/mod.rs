@@ -100,10 +100,25 @@ impl Form {
         if let Some(question) = questions.iter().find(|q| q.id == key) {
             return Some(question);
         }
-        let wanted = normalise_label(key);
-        questions
-            .iter()
-            .find(|q| normalise_label(&q.label) == wanted)
+        questions.iter().find(|q| same_label(&q.label, key))
+    }
+}
+
+/// Whether two labels are the same but for case, surrounding space and repeated inner space
+/// (what [`normalise_label`] makes equal), compared without allocating: every seed payload
+/// key is looked up this way.
+fn same_label(a: &str, b: &str) -> bool {
+    let (mut left, mut right) = (a.split_whitespace(), b.split_whitespace());
+    loop {
+        match (left.next(), right.next()) {
+            (None, None) => return true,
+            (Some(l), Some(r)) if l == r => {}
+            (Some(l), Some(r))
+                if l.chars()
+                    .flat_map(char::to_lowercase)
+                    .eq(r.chars().flat_map(char::to_lowercase)) => {}
+            _ => return false,
+        }
     }
 }
 
@@ -118,6 +133,29 @@ fn normalise_label(label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_label_agrees_with_normalise_label() {
+        let labels = [
+            "What is the monthly income?",
+            "  what IS the   monthly income? ",
+            "what is the monthly income",
+            "what is the monthly",
+            "Ünïcode Label",
+            "ünïcode   LABEL",
+            "",
+            "   ",
+        ];
+        for a in labels {
+            for b in labels {
+                assert_eq!(
+                    same_label(a, b),
+                    normalise_label(a) == normalise_label(b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn seed_question_texts_find_their_question() {
