@@ -11,7 +11,9 @@ use hdrhistogram::Histogram;
 use lapin::options::QueuePurgeOptions;
 use serde_json::{Value, json};
 
-use crate::services::{KEY, Peaks, Setup, stop};
+use collect_testkit::Stack;
+
+use crate::services::{KEY, Peaks, ready, stop};
 use crate::{Args, ms};
 
 pub struct IngestFigures {
@@ -40,8 +42,8 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<IngestFigures
         "\n## 2. Ingest over HTTP keep-alive ({} connections, {} s per phase)",
         args.connections, args.seconds
     );
-    let setup = Setup::new().await?;
-    let ingest = setup.start_ingest().await?;
+    let setup = crate::services::stack().await?;
+    let ingest = ready(&setup, setup.start_ingest().await).await;
     let base = ingest.url("");
     let purge = Purger::new(&setup).await?;
 
@@ -277,7 +279,7 @@ struct Purger {
 }
 
 impl Purger {
-    async fn new(setup: &Setup) -> anyhow::Result<Self> {
+    async fn new(setup: &Stack) -> anyhow::Result<Self> {
         let connection = lapin::Connection::connect(
             &collect_testkit::amqp_url(),
             lapin::ConnectionProperties::default(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::http_load::envelope;
-use crate::services::{KEY, Peaks, SPREADSHEET, Setup, stop};
+use crate::services::{KEY, Peaks, SPREADSHEET, ready, stop};
 use crate::{Args, progress};
 
 pub struct EndToEnd {
@@ -28,10 +28,10 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<EndToEnd> {
     println!(
         "\n## 3. End to end: {n} responses, ingest → validator → PostgreSQL → sheets-sync → emulator"
     );
-    let setup = Setup::new().await?;
-    let ingest = setup.start_ingest().await?;
-    let validator = setup.start_validator().await?;
-    let sync = setup.start_sheets_sync().await?;
+    let setup = crate::services::stack().await?;
+    let ingest = ready(&setup, setup.start_ingest().await).await;
+    let validator = ready(&setup, setup.start_validator().await).await;
+    let sync = ready(&setup, setup.start_sheets_sync().await).await;
     let pool = sqlx::PgPool::connect(&setup.database_url).await?;
 
     let started = Instant::now();

@@ -5,6 +5,7 @@
 
 mod process;
 mod proxy;
+mod stack;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 
 pub use process::{ServiceProcess, check_lifecycle};
 pub use proxy::FaultProxy;
+pub use stack::Stack;
 
 /// The broker the tests use: `AMQP_URL`, or the local RabbitMQ.
 pub fn amqp_url() -> String {

@@ -2,28 +2,19 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use collect_shared::amqp::Topology;
-use collect_shared::config::Namespace;
-use collect_testkit::{Probe, ServiceProcess, eventually};
+use collect_testkit::{Probe, ServiceProcess, Stack};
 
 use serde_json::{Value, json};
-use sheets_emulator::Emulator;
 
 pub const KEY: &str = "fault-key";
 pub const SPREADSHEET: &str = "fault-sheet";
 pub const TAB: &str = "household-finance";
 
-/// A service binary of the workspace (built beside this test by `cargo nextest run --workspace`).
-fn binary(name: &str) -> String {
+/// Where the service binaries are: beside this test's directory (`target/debug`), built by
+/// `cargo nextest run --workspace`.
+fn binaries() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path: PathBuf = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace (cargo nextest run --workspace)",
-        path.display()
-    );
-    path.display().to_string()
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
 pub fn responses() -> usize {
@@ -33,22 +24,8 @@ pub fn responses() -> usize {
         .unwrap_or(2000)
 }
 
-/// What the services of one scenario share: namespace, database, emulator, key.
-pub struct Setup {
-    pub namespace: Namespace,
-    pub topology: Topology,
-    pub database_url: String,
-    /// The URLs the services use: the real ones, or fault proxies in front of them.
-    pub amqp_url: String,
-    pub services_database_url: String,
-    pub emulator: Emulator,
-    emulator_url: String,
-    key_file: PathBuf,
-    pub client: reqwest::Client,
-}
-
 pub struct Cluster {
-    pub setup: Setup,
+    pub setup: Stack,
     pub ingest: ServiceProcess,
     pub validators: Vec<ServiceProcess>,
     pub syncs: Vec<ServiceProcess>,
@@ -56,8 +33,8 @@ pub struct Cluster {
 }
 
 impl std::ops::Deref for Cluster {
-    type Target = Setup;
-    fn deref(&self) -> &Setup {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
         &self.setup
     }
 }
@@ -75,37 +52,19 @@ impl Cluster {
         amqp_url: String,
         database: Option<String>,
     ) -> Self {
-        let namespace = collect_testkit::namespace();
-        let topology = Topology::new(namespace.clone());
-        let database_url = collect_testkit::database_url();
-        let services_database_url = match database {
-            Some(host) => {
-                let (_, name) = database_url.rsplit_once('/').unwrap();
-                format!("postgres://postgres@{host}/{name}")
-            }
-            None => database_url.clone(),
-        };
-        let emulator = Emulator::new();
-        emulator.create_spreadsheet(SPREADSHEET);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let emulator_url = format!("http://{}/", listener.local_addr().unwrap());
-        let router = sheets_emulator::router(emulator.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        let key = emulator.issue_key(&format!("{emulator_url}token"));
-        let key_file = std::env::temp_dir().join(format!("collect-fault-key-{namespace}.json"));
-        std::fs::write(&key_file, key.to_string()).unwrap();
-
-        let setup = Setup {
-            namespace,
-            topology,
-            database_url,
+        let mut setup = Stack::new(
+            binaries(),
+            collect_testkit::namespace(),
+            SPREADSHEET,
             amqp_url,
-            services_database_url,
-            emulator,
-            emulator_url,
-            key_file,
-            client: reqwest::Client::new(),
-        };
+            database,
+        )
+        .await;
+        setup.api_key = KEY.to_owned();
+        setup.sheets_sync_env = vec![
+            ("SHEETS_BATCH_ROWS", "250".to_owned()),
+            ("SHEETS_BATCH_MAX_WAIT_MS", "200".to_owned()),
+        ];
         let ingest = setup.start_ingest().await;
         setup.wait_ready(&ingest.addr).await;
         let flags = Probe::bind(&setup.topology.flags_exchange(), "#").await;
@@ -124,61 +83,6 @@ impl Cluster {
             syncs: sheets,
             flags,
         }
-    }
-}
-
-impl Setup {
-    fn common_env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("COLLECT_NAMESPACE", self.namespace.to_string()),
-            ("DATABASE_URL", self.services_database_url.clone()),
-            ("AMQP_URL", self.amqp_url.clone()),
-        ]
-    }
-
-    pub async fn start_ingest(&self) -> ServiceProcess {
-        let mut env = self.common_env();
-        env.extend([
-            ("INGEST_LISTEN", "127.0.0.1:0".to_owned()),
-            ("COLLECT_API_KEYS", KEY.to_owned()),
-        ]);
-        ServiceProcess::start(&binary("ingest"), &env).await
-    }
-
-    pub async fn start_validator(&self) -> ServiceProcess {
-        let mut env = self.common_env();
-        env.push(("VALIDATOR_LISTEN", "127.0.0.1:0".to_owned()));
-        ServiceProcess::start(&binary("validator"), &env).await
-    }
-
-    pub async fn start_sheets_sync(&self) -> ServiceProcess {
-        let mut env = self.common_env();
-        env.extend([
-            ("SHEETS_SYNC_LISTEN", "127.0.0.1:0".to_owned()),
-            (
-                "GOOGLE_APPLICATION_CREDENTIALS",
-                self.key_file.display().to_string(),
-            ),
-            ("SHEETS_API_URL", self.emulator_url.clone()),
-            ("SHEETS_DEFAULT_SPREADSHEET_ID", SPREADSHEET.to_owned()),
-            ("SHEETS_BATCH_ROWS", "250".to_owned()),
-            ("SHEETS_BATCH_MAX_WAIT_MS", "200".to_owned()),
-            ("SHEETS_WRITES_PER_MINUTE", "6000".to_owned()),
-        ]);
-        ServiceProcess::start(&binary("sheets-sync"), &env).await
-    }
-
-    pub async fn wait_ready(&self, addr: &str) {
-        eventually(Duration::from_secs(60), "a service ready", || async {
-            let response = self
-                .client
-                .get(format!("http://{addr}/readyz"))
-                .send()
-                .await
-                .ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await;
     }
 }
 
@@ -419,9 +323,7 @@ impl Cluster {
                 "stops within 10 s"
             );
         }
-        collect_testkit::remove_namespace(&setup.namespace).await;
-        collect_testkit::drop_database(&setup.database_url).await;
-        let _ = std::fs::remove_file(&setup.key_file);
+        setup.remove().await;
     }
 }
 
