@@ -6,7 +6,10 @@
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use collect_shared::forms::{Form, SEED_METADATA};
-use collect_shared::messages::{Collector, ResponseEnvelope, ResponseId, Revision, UserId};
+use collect_shared::messages::{
+    Collector, ResponseEnvelope, ResponseId, Revision, UserId, check_object_storable,
+    check_time_storable,
+};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -18,6 +21,9 @@ pub fn envelope_from_seed(form: &Form, payload: Value) -> Result<ResponseEnvelop
             "the body must be a JSON object of question texts and metadata",
         ));
     };
+    // What PostgreSQL cannot hold is refused here, named by the payload's own key.
+    check_object_storable(&fields, "")
+        .map_err(|unstorable| ApiError::invalid(unstorable.field, unstorable.message))?;
     let response_id = identifier(fields.remove("response_id"), "response_id")?;
     let response_id = ResponseId::parse(response_id)
         .map_err(|error| ApiError::invalid("response_id", error.to_string()))?;
@@ -42,9 +48,15 @@ pub fn envelope_from_seed(form: &Form, payload: Value) -> Result<ResponseEnvelop
             Revision(modified.timestamp_millis().max(0) as u64)
         }
     };
+    // A `submitted_time` that is not a time stays in `metadata` only (the seed never checked
+    // it); one that is a time must be one the store can hold.
     let submitted_at = fields
         .get("submitted_time")
         .and_then(|value| parse_timestamp(value).ok());
+    if let Some(time) = &submitted_at {
+        check_time_storable(time, "submitted_time")
+            .map_err(|unstorable| ApiError::invalid(unstorable.field, unstorable.message))?;
+    }
 
     let mut metadata = Map::new();
     for key in SEED_METADATA {

@@ -33,6 +33,12 @@ pub struct CommonConfig {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
 
+    /// Longest a database statement may run before PostgreSQL cancels it (its
+    /// `statement_timeout`): a stuck query or lock wait fails and is retried instead of holding
+    /// a worker for ever.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub database_statement_timeout_ms: u64,
+
     /// Prefix of every exchange and queue name, so that several deployments or test runs can
     /// share one broker.
     #[arg(long, env = "COLLECT_NAMESPACE", default_value = "collect")]
@@ -48,6 +54,7 @@ impl CommonConfig {
         crate::store::StoreSettings {
             url: self.database_url.clone(),
             max_connections: self.database_max_connections,
+            statement_timeout: std::time::Duration::from_millis(self.database_statement_timeout_ms),
         }
     }
 }
@@ -89,18 +96,38 @@ impl fmt::Display for Namespace {
     }
 }
 
-/// A URL with its password replaced by `***`, for logs.
+/// A URL with its password replaced by `***`, for logs: the one in the user information
+/// (`user:secret@`) and any query parameter whose name holds `password` (PostgreSQL's
+/// `?password=`, `sslpassword=`).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (address, query) = match url.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (url, None),
     };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
+    let mut redacted = match address.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+                None => address.to_owned(),
+            },
+            None => address.to_owned(),
+        },
+        None => address.to_owned(),
     };
-    match credentials.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if name.to_ascii_lowercase().contains("password") => {
+                    format!("{name}=***")
+                }
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&parameters.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
@@ -128,5 +155,13 @@ mod tests {
             "postgres://postgres@h/db"
         );
         assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=secret&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://u:a@b@h/db?sslpassword=x"),
+            "postgres://u:***@h/db?sslpassword=***"
+        );
     }
 }

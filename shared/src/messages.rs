@@ -223,6 +223,87 @@ impl ResponseMessage {
     }
 }
 
+/// A value the store cannot hold, and where it is: PostgreSQL's `text` and `jsonb` refuse the
+/// character U+0000, and a time outside RFC 3339's years 0000 to 9999 is refused too (PostgreSQL
+/// ends at 4713 BC). Ingest answers `422` with `field`, so such a response never reaches a queue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Unstorable {
+    /// The path of the value at fault, as a `422` names it (`answers.income`, `metadata.x[2]`).
+    pub field: String,
+    pub message: String,
+}
+
+impl ResponseEnvelope {
+    /// Whether every value can be stored as it is (see [`Unstorable`]).
+    pub fn check_storable(&self) -> Result<(), Unstorable> {
+        if let Some(username) = &self.collector.username {
+            check_text_storable(username, "collector.username")?;
+        }
+        if let Some(submitted_at) = &self.submitted_at {
+            check_time_storable(submitted_at, "submitted_at")?;
+        }
+        check_object_storable(&self.answers, "answers")?;
+        check_object_storable(&self.metadata, "metadata")
+    }
+}
+
+/// A time the store can hold: RFC 3339's years, 0000 to 9999.
+pub fn check_time_storable(time: &DateTime<Utc>, field: &str) -> Result<(), Unstorable> {
+    use chrono::Datelike;
+    if (0..=9999).contains(&time.year()) {
+        Ok(())
+    } else {
+        Err(Unstorable {
+            field: field.to_owned(),
+            message: format!(
+                "{field} must be between the years 0000 and 9999 (RFC 3339), got the year {}",
+                time.year()
+            ),
+        })
+    }
+}
+
+/// Text without U+0000, which PostgreSQL's `text` and `jsonb` refuse.
+pub fn check_text_storable(text: &str, field: &str) -> Result<(), Unstorable> {
+    if text.contains('\0') {
+        Err(Unstorable {
+            field: field.to_owned(),
+            message: format!("{field} contains the character U+0000, which cannot be stored"),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Every key and string of a JSON object (nested too) without U+0000; `field` is the path of
+/// the object, and the error names the key or element at fault.
+pub fn check_object_storable(object: &Map<String, Value>, field: &str) -> Result<(), Unstorable> {
+    for (key, value) in object {
+        let key_path = key.escape_default();
+        let path = if field.is_empty() {
+            key_path.to_string()
+        } else {
+            format!("{field}.{key_path}")
+        };
+        check_text_storable(key, &path)?;
+        check_value_storable(value, &path)?;
+    }
+    Ok(())
+}
+
+fn check_value_storable(value: &Value, field: &str) -> Result<(), Unstorable> {
+    match value {
+        Value::String(text) => check_text_storable(text, field),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| check_value_storable(item, &format!("{field}[{i}]"))),
+        Value::Object(object) => check_object_storable(object, field),
+        Value::Null | Value::Bool(_) | Value::Number(_) => Ok(()),
+    }
+}
+
 /// One finding about a response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Flag {
@@ -385,6 +466,46 @@ mod tests {
             json!({"response_id": "r-1", "collector": {"user_id": "u"}, "revision": -1}),
         );
         assert!(negative.is_err());
+    }
+
+    #[test]
+    fn what_the_store_cannot_hold_is_named() {
+        let envelope = |extra: Value| {
+            let mut body = json!({"response_id": "r-1", "collector": {"user_id": "u-1"}});
+            for (key, value) in extra.as_object().unwrap() {
+                body[key] = value.clone();
+            }
+            serde_json::from_value::<ResponseEnvelope>(body).expect("envelope")
+        };
+        let field = |extra: Value| envelope(extra).check_storable().map_err(|e| e.field);
+        assert_eq!(
+            field(json!({"answers": {"a": "fine", "b": [1, {"c": "ok"}]}})),
+            Ok(())
+        );
+        assert_eq!(
+            field(json!({"answers": {"b": [1, {"c": "x\u{0}y"}]}})),
+            Err("answers.b[1].c".into())
+        );
+        assert_eq!(
+            field(json!({"metadata": {"k\u{0}": 1}})),
+            Err("metadata.k\\u{0}".into())
+        );
+        assert_eq!(
+            field(json!({"collector": {"user_id": "u", "username": "\u{0}"}})),
+            Err("collector.username".into())
+        );
+        assert_eq!(
+            field(json!({"submitted_at": "-5000-01-01T00:00:00Z"})),
+            Err("submitted_at".into())
+        );
+        assert_eq!(
+            field(json!({"submitted_at": "0000-01-01T00:00:00Z"})),
+            Ok(())
+        );
+        assert_eq!(
+            field(json!({"submitted_at": "9999-12-31T23:59:59Z"})),
+            Ok(())
+        );
     }
 
     #[test]

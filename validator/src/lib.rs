@@ -31,8 +31,8 @@ pub struct ValidatorConfig {
     #[arg(long, env = "VALIDATOR_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
-    /// Deliveries in hand at once.
-    #[arg(long, env = "VALIDATOR_PREFETCH", default_value_t = 300)]
+    /// Deliveries in hand at once (at least 1: AMQP's prefetch 0 would mean unlimited).
+    #[arg(long, env = "VALIDATOR_PREFETCH", default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
     /// Deliveries stored in one transaction at most (those ready together; it never waits to

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use collect_shared::amqp::{
-    Broker, OutgoingMessage, Publisher, Topology, consume_batches, dead_letter,
-    retry_until_shutdown,
+    Broker, OutgoingMessage, Publisher, Retried, Topology, consume_batches, dead_letter,
+    retry_transient, retry_until_shutdown,
 };
 use collect_shared::messages::{FlagEvent, ResponseMessage, StoredResponse};
 use collect_shared::rules::Evaluation;
@@ -92,9 +92,11 @@ impl Worker {
         })
     }
 
-    /// Stores checked messages in one transaction (retried until shutdown: `None`). Each
-    /// response id must appear once.
-    async fn store(&self, checked: &[&Checked]) -> Option<Vec<SaveOutcome>> {
+    /// Stores checked messages in one transaction, retried while the failure may pass (a lost
+    /// connection, a timeout) until shutdown; a failure that would come again for this data
+    /// (see [`collect_shared::store::is_permanent`]) is returned at once. Each response id
+    /// must appear once.
+    async fn store(&self, checked: &[&Checked]) -> Retried<Vec<SaveOutcome>, sqlx::Error> {
         let batch: Vec<NewResponse<'_>> = checked
             .iter()
             .map(|c| NewResponse {
@@ -103,9 +105,12 @@ impl Worker {
                 evaluation: &c.evaluation,
             })
             .collect();
-        retry_until_shutdown("storing responses", &self.shutdown, || {
-            self.store.save_responses(&batch)
-        })
+        retry_transient(
+            "storing responses",
+            &self.shutdown,
+            collect_shared::store::is_permanent,
+            || self.store.save_responses(&batch),
+        )
         .await
     }
 
@@ -197,17 +202,41 @@ impl Worker {
                     .is_some_and(|c| ids.insert(c.message.response_id.as_str()))
             });
             waiting = later;
-            let batch: Vec<&Checked> = round.iter().filter_map(|&i| checked[i].as_ref()).collect();
-            let Some(saved) = self.store(&batch).await else {
-                for &i in round.iter().chain(&waiting) {
-                    outcomes[i] = Some(Outcome::Abandoned);
+            // One transaction for the round; if the database refuses it for its data, each
+            // response on its own, so that only the one at fault is set aside.
+            let mut groups = vec![round];
+            while let Some(group) = groups.pop() {
+                let batch: Vec<&Checked> =
+                    group.iter().filter_map(|&i| checked[i].as_ref()).collect();
+                match self.store(&batch).await {
+                    Retried::Done(saved) => {
+                        let published = futures::future::join_all(
+                            saved.into_iter().map(|s| self.publish_events(s)),
+                        )
+                        .await;
+                        for (&i, outcome) in group.iter().zip(published) {
+                            outcomes[i] = Some(outcome);
+                        }
+                    }
+                    Retried::Permanent(error) if group.len() == 1 => {
+                        outcomes[group[0]] = Some(Outcome::DeadLettered(
+                            collect_shared::store::describe(&error),
+                        ));
+                    }
+                    Retried::Permanent(error) => {
+                        warn!(
+                            error = %collect_shared::store::describe(&error),
+                            responses = group.len(),
+                            "the database refused a batch for its data; storing its responses one by one"
+                        );
+                        groups.extend(group.iter().rev().map(|&i| vec![i]));
+                    }
+                    Retried::Shutdown => {
+                        // Unset outcomes are abandoned: redelivered after the restart.
+                        waiting.clear();
+                        groups.clear();
+                    }
                 }
-                break;
-            };
-            let published =
-                futures::future::join_all(saved.into_iter().map(|s| self.publish_events(s))).await;
-            for (&i, outcome) in round.iter().zip(published) {
-                outcomes[i] = Some(outcome);
             }
         }
         let finished = deliveries.iter().zip(outcomes).map(|(delivery, outcome)| {

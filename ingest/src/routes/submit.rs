@@ -215,6 +215,9 @@ fn parse_envelope(form: &Form, payload: Value) -> Result<ResponseEnvelope, ApiEr
             "revision must be at most 9223372036854775807",
         ));
     }
+    envelope
+        .check_storable()
+        .map_err(|unstorable| ApiError::invalid(unstorable.field, unstorable.message))?;
     if let Some(named) = &envelope.form_id
         && named != &form.id
     {

@@ -17,8 +17,37 @@ pub use topology::{DELIVERY_LIMIT, Topology, TopologyError};
 pub async fn retry_until_shutdown<T, E, F, Fut>(
     what: &str,
     shutdown: &tokio_util::sync::CancellationToken,
-    mut operation: F,
+    operation: F,
 ) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    match retry_transient(what, shutdown, |_: &E| false, operation).await {
+        Retried::Done(value) => Some(value),
+        Retried::Permanent(_) | Retried::Shutdown => None,
+    }
+}
+
+/// How [`retry_transient`] ended.
+#[derive(Debug)]
+pub enum Retried<T, E> {
+    Done(T),
+    /// An error that retrying cannot cure (bad data, not a lost connection): given back at
+    /// once, for the caller to set the input aside.
+    Permanent(E),
+    Shutdown,
+}
+
+/// Like [`retry_until_shutdown`], but an error for which `permanent` holds ends the retries
+/// and is returned.
+pub async fn retry_transient<T, E, F, Fut>(
+    what: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    permanent: impl Fn(&E) -> bool,
+    mut operation: F,
+) -> Retried<T, E>
 where
     E: std::fmt::Display,
     F: FnMut() -> Fut,
@@ -40,7 +69,7 @@ where
             operation().await
         } else {
             tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return Retried::Shutdown,
                 outcome = operation() => outcome,
             }
         };
@@ -49,8 +78,9 @@ where
                 if attempt > 0 {
                     tracing::info!(what, attempts = attempt + 1, "succeeded after retrying");
                 }
-                return Some(value);
+                return Retried::Done(value);
             }
+            Err(error) if permanent(&error) => return Retried::Permanent(error),
             Err(error) => {
                 attempt += 1;
                 metrics::counter!("collect_retries_total", "operation" => what.to_owned())
@@ -58,7 +88,7 @@ where
                 tracing::warn!(what, attempt, %error, "failed; retrying");
                 let delay = delays.next().unwrap_or(std::time::Duration::from_secs(10));
                 tokio::select! {
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return Retried::Shutdown,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }

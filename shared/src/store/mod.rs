@@ -9,18 +9,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::telemetry::Check;
 
 pub use forms::{FormCache, FormLookupError, PutForm, StoredForm};
 pub use responses::{NewResponse, SaveOutcome, SheetPosition};
-pub use sheets::{PendingForm, PendingRow};
+pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow};
+
+/// Whether a failed statement would fail again for the same input however often it is
+/// retried: a data exception (SQLSTATE class 22: U+0000 in text or `jsonb`, a time out of
+/// range, ...), a broken constraint (23), a value over a limit (54), or a value the driver
+/// cannot encode. A lost connection, a timeout, a restart or a full disk (08, 57, 53, ...)
+/// may pass, and is retried.
+pub fn is_permanent(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            ["22", "23", "54"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+/// A failed statement for a log line or a dead letter: the SQLSTATE with PostgreSQL's message.
+pub fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(database) => match database.code() {
+            Some(code) => format!("PostgreSQL refused it ({code}): {}", database.message()),
+            None => format!("PostgreSQL refused it: {}", database.message()),
+        },
+        other => other.to_string(),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
     pub url: String,
     pub max_connections: u32,
+    /// PostgreSQL's `statement_timeout` on every connection.
+    pub statement_timeout: Duration,
 }
 
 /// The database, through a connection pool. Cheap to clone.
@@ -49,10 +79,20 @@ impl Store {
             }
             tracing::info!(database = %url, "created the database");
         }
+        let options: PgConnectOptions = settings
+            .url
+            .parse()
+            .with_context(|| format!("DATABASE_URL is not a PostgreSQL URL: {url}"))?;
+        // Every statement has a deadline: a stuck query or lock wait fails (SQLSTATE 57014,
+        // retried) rather than holding a worker for ever.
+        let options = options.options([(
+            "statement_timeout",
+            settings.statement_timeout.as_millis().to_string(),
+        )]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(&settings.url)
+            .connect_with(options)
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
         sqlx::migrate!("./migrations")

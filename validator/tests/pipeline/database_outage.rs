@@ -73,3 +73,58 @@ async fn while_the_database_is_down_messages_wait_then_are_stored() {
     validator.1.await.unwrap().unwrap();
     pipeline.stop().await;
 }
+
+/// A statement that hangs (here behind a person's transaction that locks the table) is
+/// cancelled by `DATABASE_STATEMENT_TIMEOUT_MS` and retried, rather than holding the batch
+/// for ever; once the lock is gone the response is stored.
+#[tokio::test]
+async fn a_statement_stuck_behind_a_lock_times_out_and_is_retried() {
+    use sqlx::Connection;
+
+    let pipeline = Pipeline::start_with(0).await;
+    let mut config = validator_config(
+        &pipeline.namespace,
+        &pipeline.database_url,
+        &collect_testkit::amqp_url(),
+    );
+    config.common.database_statement_timeout_ms = 300;
+    let validator = start_validator(config).await;
+    assert_eq!(
+        pipeline
+            .post("/collect", &seed("r-before", "u", json!({})))
+            .await
+            .status(),
+        202
+    );
+    pipeline.stored("r-before", 1_795_169_700_000).await;
+
+    let mut person = sqlx::PgConnection::connect(&pipeline.database_url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut person).await.unwrap();
+    sqlx::query("LOCK TABLE responses IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut person)
+        .await
+        .unwrap();
+    assert_eq!(
+        pipeline
+            .post("/collect", &seed("r-during", "u", json!({})))
+            .await
+            .status(),
+        202
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the stuck statement cancelled and retried",
+        || async {
+            (collect_testkit::counter_total("collect_retries_total", "storing responses") >= 2.0)
+                .then_some(())
+        },
+    )
+    .await;
+    sqlx::query("ROLLBACK").execute(&mut person).await.unwrap();
+    pipeline.stored("r-during", 1_795_169_700_000).await;
+    validator.0.cancel();
+    validator.1.await.unwrap().unwrap();
+    pipeline.stop().await;
+}

@@ -18,6 +18,9 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
         json!({"form_id": "household-finance", "collector": {"user_id": "u"}}).to_string().into_bytes(),
         json!({"form_id": "no-such-form", "response_id": "r-x", "collector": {"user_id": "u"}}).to_string().into_bytes(),
         json!({"form_id": "household-finance", "response_id": "r-y", "collector": {"user_id": "u"}, "revision": u64::MAX}).to_string().into_bytes(),
+        // What ingest refuses, but another backend may publish: PostgreSQL cannot store it.
+        json!({"form_id": "household-finance", "response_id": "r-nul", "collector": {"user_id": "u"}, "answers": {"name": "a\u{0}b"}}).to_string().into_bytes(),
+        json!({"form_id": "household-finance", "response_id": "r-old", "collector": {"user_id": "u"}, "submitted_at": "-5000-01-01T00:00:00Z"}).to_string().into_bytes(),
     ];
     for body in &garbage {
         publish_raw(&exchange, "household-finance", body).await;
@@ -53,6 +56,14 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
         "{reasons:?}"
     );
     assert!(
+        reasons.contains("PostgreSQL refused it (22P05)"),
+        "U+0000 in jsonb: {reasons:?}"
+    );
+    assert!(
+        reasons.contains("PostgreSQL refused it (22008)"),
+        "a time out of range: {reasons:?}"
+    );
+    assert!(
         dead.next_raw_within(Duration::from_millis(500))
             .await
             .is_none(),
@@ -72,5 +83,130 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
         dead.queue_depth(&pipeline.topology.validator_queue()).await,
         0
     );
+    pipeline.stop().await;
+}
+
+/// A message as another backend would publish it to `N.responses`.
+fn message(response_id: &str, answers: serde_json::Value) -> Vec<u8> {
+    json!({
+        "form_id": "household-finance",
+        "response_id": response_id,
+        "revision": 1,
+        "collector": {"user_id": "u-mixed"},
+        "answers": answers,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// One delivery the database refuses for its data (U+0000 in an answer: `jsonb` cannot hold
+/// it) among ten good ones, all handed to the worker as one batch: the ten are stored, the bad
+/// one goes to `N.dead` with PostgreSQL's reason, and nothing is left unacked.
+#[tokio::test]
+async fn a_response_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_is_stored() {
+    use collect_shared::amqp::{Broker, BrokerSettings, PublishSettings, Publisher};
+    use collect_shared::store::{FormCache, Store, StoreSettings};
+    use lapin::options::BasicGetOptions;
+
+    let pipeline = Pipeline::start_with(0).await;
+    let mut dead = pipeline.dead_probe().await;
+    let exchange = pipeline.topology.responses_exchange();
+    let queue = pipeline.topology.validator_queue();
+    for i in 0..11 {
+        let answers = if i == 5 {
+            json!({"name": "Asha\u{0}Rao", "age": 34})
+        } else {
+            json!({"name": "Asha Rao", "age": 34})
+        };
+        publish_raw(
+            &exchange,
+            "household-finance",
+            &message(&format!("r-mix-{i}"), answers),
+        )
+        .await;
+    }
+
+    // The eleven as one batch, as the consumer would hand them over when they arrive together.
+    let connection = lapin::Connection::connect(
+        &collect_testkit::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut deliveries = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while deliveries.len() < 11 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "eleven deliveries within 10 s"
+        );
+        match channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            Some(got) => deliveries.push(got.delivery),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let store = Store::connect(&StoreSettings {
+        url: pipeline.database_url.clone(),
+        max_connections: 4,
+        statement_timeout: Duration::from_secs(30),
+    })
+    .await
+    .unwrap();
+    let broker = Broker::start(BrokerSettings::new(
+        collect_testkit::amqp_url(),
+        "validator",
+        pipeline.topology.clone(),
+    ));
+    let worker = validator::worker::Worker {
+        forms: FormCache::new(store.clone(), Duration::from_secs(2)),
+        store,
+        publisher: Publisher::new(broker.clone(), PublishSettings::default(), "test"),
+        topology: pipeline.topology.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tokio::time::timeout(Duration::from_secs(30), worker.handle_batch(deliveries))
+        .await
+        .expect("the batch is handled, not retried for ever");
+
+    for i in (0..11).filter(|&i| i != 5) {
+        let stored = pipeline.stored(&format!("r-mix-{i}"), 1).await;
+        assert_eq!(stored["answers"]["name"], "Asha Rao");
+    }
+    assert_eq!(
+        pipeline.get("/v1/responses/r-mix-5").await.status(),
+        404,
+        "the refused one is not stored"
+    );
+    let letter = dead.next_raw().await;
+    assert_eq!(
+        letter.data,
+        message("r-mix-5", json!({"name": "Asha\u{0}Rao", "age": 34}))
+    );
+    let headers = letter.properties.headers().clone().unwrap_or_default();
+    let reason = match headers.inner().get("x-collect-reason") {
+        Some(AMQPValue::LongString(reason)) => reason.to_string(),
+        other => panic!("no reason header: {other:?}"),
+    };
+    assert!(
+        reason.starts_with("PostgreSQL refused it (22P05)"),
+        "{reason}"
+    );
+    assert!(
+        dead.next_raw_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "only the refused one is dead-lettered"
+    );
+    // Every delivery was acked: with the channel closed, none goes back to the queue.
+    channel.close(200, "done".into()).await.unwrap();
+    assert_eq!(dead.queue_depth(&queue).await, 0);
+    broker.close().await;
     pipeline.stop().await;
 }
