@@ -52,6 +52,7 @@ async fn bad_items_are_rejected_and_the_rest_accepted() {
         {"response_id": "r-bad", "collector": {}},
         "not an envelope",
         envelope("r-ok-2", 1),
+        {"response_id": "r-nul", "collector": {"user_id": "u"}, "answers": {"name": "a\u{0}"}},
     ]);
 
     let response = app.post_json(ROUTE, &batch).await;
@@ -60,7 +61,7 @@ async fn bad_items_are_rejected_and_the_rest_accepted() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(
         (body["accepted"].as_u64(), body["rejected"].as_u64()),
-        (Some(2), Some(2))
+        (Some(2), Some(3))
     );
     let results = &body["results"];
     assert_eq!(results[0]["status"], "accepted");
@@ -71,6 +72,9 @@ async fn bad_items_are_rejected_and_the_rest_accepted() {
     assert_eq!(results[2]["status"], "rejected");
     assert_eq!(results[2]["error"]["field"], "[2]");
     assert_eq!(results[3]["response_id"], "r-ok-2");
+    // What PostgreSQL could not store is refused here, not dead-lettered later.
+    assert_eq!(results[4]["status"], "rejected");
+    assert_eq!(results[4]["error"]["field"], "[4].answers.name");
     let mut published: Vec<String> = Vec::new();
     for _ in 0..2 {
         published.push(

@@ -369,6 +369,8 @@ fn rabbitmq_runs_as_a_three_node_cluster_with_per_queue_metrics() {
     let config = text(&cluster["spec"]["rabbitmq"]["additionalConfig"], "config");
     assert!(config.contains("prometheus.return_per_object_metrics = true"));
     assert!(config.contains("cluster_partition_handling = pause_minority"));
+    // Deliveries held through a long database outage stay out of N.dead for 30 hours.
+    assert!(config.contains("consumer_timeout = 21600000"));
     // The Secret's broker URL names the cluster's Service.
     let url = &entries("Secret", "collect-connections")["AMQP_URL"];
     assert!(url.contains("@collect-rabbitmq.collect.svc:5672/"), "{url}");
