@@ -6,5 +6,6 @@
 
 mod faults;
 mod helpers;
+mod reliability;
 mod rows;
 mod scaling;
