@@ -84,7 +84,9 @@ impl Worker {
             }
             Some(Err(reason)) => return Err(Outcome::DeadLettered(reason)),
         };
-        let evaluation = form.evaluate(&message.answers);
+        let evaluation = form
+            .evaluate_budgeted(&message.answers, collect_shared::rules::EVALUATION_BUDGET)
+            .await;
         Ok(Checked {
             message,
             form_version: form.version,

@@ -59,7 +59,16 @@ pub async fn put_form(
         .check()
         .map_err(|error| ApiError::invalid(error.field, error.message))?;
     let form = Form { id, definition };
-    if let Err(errors) = CompiledForm::compile(Arc::new(form.clone()), 0) {
+    // Compiling up to 200 rules of up to 4,096 characters takes a while (milliseconds per
+    // rule): not on the async runtime.
+    let compiled = {
+        let form = Arc::new(form.clone());
+        tokio::task::spawn_blocking(move || CompiledForm::compile(form, 0).map(drop))
+            .await
+            // Only a panic in the CEL compiler on some rule gets here.
+            .map_err(|_| ApiError::invalid("rules", "the CEL compiler failed on these rules"))?
+    };
+    if let Err(errors) = compiled {
         let first = &errors[0];
         let message = errors
             .iter()

@@ -7,6 +7,7 @@ mod auth;
 mod batch;
 mod envelope;
 mod errors;
+mod forms;
 mod helpers;
 mod openapi;
 mod outage;

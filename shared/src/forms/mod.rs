@@ -269,6 +269,16 @@ impl FormDefinition {
                 }
             }
         }
+        let max_rules = crate::rules::limits::MAX_RULES;
+        if self.rules.len() > max_rules {
+            return error(
+                "rules".into(),
+                format!(
+                    "a form has at most {max_rules} rules; this one has {}",
+                    self.rules.len()
+                ),
+            );
+        }
         let mut rule_ids = std::collections::HashSet::new();
         for (index, rule) in self.rules.iter().enumerate() {
             if rule.id.trim().is_empty() {

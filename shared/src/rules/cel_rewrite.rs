@@ -1,6 +1,6 @@
 //! Rewrites of a compiled CEL expression, and the functions they call.
 
-use cel::common::ast::{Expr, LiteralValue};
+use cel::common::ast::{EntryExpr, Expr, LiteralValue};
 use cel::common::types::CelDouble;
 use cel::extractors::Arguments;
 use cel::{Context, ExecutionError, IdedExpr, Value};
@@ -133,4 +133,78 @@ pub fn find_identifier(source: &str, name: &str) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+/// The variables an expression reads from outside: every identifier but those a macro binds
+/// (its iteration variables and accumulator) within the macro's body. Walked without recursion.
+/// (cel's own `references()` counts `x` in `xs.all(x, x > 0)` as a variable.)
+pub fn free_variables(expression: &IdedExpr) -> Vec<&str> {
+    let mut found: Vec<&str> = Vec::new();
+    // (node, the names bound where it stands)
+    let mut stack: Vec<(&IdedExpr, Vec<&str>)> = vec![(expression, Vec::new())];
+    while let Some((node, bound)) = stack.pop() {
+        match &node.expr {
+            Expr::Ident(name) => {
+                if !name.starts_with('@')
+                    && !bound.contains(&name.as_str())
+                    && !found.contains(&name.as_str())
+                {
+                    found.push(name);
+                }
+            }
+            Expr::Call(call) => {
+                if let Some(target) = call.target.as_deref() {
+                    stack.push((target, bound.clone()));
+                }
+                stack.extend(call.args.iter().map(|arg| (arg, bound.clone())));
+            }
+            Expr::Comprehension(comprehension) => {
+                stack.push((&comprehension.iter_range, bound.clone()));
+                stack.push((&comprehension.accu_init, bound.clone()));
+                let mut inner = bound;
+                inner.push(&comprehension.iter_var);
+                if let Some(second) = &comprehension.iter_var2 {
+                    inner.push(second);
+                }
+                inner.push(&comprehension.accu_var);
+                for part in [
+                    &comprehension.loop_cond,
+                    &comprehension.loop_step,
+                    &comprehension.result,
+                ] {
+                    stack.push((part, inner.clone()));
+                }
+            }
+            Expr::List(list) => {
+                stack.extend(list.elements.iter().map(|element| (element, bound.clone())));
+            }
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    push_entry(&mut stack, &entry.expr, &bound);
+                }
+            }
+            Expr::Struct(structure) => {
+                for entry in &structure.entries {
+                    push_entry(&mut stack, &entry.expr, &bound);
+                }
+            }
+            Expr::Select(select) => stack.push((&select.operand, bound)),
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    found
+}
+
+fn push_entry<'a>(
+    stack: &mut Vec<(&'a IdedExpr, Vec<&'a str>)>,
+    entry: &'a EntryExpr,
+    bound: &[&'a str],
+) {
+    match entry {
+        EntryExpr::MapEntry(entry) => {
+            stack.push((&entry.key, bound.to_vec()));
+            stack.push((&entry.value, bound.to_vec()));
+        }
+        EntryExpr::StructField(field) => stack.push((&field.value, bound.to_vec())),
+    }
 }

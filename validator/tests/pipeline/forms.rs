@@ -232,3 +232,99 @@ async fn bad_form_definitions_get_422_with_the_field_and_position() {
     assert_eq!(builtin["rules"][1]["id"], "savings_within_surplus");
     pipeline.stop().await;
 }
+
+/// A form at every limit on rules (200 rules; one of 4,096 characters, one 64 deep, one with
+/// brackets 32 deep, one macro) is accepted, and its responses are judged as its rules say,
+/// within the evaluation budget.
+#[tokio::test]
+async fn a_form_at_the_rule_limits_checks_responses_correctly() {
+    let pipeline = Pipeline::start().await;
+    let long_text = "x".repeat(4096 - "region != ''".len());
+    let mut rules: Vec<Value> = (0..196)
+        .map(|i| json!({"id": format!("r{i}"), "expression": "a < 1000000", "message": "too big"}))
+        .collect();
+    rules.extend([
+        json!({"id": "long", "expression": format!("region != '{long_text}'"), "message": "long"}),
+        json!({"id": "deep", "expression": format!("{} > 0", vec!["a"; 63].join(" + ")),
+               "message": "deep"}),
+        json!({"id": "brackets", "expression": format!("{}a{} < 100", "(".repeat(32), ")".repeat(32)),
+               "message": "brackets"}),
+        json!({"id": "macro", "expression": "[10, 20].all(limit, a < limit)", "message": "macro",
+               "severity": "warning"}),
+    ]);
+    assert_eq!(
+        rules[196]["expression"].as_str().unwrap().chars().count(),
+        4096
+    );
+    let form = json!({
+        "title": "At the limits",
+        "questions": [
+            {"id": "a", "label": "A", "type": "number", "required": true},
+            {"id": "region", "label": "Region", "type": "string"}
+        ],
+        "rules": rules
+    });
+    let response = pipeline.put("/v1/forms/at-limits", &form).await;
+    assert_eq!(response.status(), 201);
+
+    let ids = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>();
+    let every_filler_rule = (0..196)
+        .map(|i| format!("r{i}"))
+        .chain(ids(&["brackets", "macro"]))
+        .collect();
+    let cases = [
+        (
+            "l-ok",
+            json!({"a": 5, "region": "south"}),
+            "valid",
+            ids(&[]),
+        ),
+        ("l-deep", json!({"a": -1}), "flagged", ids(&["deep"])),
+        (
+            "l-brackets",
+            json!({"a": 150}),
+            "flagged",
+            ids(&["brackets", "macro"]),
+        ),
+        ("l-macro", json!({"a": 15}), "valid", ids(&["macro"])),
+        (
+            "l-long",
+            json!({"a": 5, "region": long_text}),
+            "flagged",
+            ids(&["long"]),
+        ),
+        (
+            "l-missing",
+            json!({"region": long_text}),
+            "flagged",
+            ids(&["required:a", "long"]),
+        ),
+        (
+            "l-big",
+            json!({"a": 2_000_000}),
+            "flagged",
+            every_filler_rule,
+        ),
+    ];
+    let route = "/v1/forms/at-limits/responses";
+    for (id, answers, _, _) in &cases {
+        let body =
+            json!({"response_id": id, "collector": {"user_id": "u-lim"}, "answers": answers});
+        assert_eq!(pipeline.post(route, &body).await.status(), 202);
+    }
+    for (id, _, status, expected) in &cases {
+        let stored = pipeline.stored(id, 0).await;
+        assert_eq!(stored["status"], *status, "{id}");
+        assert_eq!(rule_ids(&stored["flags"]), *expected, "{id}");
+        assert!(
+            stored["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|flag| !flag["message"].as_str().unwrap().contains("budget")),
+            "{id}: {}",
+            stored["flags"]
+        );
+    }
+    pipeline.stop().await;
+}

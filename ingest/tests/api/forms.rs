@@ -1,0 +1,113 @@
+//! `PUT /v1/forms/{id}`: the limits on rules (see `collect_shared::rules::limits`).
+
+use serde_json::{Value, json};
+
+use crate::helpers::{KEY, TestApp, spawn_app};
+
+fn form(rules: Vec<Value>) -> Value {
+    json!({
+        "title": "Limits",
+        "questions": [
+            {"id": "a", "label": "A", "type": "number"},
+            {"id": "region", "label": "Region", "type": "string"}
+        ],
+        "rules": rules
+    })
+}
+
+fn rule(id: &str, expression: &str) -> Value {
+    json!({"id": id, "expression": expression, "message": "no"})
+}
+
+async fn put(app: &TestApp, form_id: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .client
+        .put(app.url(&format!("/v1/forms/{form_id}")))
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await
+        .expect("ingest answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn rules_over_the_limits_get_422_naming_the_rule() {
+    let app = spawn_app().await;
+    let sum = |terms: usize| format!("{} > 0", vec!["a"; terms].join(" + "));
+    let nested = |depth: usize| format!("{}a{} > 0", "(".repeat(depth), ")".repeat(depth));
+    let long = |chars: usize| format!("region != '{}'", "x".repeat(chars - 12));
+    let fine = rule("fine", "a > 0");
+
+    // At every limit: accepted.
+    let mut at_limits: Vec<Value> = (0..196).map(|i| rule(&format!("r{i}"), "a >= 0")).collect();
+    at_limits.push(rule("long", &long(4096)));
+    at_limits.push(rule("deep", &sum(63)));
+    at_limits.push(rule("brackets", &nested(32)));
+    at_limits.push(rule("macro", "[1, 2].all(x, x > 0)"));
+    assert_eq!(at_limits.len(), 200);
+    let (status, body) = put(&app, "at-limits", &form(at_limits.clone())).await;
+    assert_eq!(status, 201, "{body}");
+
+    // Over each: 422, naming the rule.
+    let mut too_many = at_limits;
+    too_many.push(rule("one_more", "a >= 0"));
+    let cases = [
+        (form(too_many), "rules", "at most 200 rules"),
+        (
+            form(vec![fine.clone(), rule("long", &long(4097))]),
+            "rules[1].expression",
+            "rule \"long\": the expression is 4097 characters long; at most 4096 are allowed",
+        ),
+        (
+            form(vec![
+                fine.clone(),
+                rule("other", "a < 9"),
+                rule("deep", &sum(64)),
+            ]),
+            "rules[2].expression",
+            "nested more than 64 deep",
+        ),
+        (
+            form(vec![rule("brackets", &nested(33))]),
+            "rules[0].expression",
+            "rule \"brackets\" at line 1, column 33: brackets are nested more than 32 deep",
+        ),
+        (
+            form(vec![
+                fine.clone(),
+                rule("macros", "[1].all(x, [2].exists(y, y > x))"),
+            ]),
+            "rules[1].expression",
+            "macros (all, exists, exists_one, map, filter) are nested more than 1 deep",
+        ),
+        // The chain that would overflow a thread's stack (a+a+…, 4,096 characters): refused.
+        (
+            form(vec![rule("chain", &format!("a{}", "+a".repeat(2047)))]),
+            "rules[0].expression",
+            "nested more than 64 deep",
+        ),
+    ];
+    for (body, field, message) in cases {
+        let (status, answer) = put(&app, "over-limits", &body).await;
+        assert_eq!(status, 422, "{field}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_field", "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(message)),
+            "{answer}"
+        );
+    }
+    let missing = app
+        .client
+        .get(app.url("/v1/forms/over-limits"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("ingest answers");
+    assert_eq!(missing.status(), 404);
+    app.stop().await;
+}
