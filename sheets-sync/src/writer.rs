@@ -370,7 +370,7 @@ impl Writer {
             tab.header = header;
         }
         if !tab.clean {
-            reconcile(api, &self.store, target, tab).await?;
+            reconcile(api, &self.store, &form.id, target, tab).await?;
             tab.clean = true;
         }
         let header = tab.header.clone();
@@ -439,7 +439,13 @@ impl Writer {
         }
         let count = written.len();
         self.store
-            .record_written(&target.spreadsheet_id, &target.tab, &written, &done)
+            .record_written(
+                &form.id,
+                &target.spreadsheet_id,
+                &target.tab,
+                &written,
+                &done,
+            )
             .await?;
         let exported = rows.iter().filter(|row| row.force).count();
         if exported > 0 {
@@ -553,6 +559,7 @@ async fn widen(
 async fn reconcile(
     api: &SheetsApi,
     store: &Store,
+    form_id: &FormId,
     target: &Target,
     tab: &TabState,
 ) -> Result<(), BatchError> {
@@ -598,7 +605,13 @@ async fn reconcile(
             "found rows written but not recorded (an append whose reply was lost); recorded them"
         );
         store
-            .record_written(&target.spreadsheet_id, &target.tab, &recovered, &[])
+            .record_written(
+                form_id,
+                &target.spreadsheet_id,
+                &target.tab,
+                &recovered,
+                &[],
+            )
             .await?;
     }
     Ok(())
