@@ -85,6 +85,19 @@ impl Store {
             .with_context(|| format!("DATABASE_URL is not a PostgreSQL URL: {url}"))?;
         // Every statement has a deadline: a stuck query or lock wait fails (SQLSTATE 57014,
         // retried) rather than holding a worker for ever.
+        // Migrations run on a connection of their own without that deadline: building an
+        // index over millions of responses may take longer than any statement should.
+        {
+            use sqlx::Connection;
+            let mut migrating = sqlx::PgConnection::connect_with(&options)
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?;
+            sqlx::migrate!("./migrations")
+                .run(&mut migrating)
+                .await
+                .context("cannot run the database migrations")?;
+            let _ = migrating.close().await;
+        }
         let options = options.options([(
             "statement_timeout",
             settings.statement_timeout.as_millis().to_string(),
@@ -95,10 +108,6 @@ impl Store {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .context("cannot run the database migrations")?;
         let store = Self { pool };
         for form in crate::forms::builtin() {
             store.ensure_form(&form).await?;
