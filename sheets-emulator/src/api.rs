@@ -189,11 +189,21 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    emulator.wait_while_hung().await;
     let latency = emulator.lock_faults().latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     emulator.count(|s| &s.sheets_requests);
+    // Google refuses bodies over 10 MiB (its docs set no hard limit and advise 2 MB; this is
+    // what its front end answers).
+    if body.len() > crate::MAX_PAYLOAD_BYTES {
+        return GoogleError::invalid_argument(format!(
+            "Request payload size exceeds the limit: {} bytes.",
+            crate::MAX_PAYLOAD_BYTES
+        ))
+        .into_response();
+    }
     let query = Query::parse(uri.query());
     let Some(call) = Call::route(&method, uri.path()) else {
         return GoogleError::new(
@@ -221,6 +231,16 @@ pub async fn dispatch(
                 .map(|error| (error, true)),
         }
     };
+    let refused = refused.or_else(|| {
+        if kind != Kind::Write {
+            return None;
+        }
+        let parsed: Value = serde_json::from_slice(&body).ok()?;
+        emulator
+            .lock_faults()
+            .refusal(&parsed)
+            .map(|error| (error, false))
+    });
     if let Some((error, quota)) = refused {
         if quota {
             emulator.count(|s| &s.quota_refusals);

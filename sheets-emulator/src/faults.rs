@@ -37,6 +37,13 @@ pub struct Faults {
     pub include_token: bool,
     /// Seeds the PRNG behind the rates (otherwise seeded from the clock).
     pub seed: Option<u64>,
+    /// A hung server: every Sheets request (and `POST /token` with `include_token`) is
+    /// accepted and gets no answer, and is not applied, while this is set. Lifting it lets
+    /// the requests still waiting go on (as a late answer from Google would).
+    pub hang: bool,
+    /// Writes holding a cell whose text contains this are refused with 400
+    /// `INVALID_ARGUMENT` before anything is applied: a stand-in for content Google refuses.
+    pub refuse_text: Option<String>,
 }
 
 impl Default for Faults {
@@ -52,6 +59,8 @@ impl Default for Faults {
             max_cells: None,
             include_token: false,
             seed: None,
+            hang: false,
+            refuse_text: None,
         }
     }
 }
@@ -65,6 +74,9 @@ impl Faults {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0 and 1, got {rate}"));
             }
+        }
+        if self.refuse_text.as_deref() == Some("") {
+            return Err("refuse_text must not be empty".into());
         }
         if !matches!(self.error_status, 429 | 500 | 503) {
             return Err(format!(
@@ -163,6 +175,15 @@ impl FaultState {
         Ok(())
     }
 
+    /// The refusal of a write whose body holds a cell with `refuse_text`, if any.
+    pub fn refusal(&self, body: &serde_json::Value) -> Option<GoogleError> {
+        let needle = self.faults.refuse_text.as_deref()?;
+        let path = find_text(body, needle, String::new())?;
+        Some(GoogleError::invalid_argument(format!(
+            "Invalid value at '{path}': refused by the emulator (refuse_text)"
+        )))
+    }
+
     pub fn roll_drop(&mut self) -> bool {
         self.rng.chance(self.faults.drop_reply_rate)
     }
@@ -201,6 +222,26 @@ fn quota_error(kind: Kind) -> GoogleError {
         },
     }]));
     error
+}
+
+/// The JSON path of the first string holding `needle`.
+fn find_text(value: &serde_json::Value, needle: &str, path: String) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) if text.contains(needle) => Some(path),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| find_text(item, needle, format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            let path = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            find_text(item, needle, path)
+        }),
+        _ => None,
+    }
 }
 
 /// Small, seedable, good enough to decide "this request fails".

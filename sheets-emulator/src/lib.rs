@@ -223,6 +223,13 @@ impl Emulator {
         }
     }
 
+    /// Returns once the `hang` fault is lifted (at once when it is not set).
+    pub async fn wait_while_hung(&self) {
+        while self.lock_faults().faults.hang {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Write requests applied so far.
     pub fn write_count(&self) -> u64 {
         self.stats().writes
@@ -307,11 +314,20 @@ pub(crate) fn new_sheet_id() -> i64 {
     i64::from(u32::from_le_bytes(bytes) & 0x7fff_ffff).max(1)
 }
 
+/// The largest request body Google's front end takes: it answers 400 "Request payload size
+/// exceeds the limit: 10485760 bytes." above it.
+pub const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
+
 /// All routes: Google's under `/v4` and `/token`, the emulator's under `/emulator`, `/healthz`.
 pub fn router(emulator: Emulator) -> Router {
     Router::new()
         .route("/token", post(oauth::token))
-        .route("/v4/{*path}", any(api::dispatch))
+        .route(
+            "/v4/{*path}",
+            // Bodies over Google's limit reach the handler, which answers them as Google does;
+            // only absurd ones (over 64 MiB) are cut off by the server (413).
+            any(api::dispatch).layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024)),
+        )
         .route("/healthz", get(debug::healthz))
         .route(
             "/emulator/faults",

@@ -280,6 +280,7 @@ pub fn account_from_key(key: &Value) -> anyhow::Result<Account> {
 pub async fn token(State(emulator): State<Emulator>, headers: HeaderMap, body: Bytes) -> Response {
     let faulty = emulator.faults().include_token;
     if faulty {
+        emulator.wait_while_hung().await;
         let latency = emulator.lock_faults().latency();
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;

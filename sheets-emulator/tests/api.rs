@@ -755,3 +755,98 @@ async fn a_key_file_and_its_tokens_survive_a_restart() {
     assert_eq!(status, 200, "{reply}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_hung_server_accepts_and_never_answers_until_the_hang_is_lifted() {
+    let server = start().await;
+    server.set_faults(json!({ "hang": true })).await;
+    // A client that gives up: no answer, nothing applied.
+    let outcome = server
+        .http
+        .post(server.v4("/values/Sheet1:append?valueInputOption=RAW"))
+        .bearer_auth(&server.token)
+        .timeout(std::time::Duration::from_millis(300))
+        .json(&json!({ "values": [["late"]] }))
+        .send()
+        .await;
+    assert!(outcome.expect_err("no answer").is_timeout());
+    // A client that waits gets its answer once the hang is lifted.
+    let waiting = tokio::spawn({
+        let http = server.http.clone();
+        let url = server.v4("/values/Sheet1!A1");
+        let token = server.token.clone();
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            response.status().as_u16()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "answered while hung");
+    server.set_faults(json!({})).await;
+    assert_eq!(waiting.await.unwrap(), 200);
+    assert_eq!(
+        server.emulator.tab_values(SPREADSHEET, "Sheet1").unwrap(),
+        Vec::<Vec<Value>>::new(),
+        "the abandoned append was not applied"
+    );
+    assert_eq!(server.emulator.write_count(), 0);
+}
+
+#[tokio::test]
+async fn a_cell_over_50000_characters_and_a_body_over_10_mib_get_googles_400() {
+    let server = start().await;
+    let (status, body) = server
+        .append("Sheet1", json!([["ok", "x".repeat(50_001)]]))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(
+        body["error"]["message"],
+        "Your input contains more than the maximum of 50000 characters in a single cell."
+    );
+    let (status, body) = server.append("Sheet1", json!([["x".repeat(50_000)]])).await;
+    assert_eq!(status, 200, "{body}");
+
+    // 11 MB of cells, each within the cell limit: the request as a whole is refused.
+    let rows: Vec<Value> = (0..220).map(|_| json!(["y".repeat(50_000)])).collect();
+    let (status, body) = server.append("Sheet1", json!(rows)).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(
+        body["error"]["message"],
+        "Request payload size exceeds the limit: 10485760 bytes."
+    );
+    assert_eq!(
+        server
+            .emulator
+            .tab_values(SPREADSHEET, "Sheet1")
+            .unwrap()
+            .len(),
+        1,
+        "only the first good append"
+    );
+}
+
+#[tokio::test]
+async fn refuse_text_refuses_a_write_holding_it_before_applying_anything() {
+    let server = start().await;
+    server.set_faults(json!({ "refuse_text": "BAD" })).await;
+    let (status, body) = server
+        .append("Sheet1", json!([["fine"], ["also BAD here"]]))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(
+        body["error"]["message"],
+        "Invalid value at 'values[1][0]': refused by the emulator (refuse_text)"
+    );
+    let (status, _) = server.append("Sheet1", json!([["fine"]])).await;
+    assert_eq!(status, 200);
+    // Reads are not writes: never refused.
+    let (status, _) = server.get("/values/Sheet1").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.emulator.tab_values(SPREADSHEET, "Sheet1").unwrap(),
+        vec![vec![json!("fine")]]
+    );
+}

@@ -32,9 +32,12 @@ pub struct TabInfo {
 }
 
 /// Why a call failed, and what that means for the rows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiFailure {
     pub reason: String,
+    /// A 400 (or 413) that may be about some row of the request rather than the tab or the
+    /// spreadsheet: splitting the batch finds the row; a row refused alone is parked.
+    pub refuses_content: bool,
     /// From `Retry-After`, when the server said.
     pub retry_after: Option<Duration>,
     /// The request may have been applied (a transport error or a 5xx): an append must be
@@ -71,29 +74,69 @@ impl Budget {
     }
 }
 
-/// Keeps the `Retry-After` of a failed response (the client does not surface headers).
+/// Keeps the `Retry-After` of a failed response (the client does not surface headers); shared
+/// with the caller, which reads it even when the call was cut off.
 #[derive(Default)]
-struct RetryAfter(Option<Duration>);
+struct RetryAfter(Arc<std::sync::Mutex<Option<Duration>>>);
+
+impl RetryAfter {
+    fn seen(&self) -> Arc<std::sync::Mutex<Option<Duration>>> {
+        self.0.clone()
+    }
+}
 
 impl Delegate for RetryAfter {
     fn http_failure(&mut self, response: &Response, _: Option<&Value>) -> Retry {
-        self.0 = response
+        let seen = response
             .headers()
             .get("retry-after")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = seen;
+        }
         Retry::Abort
     }
 }
 
+/// When the writer last got anywhere: an answer (or a timeout) from the API, or a pass over
+/// the outbox. `/readyz` fails when it is too old (a hung call or database), and
+/// `collect_sheets_writer_last_progress_timestamp_seconds` exports it for the alerts.
+pub struct Heartbeat(std::sync::Mutex<Instant>);
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(Instant::now()))
+    }
+}
+
+impl Heartbeat {
+    pub fn touch(&self) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Instant::now();
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!("collect_sheets_writer_last_progress_timestamp_seconds").set(now);
+    }
+
+    /// How long since the last progress (`None` if the lock was poisoned: a writer panicked).
+    pub fn age(&self) -> Option<Duration> {
+        self.0.lock().ok().map(|last| last.elapsed())
+    }
+}
+
 /// google-sheets4's request futures are large (about 60 KB); each call is boxed so that the
-/// futures of its callers stay small.
+/// futures of its callers stay small. Every call, its token fetch included, has a deadline.
 #[derive(Clone)]
 pub struct SheetsApi {
     hub: Arc<Hub>,
     writes: Arc<Budget>,
     reads: Arc<Budget>,
+    timeout: Duration,
+    heartbeat: Arc<Heartbeat>,
 }
 
 impl SheetsApi {
@@ -103,6 +146,8 @@ impl SheetsApi {
         credentials: &Path,
         api_url: &str,
         requests_per_minute: u32,
+        timeout: Duration,
+        heartbeat: Arc<Heartbeat>,
     ) -> anyhow::Result<Self> {
         let key = yup_oauth2::read_service_account_key(credentials)
             .await
@@ -141,23 +186,53 @@ impl SheetsApi {
             hub: Arc::new(hub),
             writes: Arc::new(Budget::per_minute(requests_per_minute)),
             reads: Arc::new(Budget::per_minute(requests_per_minute)),
+            timeout,
+            heartbeat,
         })
+    }
+
+    /// Runs a call within the deadline, then counts it and sorts its error. A call that times
+    /// out may have been applied: its outcome is unknown.
+    async fn within<T>(
+        &self,
+        method: &'static str,
+        call: impl std::future::Future<Output = Result<(Response, T), Error>>,
+        retry_after: &std::sync::Mutex<Option<Duration>>,
+    ) -> Result<(Response, T), ApiFailure> {
+        let result = tokio::time::timeout(self.timeout, call).await;
+        self.heartbeat.touch();
+        let retry_after = retry_after.lock().ok().and_then(|r| *r);
+        match result {
+            Ok(result) => settle(method, result, retry_after),
+            Err(_) => {
+                metrics::counter!("collect_sheets_api_calls_total", "method" => method, "status" => "timeout")
+                    .increment(1);
+                Err(ApiFailure {
+                    reason: format!(
+                        "{method}: no answer within {} ms (SHEETS_REQUEST_TIMEOUT_MS)",
+                        self.timeout.as_millis()
+                    ),
+                    outcome_unknown: true,
+                    ..ApiFailure::default()
+                })
+            }
+        }
     }
 
     /// A spreadsheet's tabs.
     pub async fn tabs(&self, spreadsheet: &str) -> Result<Vec<TabInfo>, ApiFailure> {
         self.reads.acquire().await;
         let mut retry_after = RetryAfter::default();
-        let result = Box::pin(
+        let seen = retry_after.seen();
+        let call = Box::pin(
             self.hub
                 .spreadsheets()
                 .get(spreadsheet)
                 .add_scope(Scope::Spreadsheet)
                 .delegate(&mut retry_after)
                 .doit(),
-        )
-        .await;
-        let (_, spreadsheet) = settle("spreadsheets.get", result, retry_after)?;
+        );
+        let (_, spreadsheet) = self.within("spreadsheets.get", call, &seen).await?;
         Ok(spreadsheet
             .sheets
             .unwrap_or_default()
@@ -251,16 +326,18 @@ impl SheetsApi {
             ..Default::default()
         };
         let mut retry_after = RetryAfter::default();
-        let result = Box::pin(
+        let seen = retry_after.seen();
+        let call = Box::pin(
             self.hub
                 .spreadsheets()
                 .batch_update(request, spreadsheet)
                 .add_scope(Scope::Spreadsheet)
                 .delegate(&mut retry_after)
                 .doit(),
-        )
-        .await;
-        settle("spreadsheets.batchUpdate", result, retry_after).map(|(_, reply)| reply)
+        );
+        self.within("spreadsheets.batchUpdate", call, &seen)
+            .await
+            .map(|(_, reply)| reply)
     }
 
     /// Cells of a range, unformatted (numbers stay numbers).
@@ -271,7 +348,8 @@ impl SheetsApi {
     ) -> Result<Vec<Vec<Value>>, ApiFailure> {
         self.reads.acquire().await;
         let mut retry_after = RetryAfter::default();
-        let result = Box::pin(
+        let seen = retry_after.seen();
+        let call = Box::pin(
             self.hub
                 .spreadsheets()
                 .values_get(spreadsheet, &encode_range(range))
@@ -279,9 +357,8 @@ impl SheetsApi {
                 .add_scope(Scope::Spreadsheet)
                 .delegate(&mut retry_after)
                 .doit(),
-        )
-        .await;
-        let (_, values) = settle("values.get", result, retry_after)?;
+        );
+        let (_, values) = self.within("values.get", call, &seen).await?;
         Ok(values.values.unwrap_or_default())
     }
 
@@ -306,16 +383,18 @@ impl SheetsApi {
             ..Default::default()
         };
         let mut retry_after = RetryAfter::default();
-        let result = Box::pin(
+        let seen = retry_after.seen();
+        let call = Box::pin(
             self.hub
                 .spreadsheets()
                 .values_batch_update(request, spreadsheet)
                 .add_scope(Scope::Spreadsheet)
                 .delegate(&mut retry_after)
                 .doit(),
-        )
-        .await;
-        settle("values.batchUpdate", result, retry_after).map(|_| ())
+        );
+        self.within("values.batchUpdate", call, &seen)
+            .await
+            .map(|_| ())
     }
 
     /// Appends rows after the table of `range` (`RAW`, `INSERT_ROWS`); returns the first row
@@ -333,7 +412,8 @@ impl SheetsApi {
             major_dimension: Some("ROWS".into()),
         };
         let mut retry_after = RetryAfter::default();
-        let result = Box::pin(
+        let seen = retry_after.seen();
+        let call = Box::pin(
             self.hub
                 .spreadsheets()
                 .values_append(request, spreadsheet, &encode_range(range))
@@ -342,17 +422,16 @@ impl SheetsApi {
                 .add_scope(Scope::Spreadsheet)
                 .delegate(&mut retry_after)
                 .doit(),
-        )
-        .await;
-        let (_, appended) = settle("values.append", result, retry_after)?;
+        );
+        let (_, appended) = self.within("values.append", call, &seen).await?;
         let updated = appended
             .updates
             .and_then(|updates| updates.updated_range)
             .unwrap_or_default();
         first_row(&updated).ok_or_else(|| ApiFailure {
             reason: format!("values.append answered no usable updatedRange ({updated:?})"),
-            retry_after: None,
             outcome_unknown: true,
+            ..ApiFailure::default()
         })
     }
 }
@@ -361,7 +440,7 @@ impl SheetsApi {
 fn settle<T>(
     method: &'static str,
     result: Result<(Response, T), Error>,
-    retry_after: RetryAfter,
+    retry_after: Option<Duration>,
 ) -> Result<(Response, T), ApiFailure> {
     let error = match result {
         Ok(ok) => {
@@ -394,11 +473,32 @@ fn settle<T>(
         Error::MissingToken(cause) => format!("{method}: no access token: {cause}"),
         other => format!("{method}: {other}"),
     };
+    let message = match &error {
+        Error::BadRequest(body) => body["error"]["message"].as_str().unwrap_or_default(),
+        _ => "",
+    };
     Err(ApiFailure {
         reason,
-        retry_after: retry_after.0,
+        refuses_content: refuses_content(status, message),
+        retry_after,
         outcome_unknown,
     })
+}
+
+/// Whether a refusal may be about a row of the request (a cell Google will not take, a body
+/// too large): a 400 or 413, unless its message names something about the tab or the
+/// spreadsheet (the spreadsheet's cell limit, the grid, the range), which splitting the batch
+/// cannot cure and which must never park rows.
+fn refuses_content(status: Option<u16>, message: &str) -> bool {
+    const ABOUT_THE_TAB: [&str; 6] = [
+        "above the limit of",
+        "exceeds grid limits",
+        "Unable to parse range",
+        "No grid with id",
+        "already exists",
+        "Requested entity was not found",
+    ];
+    matches!(status, Some(400 | 413)) && !ABOUT_THE_TAB.iter().any(|m| message.contains(m))
 }
 
 /// `'Tab name'!A1` for a tab, with `'` doubled as A1 notation wants.
@@ -433,6 +533,27 @@ fn first_row(range: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_about_content_split_a_batch() {
+        let cell =
+            "Your input contains more than the maximum of 50000 characters in a single cell.";
+        assert!(refuses_content(Some(400), cell));
+        assert!(refuses_content(
+            Some(400),
+            "Request payload size exceeds the limit: 10485760 bytes."
+        ));
+        assert!(!refuses_content(
+            Some(400),
+            "This action would increase the number of cells in the workbook above the limit of 10000000 cells."
+        ));
+        assert!(!refuses_content(
+            Some(403),
+            "The caller does not have permission"
+        ));
+        assert!(!refuses_content(Some(429), "Quota exceeded"));
+        assert!(!refuses_content(None, ""));
+    }
 
     #[test]
     fn ranges_survive_the_url() {

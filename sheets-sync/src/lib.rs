@@ -61,13 +61,25 @@ pub struct SheetsSyncConfig {
     #[arg(long, env = "SHEETS_WRITES_PER_MINUTE", default_value_t = 60)]
     pub writes_per_minute: u32,
 
-    /// A tab whose writes have failed for this long makes `/readyz` answer 503.
+    /// The most bytes of rows one Sheets request carries (besides `SHEETS_BATCH_ROWS`): Google
+    /// advises at most 2 MB a request and refuses bodies over 10 MiB.
+    #[arg(long, env = "SHEETS_BATCH_MAX_BYTES", default_value_t = 2_000_000)]
+    pub batch_max_bytes: usize,
+
+    /// Deadline of every Sheets API call, its token fetch included; a write that times out
+    /// has an unknown outcome (its tab is reconciled before the next append).
+    #[arg(long, env = "SHEETS_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// A tab whose writes have failed for this long makes `/readyz` answer 503; so does a
+    /// writer that has not progressed for this long plus twice `SHEETS_REQUEST_TIMEOUT_MS`.
     #[arg(long, env = "SHEETS_NOT_READY_AFTER_MS", default_value_t = 60_000)]
     pub not_ready_after_ms: u64,
 
     /// Deliveries of `N.sheets` in hand at once; those ready together are queued for their
-    /// sheet in one statement (at most 100).
-    #[arg(long, env = "SHEETS_SYNC_PREFETCH", default_value_t = 300)]
+    /// sheet in one statement (at most 100). At least 1: AMQP's prefetch 0 would mean
+    /// unlimited.
+    #[arg(long, env = "SHEETS_SYNC_PREFETCH", default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 }
 
@@ -100,10 +112,19 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let config = &self.config;
+        let heartbeat = Arc::new(google::Heartbeat::default());
+        heartbeat.touch();
+        let request_timeout = Duration::from_millis(config.request_timeout_ms.max(1));
         let api = match &config.google_application_credentials {
             Some(path) => Some(
-                google::SheetsApi::connect(path, &config.sheets_api_url, config.writes_per_minute)
-                    .await?,
+                google::SheetsApi::connect(
+                    path,
+                    &config.sheets_api_url,
+                    config.writes_per_minute,
+                    request_timeout,
+                    heartbeat.clone(),
+                )
+                .await?,
             ),
             None => {
                 tracing::warn!(
@@ -142,33 +163,44 @@ impl Application {
             writer::WriterSettings {
                 default_spreadsheet_id: config.default_spreadsheet_id.clone(),
                 batch_rows: config.batch_rows.max(1),
+                batch_max_bytes: config.batch_max_bytes.max(1),
                 max_wait: Duration::from_millis(config.batch_max_wait_ms),
             },
+            heartbeat.clone(),
             shutdown.clone(),
         );
         let blocked = writer.blocked.clone();
         let not_ready_after = Duration::from_millis(config.not_ready_after_ms);
+        // A pass waits at most for one call (its deadline) and its budget slot between two
+        // heartbeats; twice the deadline leaves room for both.
+        let stalled_after = not_ready_after + 2 * request_timeout;
         let writing = tokio::spawn(writer.run());
 
         let sheets_check: collect_shared::telemetry::Check = Arc::new(move || {
-            let stuck: Vec<String> = blocked
-                .lock()
-                .map(|blocked| {
-                    blocked
-                        .iter()
-                        .filter(|(_, b)| b.since.elapsed() >= not_ready_after)
-                        .map(|(target, b)| {
-                            format!(
-                                "{}/{}: {} (for {} s)",
-                                target.spreadsheet_id,
-                                target.tab,
-                                b.reason,
-                                b.since.elapsed().as_secs()
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut stuck: Vec<String> = match blocked.lock() {
+                Ok(blocked) => blocked
+                    .iter()
+                    .filter(|(_, b)| b.since.elapsed() >= not_ready_after)
+                    .map(|(target, b)| {
+                        format!(
+                            "{}/{}: {} (for {} s)",
+                            target.spreadsheet_id,
+                            target.tab,
+                            b.reason,
+                            b.since.elapsed().as_secs()
+                        )
+                    })
+                    .collect(),
+                Err(_) => vec!["the sheet writer failed (see the log)".to_owned()],
+            };
+            match heartbeat.age() {
+                Some(age) if age >= stalled_after => stuck.push(format!(
+                    "the sheet writer has made no progress for {} s (a Sheets call or the database hangs)",
+                    age.as_secs()
+                )),
+                Some(_) => {}
+                None => stuck.push("the sheet writer failed (see the log)".to_owned()),
+            }
             Box::pin(async move {
                 if stuck.is_empty() {
                     Ok(())

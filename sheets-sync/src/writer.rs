@@ -7,22 +7,27 @@
 //! (at start, or from an instance that died), the tab is *unclean*: before appending again the
 //! writer reads the tab's `response_id` column and records every row it finds, so a response
 //! already in the sheet is updated in place, never appended twice.
+//!
+//! A request is capped by rows (`batch_rows`) and by bytes (`batch_max_bytes`). A request the
+//! API refuses for its content (a 400 not about the tab) is split in halves until the refused
+//! rows are alone; those are *parked* (taken off the outbox with the reason) and the others
+//! written, so one bad row never blocks its tab.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use collect_shared::forms::Form;
 use collect_shared::messages::FormId;
-use collect_shared::store::{FormCache, PendingRow, Store};
+use collect_shared::store::{FormCache, ParkRow, PendingRow, Store};
 use serde_json::Value;
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::google::{ApiFailure, SheetsApi, a1};
+use crate::google::{ApiFailure, Heartbeat, SheetsApi, a1};
 use crate::sheet_row;
 
 /// Where a form's rows go.
@@ -32,16 +37,12 @@ pub struct Target {
     pub tab: String,
 }
 
-impl Target {
-    /// The advisory-lock key of this tab: one writer per tab across instances.
-    fn lock_key(&self) -> i64 {
-        let mut hasher = DefaultHasher::new();
-        "collect-sheet-tab".hash(&mut hasher);
-        self.spreadsheet_id.hash(&mut hasher);
-        self.tab.hash(&mut hasher);
-        hasher.finish() as i64
-    }
-}
+/// The longest a tab backs off, whatever `Retry-After` says (a larger one would overflow the
+/// clock, and is likelier a broken proxy than Google's advice).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// What a request adds to its body besides the rows' JSON, counted generously.
+const REQUEST_OVERHEAD_BYTES: usize = 1024;
 
 struct TabState {
     header: Vec<String>,
@@ -78,6 +79,8 @@ fn delays() -> backon::ExponentialBackoff {
 pub struct WriterSettings {
     pub default_spreadsheet_id: Option<String>,
     pub batch_rows: usize,
+    /// The most bytes of rows one request carries (at least one row is always sent).
+    pub batch_max_bytes: usize,
     pub max_wait: Duration,
 }
 
@@ -89,8 +92,15 @@ pub struct Writer {
     pub shutdown: CancellationToken,
     /// Tabs whose writes are failing, for `/readyz` and the log.
     pub blocked: Arc<Mutex<HashMap<Target, Blocked>>>,
+    /// Touched on every pass and every API answer, for `/readyz`.
+    pub heartbeat: Arc<Heartbeat>,
     tabs: HashMap<Target, TabState>,
-    locks: HashMap<Target, PoolConnection<Postgres>>,
+    /// One session holds the advisory locks of every tab this instance writes, so the
+    /// connections do not grow with the tabs; losing it loses them all.
+    lock_session: Option<PoolConnection<Postgres>>,
+    held: HashSet<Target>,
+    /// Forms whose last batch left rows for the next request (the byte cap): due at once.
+    backlogged: HashSet<FormId>,
 }
 
 impl Writer {
@@ -99,6 +109,7 @@ impl Writer {
         forms: Arc<FormCache>,
         api: Option<SheetsApi>,
         settings: WriterSettings,
+        heartbeat: Arc<Heartbeat>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -108,8 +119,11 @@ impl Writer {
             settings,
             shutdown,
             blocked: Arc::new(Mutex::new(HashMap::new())),
+            heartbeat,
             tabs: HashMap::new(),
-            locks: HashMap::new(),
+            lock_session: None,
+            held: HashSet::new(),
+            backlogged: HashSet::new(),
         }
     }
 
@@ -121,6 +135,7 @@ impl Writer {
             .clamp(Duration::from_millis(20), Duration::from_millis(250));
         let mut more = false;
         loop {
+            self.heartbeat.touch();
             if !more {
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return,
@@ -150,31 +165,35 @@ impl Writer {
             .fold(0.0, f64::max);
         metrics::gauge!("collect_sheets_rows_waiting").set(waiting as f64);
         metrics::gauge!("collect_sheets_oldest_waiting_seconds").set(oldest);
+        let parked = self.store.parked_count().await?;
+        metrics::gauge!("collect_sheets_rows_parked").set(parked as f64);
         let mut more = false;
         for form in pending {
             if self.shutdown.is_cancelled() {
                 return Ok(false);
             }
             let due = form.waiting >= self.settings.batch_rows as i64
-                || form.oldest_age_seconds >= self.settings.max_wait.as_secs_f64();
-            if due && self.write_form(&form.form_id).await? >= self.settings.batch_rows {
+                || form.oldest_age_seconds >= self.settings.max_wait.as_secs_f64()
+                || self.backlogged.remove(&form.form_id);
+            if due && self.write_form(&form.form_id).await? {
                 more = true;
             }
         }
         Ok(more)
     }
 
-    /// Writes one batch of the form's waiting rows; how many rows were written.
-    async fn write_form(&mut self, form_id: &FormId) -> Result<usize, sqlx::Error> {
+    /// Writes one batch of the form's waiting rows; `true` when more are likely waiting (a
+    /// full batch, or rows left for the next request by the byte cap).
+    async fn write_form(&mut self, form_id: &FormId) -> Result<bool, sqlx::Error> {
         let compiled = match self.forms.get(form_id).await {
             Ok(Some(compiled)) => compiled,
             Ok(None) => {
                 warn!(form = %form_id, "responses wait for a form that does not exist");
-                return Ok(0);
+                return Ok(false);
             }
             Err(error) => {
                 warn!(form = %form_id, %error, "cannot load the form; its rows wait");
-                return Ok(0);
+                return Ok(false);
             }
         };
         let form = compiled.form.clone();
@@ -204,17 +223,17 @@ impl Writer {
                         form.id
                     ),
                     retry_after: Some(Duration::from_secs(30)),
-                    outcome_unknown: false,
+                    ..ApiFailure::default()
                 },
             );
-            return Ok(0);
+            return Ok(false);
         };
         let target = Target {
             spreadsheet_id,
             tab: sheet.tab.clone().unwrap_or_else(|| form.id.to_string()),
         };
         if self.waiting_out(&target) {
-            return Ok(0);
+            return Ok(false);
         }
         let Some(api) = self.api.clone() else {
             self.fail(
@@ -223,21 +242,22 @@ impl Writer {
                 ApiFailure {
                     reason: "no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS".into(),
                     retry_after: Some(Duration::from_secs(30)),
-                    outcome_unknown: false,
+                    ..ApiFailure::default()
                 },
             );
-            return Ok(0);
+            return Ok(false);
         };
         if !self.hold_lock(&target).await? {
-            return Ok(0); // another instance writes this tab
+            return Ok(false); // another instance writes this tab
         }
         let rows = self
             .store
             .pending_rows(form_id, self.settings.batch_rows as i64)
             .await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(false);
         }
+        let full = rows.len() >= self.settings.batch_rows;
         // A response checked against a newer version than cached: its columns must be there.
         let mut form = form;
         if rows
@@ -248,7 +268,10 @@ impl Writer {
             form = fresh.form.clone();
         }
         match self.write_batch(&api, &target, &form, rows).await {
-            Ok(written) => {
+            Ok(Written {
+                rows: written,
+                left,
+            }) => {
                 // Clears this tab, and any earlier target of the form (a full spreadsheet the
                 // form has moved away from).
                 if let Ok(mut blocked) = self.blocked.lock() {
@@ -259,7 +282,10 @@ impl Writer {
                     }
                 }
                 metrics::histogram!("collect_sheets_batch_rows").record(written as f64);
-                return Ok(written);
+                if left {
+                    self.backlogged.insert(form_id.clone());
+                }
+                return Ok(full || left);
             }
             Err(BatchError::Database(error)) => {
                 // An append may have landed without being recorded: reconcile before the next.
@@ -278,30 +304,48 @@ impl Writer {
                 self.fail(form_id, &target, failure);
             }
         }
-        Ok(0)
+        Ok(false)
     }
 
     /// Takes, or confirms, this instance's lock on the tab.
     async fn hold_lock(&mut self, target: &Target) -> Result<bool, sqlx::Error> {
-        if let Some(session) = self.locks.get_mut(target) {
-            match Store::try_lock(session, target.lock_key()).await {
-                Ok(true) => return Ok(true),
-                Ok(false) | Err(_) => {
-                    // The session was lost (and the lock with it): start over.
-                    self.locks.remove(target);
-                    self.tabs.remove(target);
-                }
+        if self.held.contains(target) {
+            if let Some(session) = self.lock_session.as_mut()
+                && Store::session_alive(session).await.is_ok()
+            {
+                return Ok(true);
+            }
+            // The session was lost, and every lock with it: start over.
+            warn!("lost the database session holding the tab locks; taking them again");
+            self.lose_locks();
+        }
+        let session = match self.lock_session.as_mut() {
+            Some(session) => session,
+            None => self.lock_session.insert(self.store.lock_session().await?),
+        };
+        match Store::try_lock_tab(session, &target.spreadsheet_id, &target.tab).await {
+            Ok(true) => {
+                info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "writing this tab");
+                self.held.insert(target.clone());
+                // Whoever wrote it before may have died mid-append.
+                self.tabs.remove(target);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(error) => {
+                self.lose_locks();
+                Err(error)
             }
         }
-        let mut session = self.store.lock_session().await?;
-        if Store::try_lock(&mut session, target.lock_key()).await? {
-            info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "writing this tab");
-            self.locks.insert(target.clone(), session);
-            // Whoever wrote it before may have died mid-append.
-            self.tabs.remove(target);
-            Ok(true)
-        } else {
-            Ok(false)
+    }
+
+    /// Forgets the lock session and its locks; their tabs are reconciled when taken again.
+    fn lose_locks(&mut self) {
+        if let Some(mut session) = self.lock_session.take() {
+            session.close_on_drop();
+        }
+        for target in self.held.drain() {
+            self.tabs.remove(&target);
         }
     }
 
@@ -331,8 +375,8 @@ impl Writer {
         entry.failures += 1;
         entry.reason = failure.reason.clone();
         let next = entry.delays.next().unwrap_or(Duration::from_secs(60));
-        let delay = failure.retry_after.unwrap_or(next);
-        entry.retry_at = now + delay;
+        let delay = backoff(failure.retry_after, next);
+        entry.retry_at = now.checked_add(delay).unwrap_or(now + MAX_BACKOFF);
         warn!(
             spreadsheet = %target.spreadsheet_id,
             tab = %target.tab,
@@ -349,14 +393,17 @@ impl Writer {
         target: &Target,
         form: &Form,
         rows: Vec<PendingRow>,
-    ) -> Result<usize, BatchError> {
+    ) -> Result<Written, BatchError> {
         if !self.tabs.contains_key(target) {
             let state = prepare_tab(api, target, form).await?;
             self.tabs.insert(target.clone(), state);
         }
         let wanted = sheet_row::wanted_columns(form);
         let Some(tab) = self.tabs.get_mut(target) else {
-            return Ok(0);
+            return Ok(Written {
+                rows: 0,
+                left: false,
+            });
         };
         // A question added since: widen the header first.
         let header = sheet_row::merged_header(&tab.header, &wanted);
@@ -388,72 +435,229 @@ impl Writer {
             .collect();
         let mut updates = Vec::new();
         let mut appends = Vec::new();
-        let mut done = Vec::new();
+        let mut progress = Progress::default();
         let mut seen = HashSet::new();
+        let (mut update_bytes, mut append_bytes) = (0, 0);
+        let mut left = false;
         for pending in &rows {
             let response = &pending.response;
             let id = response.response_id.to_string();
             if !seen.insert(id.clone()) {
                 continue;
             }
-            done.push((id.clone(), pending.enqueued_at));
             let revision = response.revision.0 as i64;
             let cells = sheet_row::row(form, &header, response);
-            match known.get(&id) {
-                Some((_, written)) if *written == revision && !pending.force => {}
-                Some((row, _)) => updates.push((id, *row, revision, cells)),
-                None => appends.push((id, revision, cells)),
+            let item = Item {
+                id,
+                revision,
+                enqueued_at: pending.enqueued_at,
+                bytes: json_len(&cells),
+                cells,
+                row: 0,
+            };
+            // Each request within the byte cap; what does not fit waits for the next batch.
+            let fits = |used: usize, item: &Item| {
+                used == 0
+                    || used + item.bytes + REQUEST_OVERHEAD_BYTES <= self.settings.batch_max_bytes
+            };
+            match known.get(&item.id) {
+                Some((_, written)) if *written == revision && !pending.force => {
+                    progress.done.push((item.id, item.enqueued_at));
+                }
+                Some((row, _)) => {
+                    let item = Item { row: *row, ..item };
+                    // The range and its wrapper travel with each update.
+                    let bytes = item.bytes + target.tab.len() + 64;
+                    if fits(update_bytes, &item) {
+                        update_bytes += bytes;
+                        updates.push(item);
+                    } else {
+                        left = true;
+                    }
+                }
+                None => {
+                    if fits(append_bytes, &item) {
+                        append_bytes += item.bytes + 1;
+                        appends.push(item);
+                    } else {
+                        left = true;
+                    }
+                }
             }
         }
 
-        let mut written = Vec::new();
+        // Updates, then appends; a request refused for its content is split until the refused
+        // rows are alone. What was written is recorded even when a later request fails.
+        let mut failure = None;
         if !updates.is_empty() {
-            let data = updates
-                .iter()
-                .map(|(_, row, _, cells)| {
-                    (a1(&target.tab, &format!("A{row}")), vec![cells.clone()])
-                })
-                .collect();
-            api.write_ranges(&target.spreadsheet_id, data).await?;
-            metrics::counter!("collect_sheets_rows_written_total", "kind" => "update")
-                .increment(updates.len() as u64);
-            written.extend(
-                updates
-                    .into_iter()
-                    .map(|(id, row, revision, _)| (id, row, revision)),
-            );
+            let mut groups = VecDeque::from([updates]);
+            while let Some(group) = groups.pop_front() {
+                let data = group
+                    .iter()
+                    .map(|item| {
+                        (
+                            a1(&target.tab, &format!("A{}", item.row)),
+                            vec![item.cells.clone()],
+                        )
+                    })
+                    .collect();
+                match api.write_ranges(&target.spreadsheet_id, data).await {
+                    Ok(()) => {
+                        metrics::counter!("collect_sheets_rows_written_total", "kind" => "update")
+                            .increment(group.len() as u64);
+                        for item in group {
+                            progress.wrote(item.row, item);
+                        }
+                    }
+                    Err(refusal) => {
+                        if let Err(other) = split(&mut groups, &mut progress, group, refusal) {
+                            failure = Some(other);
+                            break;
+                        }
+                    }
+                }
+            }
         }
-        if !appends.is_empty() {
-            let values = appends.iter().map(|(_, _, cells)| cells.clone()).collect();
-            let first = api
-                .append(&target.spreadsheet_id, &a1(&target.tab, "A1"), values)
+        if failure.is_none() && !appends.is_empty() {
+            let mut groups = VecDeque::from([appends]);
+            while let Some(group) = groups.pop_front() {
+                let values = group.iter().map(|item| item.cells.clone()).collect();
+                match api
+                    .append(&target.spreadsheet_id, &a1(&target.tab, "A1"), values)
+                    .await
+                {
+                    Ok(first) => {
+                        metrics::counter!("collect_sheets_rows_written_total", "kind" => "append")
+                            .increment(group.len() as u64);
+                        for (i, item) in group.into_iter().enumerate() {
+                            progress.wrote(first as i32 + i as i32, item);
+                        }
+                    }
+                    Err(refusal) => {
+                        if let Err(other) = split(&mut groups, &mut progress, group, refusal) {
+                            failure = Some(other);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+
+        let count = progress.written.len();
+        if !progress.written.is_empty() || !progress.done.is_empty() {
+            self.store
+                .record_written(
+                    &form.id,
+                    &target.spreadsheet_id,
+                    &target.tab,
+                    &progress.written,
+                    &progress.done,
+                )
                 .await?;
-            metrics::counter!("collect_sheets_rows_written_total", "kind" => "append")
-                .increment(appends.len() as u64);
-            written.extend(
-                appends
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (id, revision, _))| (id, first as i32 + i as i32, revision)),
-            );
         }
-        let count = written.len();
-        self.store
-            .record_written(
-                &form.id,
-                &target.spreadsheet_id,
-                &target.tab,
-                &written,
-                &done,
-            )
-            .await?;
+        if !progress.parked.is_empty() {
+            let parked = self
+                .store
+                .park_rows(
+                    &form.id,
+                    &target.spreadsheet_id,
+                    &target.tab,
+                    &progress.parked,
+                )
+                .await?;
+            metrics::counter!("collect_sheets_rows_parked_total").increment(parked);
+            for row in &progress.parked {
+                warn!(
+                    spreadsheet = %target.spreadsheet_id,
+                    tab = %target.tab,
+                    response = %row.response_id,
+                    revision = row.revision,
+                    reason = %row.reason,
+                    "the sheet refused this response's row; parked it (a newer revision or an export tries again)"
+                );
+            }
+        }
+        if let Some(failure) = failure {
+            return Err(BatchError::Api(failure));
+        }
         let exported = rows.iter().filter(|row| row.force).count();
         if exported > 0 {
             // An export's progress, batch by batch.
             info!(form = %form.id, spreadsheet = %target.spreadsheet_id, tab = %target.tab, rows = exported, "export: rewrote a batch");
         }
-        Ok(count)
+        Ok(Written { rows: count, left })
     }
+}
+
+/// A batch's outcome: rows written, and whether some were left for the next (byte cap).
+struct Written {
+    rows: usize,
+    left: bool,
+}
+
+/// A row on its way to the sheet.
+struct Item {
+    id: String,
+    revision: i64,
+    enqueued_at: DateTime<Utc>,
+    cells: Vec<Value>,
+    bytes: usize,
+    /// Its row, for an update.
+    row: i32,
+}
+
+/// What a batch achieved so far, recorded even when a later request fails.
+#[derive(Default)]
+struct Progress {
+    written: Vec<(String, i32, i64)>,
+    done: Vec<(String, DateTime<Utc>)>,
+    parked: Vec<ParkRow>,
+}
+
+impl Progress {
+    fn wrote(&mut self, row: i32, item: Item) {
+        self.done.push((item.id.clone(), item.enqueued_at));
+        self.written.push((item.id, row, item.revision));
+    }
+}
+
+/// After a refusal: a request refused for its content is split in halves (queued first, in
+/// order), a row refused alone is parked; any other failure is returned.
+fn split(
+    groups: &mut VecDeque<Vec<Item>>,
+    progress: &mut Progress,
+    mut group: Vec<Item>,
+    refusal: ApiFailure,
+) -> Result<(), ApiFailure> {
+    if !refusal.refuses_content {
+        return Err(refusal);
+    }
+    if group.len() > 1 {
+        let second = group.split_off(group.len() / 2);
+        groups.push_front(second);
+        groups.push_front(group);
+        return Ok(());
+    }
+    for item in group {
+        progress.parked.push(ParkRow {
+            response_id: item.id,
+            revision: item.revision,
+            reason: refusal.reason.clone(),
+            enqueued_at: item.enqueued_at,
+        });
+    }
+    Ok(())
+}
+
+/// The delay before a tab is tried again: the server's `Retry-After` when it gave one, else
+/// the next exponential delay, never more than [`MAX_BACKOFF`].
+fn backoff(retry_after: Option<Duration>, next: Duration) -> Duration {
+    retry_after.unwrap_or(next).min(MAX_BACKOFF)
+}
+
+/// The length of a row as JSON, as it travels in the request body.
+fn json_len(cells: &[Value]) -> usize {
+    serde_json::to_vec(cells).map_or(0, |bytes| bytes.len())
 }
 
 #[derive(Debug)]
@@ -632,7 +836,21 @@ fn column_letters(index: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::column_letters;
+    use super::*;
+
+    #[test]
+    fn a_huge_retry_after_is_clamped() {
+        let huge = Duration::from_secs(99_999_999_999);
+        assert_eq!(backoff(Some(huge), Duration::from_secs(1)), MAX_BACKOFF);
+        assert_eq!(
+            backoff(Some(Duration::from_secs(3)), Duration::from_secs(1)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            backoff(None, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+    }
 
     #[test]
     fn column_letters_past_z() {

@@ -149,3 +149,20 @@ pub async fn run(config: ValidatorConfig, shutdown: CancellationToken) -> anyhow
         .run_until_stopped(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_zero_is_refused_since_amqp_reads_it_as_unlimited() {
+        let parse = |prefetch: &str| {
+            ValidatorConfig::try_parse_from(["validator", "--prefetch", prefetch])
+                .map(|config| config.prefetch)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(parse("1"), Ok(1));
+        let refused = parse("0").unwrap_err();
+        assert!(refused.contains("--prefetch"), "{refused}");
+    }
+}

@@ -105,9 +105,15 @@ async fn view(state: &AppState, stored: StoredResponse) -> Result<ResponseView, 
         .sheet_position(&stored.form_id, &stored.response_id)
         .await
         .map_err(ApiError::database)?;
+    let parked = state
+        .store
+        .sheet_parked(&stored.form_id, &stored.response_id)
+        .await
+        .map_err(ApiError::database)?;
     Ok(ResponseView {
         stored,
         sheet: sheet.map(Into::into),
+        sheet_parked: parked.map(Into::into),
     })
 }
 

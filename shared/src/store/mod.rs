@@ -15,7 +15,7 @@ use crate::telemetry::Check;
 
 pub use forms::{FormCache, FormLookupError, PutForm, StoredForm};
 pub use responses::{NewResponse, SaveOutcome, SheetPosition};
-pub use sheets::{PendingForm, PendingRow};
+pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow};
 
 /// Whether a failed statement would fail again for the same input however often it is
 /// retried: a data exception (SQLSTATE class 22: U+0000 in text or `jsonb`, a time out of

@@ -16,6 +16,28 @@ pub struct PendingRow {
     pub enqueued_at: DateTime<Utc>,
 }
 
+/// A response to park: its sheet refused this revision of it.
+#[derive(Debug, Clone)]
+pub struct ParkRow {
+    pub response_id: String,
+    pub revision: i64,
+    pub reason: String,
+    /// When the refused revision was queued: a newer one queued since is not parked.
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// A response its sheet refused, taken off the outbox (see [`Store::park_rows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedRow {
+    pub spreadsheet_id: String,
+    pub tab: String,
+    /// The revision refused.
+    pub revision: i64,
+    /// What the Sheets API said.
+    pub reason: String,
+    pub parked_at: DateTime<Utc>,
+}
+
 /// A form with responses waiting, and how long the oldest has waited.
 #[derive(Debug, Clone)]
 pub struct PendingForm {
@@ -32,7 +54,8 @@ impl Store {
         form_id: &FormId,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO sheet_outbox (response_id, form_id) VALUES ($1, $2)
+            "WITH unparked AS (DELETE FROM sheet_parked WHERE form_id = $2 AND response_id = $1)
+             INSERT INTO sheet_outbox (response_id, form_id) VALUES ($1, $2)
              ON CONFLICT (form_id, response_id) DO UPDATE
                 SET enqueued_at = clock_timestamp()",
         )
@@ -54,8 +77,12 @@ impl Store {
             .map(|(response_id, form_id)| (response_id.as_str(), form_id.as_str()))
             .collect();
         let (ids, forms): (Vec<&str>, Vec<&str>) = distinct.into_iter().unzip();
+        // Queuing a response again unparks it: a newer revision may be accepted.
         sqlx::query(
-            "INSERT INTO sheet_outbox (response_id, form_id)
+            "WITH unparked AS (
+                 DELETE FROM sheet_parked p USING UNNEST($1::text[], $2::text[]) AS k(id, form)
+                 WHERE p.response_id = k.id AND p.form_id = k.form)
+             INSERT INTO sheet_outbox (response_id, form_id)
              SELECT * FROM UNNEST($1::text[], $2::text[])
              ON CONFLICT (form_id, response_id) DO UPDATE
                 SET enqueued_at = clock_timestamp()",
@@ -70,7 +97,8 @@ impl Store {
     /// Marks every stored response of a form for rewriting; returns how many.
     pub async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
-            "INSERT INTO sheet_outbox (response_id, form_id, force)
+            "WITH unparked AS (DELETE FROM sheet_parked WHERE form_id = $1)
+             INSERT INTO sheet_outbox (response_id, form_id, force)
              SELECT response_id, form_id, true FROM responses WHERE form_id = $1
              ON CONFLICT (form_id, response_id) DO UPDATE
                 SET force = true, enqueued_at = clock_timestamp()",
@@ -203,24 +231,126 @@ impl Store {
         .bind(form_id.as_str())
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "DELETE FROM sheet_parked WHERE form_id = $2 AND response_id = ANY($1::text[])",
+        )
+        .bind(&ids)
+        .bind(form_id.as_str())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await
     }
 
-    /// A connection of its own, to hold per-tab locks on: a session's advisory locks last as
-    /// long as the session, so a writer that dies frees its tabs.
+    /// A connection of its own, to hold the instance's tab locks on: a session's advisory
+    /// locks last as long as the session, so a writer that dies frees its tabs. One session
+    /// holds every tab of the instance, so connections do not grow with tabs.
     pub async fn lock_session(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
         self.pool.acquire().await
     }
 
-    /// Takes (or confirms) the advisory lock `key` on `session`: `true` when this session holds
-    /// it, `false` when another one does.
-    pub async fn try_lock(
+    /// Takes (or confirms) the advisory lock of a tab on `session`: `true` when this session
+    /// holds it, `false` when another one does. The key is PostgreSQL's
+    /// `hashtextextended`, which is stable across releases (hash partitioning relies on it),
+    /// so instances of different builds agree on it. Taking a lock the session already holds
+    /// stacks it: call this once per tab, then [`Store::session_alive`].
+    pub async fn try_lock_tab(
         session: &mut PoolConnection<Postgres>,
-        key: i64,
+        spreadsheet_id: &str,
+        tab: &str,
     ) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut **session)
+        sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended(
+                 'collect-sheet-tab:' || length($1) || ':' || $1 || ':' || $2, 0))",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .fetch_one(&mut **session)
+        .await
+    }
+
+    /// Whether the lock session still answers (its locks are then still held).
+    pub async fn session_alive(session: &mut PoolConnection<Postgres>) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&mut **session)
+            .await
+            .map(|_| ())
+    }
+
+    /// Takes responses a sheet permanently refused off the outbox, with the reason, unless a
+    /// newer revision was queued meanwhile (that one is tried instead). Returns how many were
+    /// parked.
+    pub async fn park_rows(
+        &self,
+        form_id: &FormId,
+        spreadsheet_id: &str,
+        tab: &str,
+        parked: &[ParkRow],
+    ) -> Result<u64, sqlx::Error> {
+        let ids: Vec<&str> = parked.iter().map(|p| p.response_id.as_str()).collect();
+        let revisions: Vec<i64> = parked.iter().map(|p| p.revision).collect();
+        let reasons: Vec<&str> = parked.iter().map(|p| p.reason.as_str()).collect();
+        let at: Vec<DateTime<Utc>> = parked.iter().map(|p| p.enqueued_at).collect();
+        let done = sqlx::query(
+            "WITH refused AS (
+                 SELECT * FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::timestamptz[])
+                     AS p(response_id, revision, reason, enqueued_at)
+             ), taken AS (
+                 DELETE FROM sheet_outbox o USING refused p
+                 WHERE o.form_id = $7 AND o.response_id = p.response_id
+                   AND o.enqueued_at <= p.enqueued_at
+                 RETURNING o.response_id, o.form_id
+             )
+             INSERT INTO sheet_parked (response_id, form_id, spreadsheet_id, tab, revision, reason)
+             SELECT t.response_id, t.form_id, $1, $2, p.revision, p.reason
+             FROM taken t JOIN refused p ON p.response_id = t.response_id
+             ON CONFLICT (form_id, response_id) DO UPDATE
+                SET spreadsheet_id = EXCLUDED.spreadsheet_id,
+                    tab = EXCLUDED.tab, revision = EXCLUDED.revision,
+                    reason = EXCLUDED.reason, parked_at = clock_timestamp()",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(&ids)
+        .bind(&revisions)
+        .bind(&reasons)
+        .bind(&at)
+        .bind(form_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Why the response's row is not in its sheet, when the sheet refused it (`None` when it is
+    /// written, waiting, or was never refused).
+    pub async fn sheet_parked(
+        &self,
+        form_id: &FormId,
+        response_id: &ResponseId,
+    ) -> Result<Option<ParkedRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT spreadsheet_id, tab, revision, reason, parked_at FROM sheet_parked
+             WHERE form_id = $1 AND response_id = $2",
+        )
+        .bind(form_id.as_str())
+        .bind(response_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ParkedRow {
+                spreadsheet_id: row.try_get("spreadsheet_id")?,
+                tab: row.try_get("tab")?,
+                revision: row.try_get("revision")?,
+                reason: row.try_get("reason")?,
+                parked_at: row.try_get("parked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many responses are parked (all forms).
+    pub async fn parked_count(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM sheet_parked")
+            .fetch_one(&self.pool)
             .await
     }
 }

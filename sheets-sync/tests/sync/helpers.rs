@@ -129,7 +129,12 @@ impl Pipeline {
 
     /// Another sheets-sync instance on the same namespace, database and emulator.
     pub async fn start_sheets_sync(&self) -> (Running, SocketAddr) {
-        let config = sheets_sync::SheetsSyncConfig::try_parse_from([
+        self.start_sheets_sync_with(&[]).await
+    }
+
+    /// Like [`Pipeline::start_sheets_sync`], with more flags (later ones win).
+    pub async fn start_sheets_sync_with(&self, extra: &[&str]) -> (Running, SocketAddr) {
+        let base = [
             "sheets-sync",
             "--listen",
             "127.0.0.1:0",
@@ -153,8 +158,9 @@ impl Pipeline {
             "6000",
             "--not-ready-after-ms",
             "300",
-        ])
-        .unwrap();
+        ];
+        let config =
+            sheets_sync::SheetsSyncConfig::try_parse_from(base.iter().chain(extra.iter())).unwrap();
         let shutdown = CancellationToken::new();
         let app = sheets_sync::Application::build(config, &shutdown)
             .await
@@ -246,6 +252,53 @@ impl Pipeline {
             .await
             .unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Starts sheets-sync in process with more flags, as the one `/readyz` helpers talk to.
+    pub async fn with_sheets_sync(mut self, extra: &[&str]) -> Self {
+        let (sync, addr) = self.start_sheets_sync_with(extra).await;
+        self.services.push(sync);
+        self.sheets_sync = Some(addr);
+        self
+    }
+
+    /// sheets-sync's `/metrics` text.
+    pub async fn sheets_sync_metrics(&self) -> String {
+        let addr = self.sheets_sync.expect("a sheets-sync in process");
+        self.client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Defines a form with string questions `(id, label)` writing to `tab`.
+    pub async fn put_form(
+        &self,
+        form_id: &str,
+        tab: &str,
+        questions: &[(&str, &str)],
+        metadata: &[&str],
+    ) {
+        let questions: Vec<Value> = questions
+            .iter()
+            .map(|(id, label)| json!({"id": id, "label": label, "type": "string"}))
+            .collect();
+        let form = json!({
+            "title": form_id,
+            "questions": questions,
+            "rules": [],
+            "metadata": metadata,
+            "sheet": {"tab": tab},
+        });
+        let status = self
+            .put(&format!("/v1/forms/{form_id}"), &form)
+            .await
+            .status();
+        assert_eq!(status, 201, "PUT form {form_id}");
     }
 
     pub fn add_service(&mut self, service: Running) {

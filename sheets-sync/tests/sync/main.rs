@@ -7,5 +7,6 @@
 mod faults;
 mod forms_share_ids;
 mod helpers;
+mod reliability;
 mod rows;
 mod scaling;
