@@ -94,6 +94,7 @@ impl Application {
             .routes(routes!(routes::export_sheet))
             .routes(routes!(routes::google_sheet))
             .routes(routes!(routes::get_response))
+            .routes(routes!(routes::get_form_response))
             .routes(routes!(routes::collector_flags))
             .routes(routes!(routes::submit))
             .routes(routes!(routes::submit_batch))

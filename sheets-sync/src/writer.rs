@@ -417,7 +417,7 @@ impl Writer {
             tab.header = header;
         }
         if !tab.clean {
-            reconcile(api, &self.store, target, tab).await?;
+            reconcile(api, &self.store, &form.id, target, tab).await?;
             tab.clean = true;
         }
         let header = tab.header.clone();
@@ -547,6 +547,7 @@ impl Writer {
         if !progress.written.is_empty() || !progress.done.is_empty() {
             self.store
                 .record_written(
+                    &form.id,
                     &target.spreadsheet_id,
                     &target.tab,
                     &progress.written,
@@ -557,7 +558,12 @@ impl Writer {
         if !progress.parked.is_empty() {
             let parked = self
                 .store
-                .park_rows(&target.spreadsheet_id, &target.tab, &progress.parked)
+                .park_rows(
+                    &form.id,
+                    &target.spreadsheet_id,
+                    &target.tab,
+                    &progress.parked,
+                )
                 .await?;
             metrics::counter!("collect_sheets_rows_parked_total").increment(parked);
             for row in &progress.parked {
@@ -757,6 +763,7 @@ async fn widen(
 async fn reconcile(
     api: &SheetsApi,
     store: &Store,
+    form_id: &FormId,
     target: &Target,
     tab: &TabState,
 ) -> Result<(), BatchError> {
@@ -802,7 +809,13 @@ async fn reconcile(
             "found rows written but not recorded (an append whose reply was lost); recorded them"
         );
         store
-            .record_written(&target.spreadsheet_id, &target.tab, &recovered, &[])
+            .record_written(
+                form_id,
+                &target.spreadsheet_id,
+                &target.tab,
+                &recovered,
+                &[],
+            )
             .await?;
     }
     Ok(())

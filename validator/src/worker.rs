@@ -177,7 +177,7 @@ impl Worker {
     }
 
     /// Processes the deliveries that arrived together: checks each, stores them in one
-    /// transaction (a response id seen twice goes in a later round, so revisions apply in
+    /// transaction (a response (form and id) seen twice goes in a later round, so revisions apply in
     /// order), publishes their events (confirms pipelined), and acks each when its work is
     /// committed. What cannot be processed, ever, goes to `N.dead`.
     pub async fn handle_batch(&self, deliveries: Vec<Delivery>) {
@@ -199,9 +199,9 @@ impl Worker {
         while !waiting.is_empty() {
             let mut ids = std::collections::HashSet::new();
             let (round, later): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&i| {
-                checked[i]
-                    .as_ref()
-                    .is_some_and(|c| ids.insert(c.message.response_id.as_str()))
+                checked[i].as_ref().is_some_and(|c| {
+                    ids.insert((c.message.form_id.as_str(), c.message.response_id.as_str()))
+                })
             });
             waiting = later;
             // One transaction for the round; if the database refuses it for its data, each

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use collect_shared::forms::{Form, FormDefinition, Question, Rule, SheetTarget};
 use collect_shared::messages::{FlagSummary, FormId, ResponseId, Revision, StoredResponse, UserId};
-use collect_shared::store::SheetPosition;
+use collect_shared::store::{ParkedRow, SheetPosition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -157,6 +157,33 @@ pub struct ResponseView {
     pub stored: StoredResponse,
     /// Where sheets-sync wrote it; `null` until it has.
     pub sheet: Option<SheetLocation>,
+    /// Set when the sheet refused this response's row (it is not written, and waits for a
+    /// newer revision or an export); `null` otherwise.
+    pub sheet_parked: Option<SheetParked>,
+}
+
+/// A row the Sheets API refused for its content, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SheetParked {
+    pub spreadsheet_id: String,
+    pub tab: String,
+    /// The revision whose row was refused.
+    pub revision: i64,
+    /// The API's answer.
+    pub reason: String,
+    pub parked_at: DateTime<Utc>,
+}
+
+impl From<ParkedRow> for SheetParked {
+    fn from(parked: ParkedRow) -> Self {
+        Self {
+            spreadsheet_id: parked.spreadsheet_id,
+            tab: parked.tab,
+            revision: parked.revision,
+            reason: parked.reason,
+            parked_at: parked.parked_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

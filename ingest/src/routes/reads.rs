@@ -1,10 +1,11 @@
-//! `GET /v1/responses/{response_id}` and `GET /v1/collectors/{user_id}/flags`.
+//! `GET /v1/forms/{form_id}/responses/{response_id}`, `GET /v1/responses/{response_id}` and
+//! `GET /v1/collectors/{user_id}/flags`.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use collect_shared::forms::Severity;
-use collect_shared::messages::{FlagSummary, ResponseId, UserId};
+use collect_shared::messages::{FlagSummary, ResponseId, StoredResponse, UserId};
 
 use super::{AppState, CollectorFlags, ErrorBody, FlaggedResponse, ResponseView};
 use crate::error::ApiError;
@@ -12,16 +13,51 @@ use crate::error::ApiError;
 /// Most flagged responses one answer lists.
 const FLAGS_LIMIT: i64 = 1000;
 
-/// A stored response (its latest revision), and where it is in its sheet.
+/// A form's stored response (its latest revision), and where it is in its sheet.
+#[utoipa::path(
+    get,
+    path = "/v1/forms/{form_id}/responses/{response_id}",
+    tag = "responses",
+    params(
+        ("form_id" = String, Path, description = "The form"),
+        ("response_id" = String, Path, description = "The response, within its form"),
+    ),
+    responses(
+        (status = 200, description = "The stored response", body = ResponseView),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 404, description = "`unknown_form`: no such form; `unknown_response`: not stored (yet): the validator stores it within moments of its `202`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_form_response(
+    State(state): State<AppState>,
+    Path((form_id, response_id)): Path<(String, String)>,
+) -> Result<Json<ResponseView>, ApiError> {
+    let form = state.form(&form_id).await?;
+    let id = ResponseId::parse(response_id.as_str()).map_err(|_| unknown_response(&response_id))?;
+    let stored = state
+        .store
+        .response(&form.id, &id)
+        .await
+        .map_err(ApiError::database)?
+        .ok_or_else(|| unknown_response(&response_id))?;
+    view(&state, stored).await.map(Json)
+}
+
+/// A stored response found by its id alone: the form's route without the form, kept for
+/// clients of the first API. Response ids are unique within a form, not across forms.
 #[utoipa::path(
     get,
     path = "/v1/responses/{response_id}",
     tag = "responses",
     params(("response_id" = String, Path, description = "The response")),
     responses(
-        (status = 200, description = "The stored response", body = ResponseView),
+        (status = 200, description = "The stored response (one form has this id)", body = ResponseView),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 404, description = "`unknown_response`: not stored (yet): the validator stores it within moments of its `202`", body = ErrorBody),
+        (status = 409, description = "`ambiguous_response`: responses of several forms have this id; the message names them: use `/v1/forms/{form_id}/responses/{response_id}`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
@@ -31,30 +67,54 @@ pub async fn get_response(
     State(state): State<AppState>,
     Path(response_id): Path<String>,
 ) -> Result<Json<ResponseView>, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_response",
-            format!("no response {response_id:?} is stored (yet)"),
-        )
-        .with_field("response_id")
-    };
-    let id = ResponseId::parse(response_id.as_str()).map_err(|_| not_found())?;
-    let stored = state
+    let id = ResponseId::parse(response_id.as_str()).map_err(|_| unknown_response(&response_id))?;
+    let mut found = state
         .store
-        .response(&id)
-        .await
-        .map_err(ApiError::database)?
-        .ok_or_else(not_found)?;
-    let sheet = state
-        .store
-        .sheet_position(&id)
+        .responses_with_id(&id, 10)
         .await
         .map_err(ApiError::database)?;
-    Ok(Json(ResponseView {
+    if found.len() > 1 {
+        let forms: Vec<&str> = found.iter().map(|stored| stored.form_id.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ambiguous_response",
+            format!(
+                "responses of several forms have the id {response_id:?} ({}): ask for one with /v1/forms/{{form_id}}/responses/{response_id}",
+                forms.join(", ")
+            ),
+        )
+        .with_field("response_id"));
+    }
+    let stored = found.pop().ok_or_else(|| unknown_response(&response_id))?;
+    view(&state, stored).await.map(Json)
+}
+
+fn unknown_response(response_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_response",
+        format!("no response {response_id:?} is stored (yet)"),
+    )
+    .with_field("response_id")
+}
+
+/// The stored response with where it is in its sheet.
+async fn view(state: &AppState, stored: StoredResponse) -> Result<ResponseView, ApiError> {
+    let sheet = state
+        .store
+        .sheet_position(&stored.form_id, &stored.response_id)
+        .await
+        .map_err(ApiError::database)?;
+    let parked = state
+        .store
+        .sheet_parked(&stored.form_id, &stored.response_id)
+        .await
+        .map_err(ApiError::database)?;
+    Ok(ResponseView {
         stored,
         sheet: sheet.map(Into::into),
-    }))
+        sheet_parked: parked.map(Into::into),
+    })
 }
 
 /// The collector's responses that are flagged now (latest revision), with their flags.

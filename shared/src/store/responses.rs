@@ -1,4 +1,4 @@
-//! Responses: one row per response id, latest revision wins.
+//! Responses: one row per response of a form (`(form_id, response_id)`), latest revision wins.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value};
@@ -58,12 +58,9 @@ impl Store {
         batch: &[NewResponse<'_>],
     ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
         let mut seen = std::collections::HashSet::new();
-        if !batch
-            .iter()
-            .all(|n| seen.insert(n.message.response_id.as_str()))
-        {
+        if !batch.iter().all(|n| seen.insert(key(n.message))) {
             return Err(sqlx::Error::Protocol(
-                "a response id appears twice in one batch".into(),
+                "a response appears twice in one batch".into(),
             ));
         }
         let mut rows = Vec::with_capacity(batch.len());
@@ -77,9 +74,9 @@ impl Store {
             };
             rows.push((revision, status));
         }
-        // Rows are taken in id order, so that two validators' batches cannot deadlock.
+        // Rows are taken in key order, so that two validators' batches cannot deadlock.
         let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by_key(|&i| batch[i].message.response_id.as_str());
+        order.sort_by_key(|&i| key(batch[i].message));
         let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; batch.len()];
         let mut tx = self.pool.begin().await?;
 
@@ -102,12 +99,12 @@ impl Store {
                  u.username, u.submitted_at, u.answers::jsonb, u.metadata::jsonb, u.status,
                  u.flags::jsonb, u.flag_event, u.received_at
              FROM ROWS
-             ON CONFLICT (response_id) DO NOTHING
-             RETURNING response_id, stored_at",
+             ON CONFLICT (form_id, response_id) DO NOTHING
+             RETURNING form_id, response_id, stored_at",
         )
         .await?;
         for &i in &order {
-            if let Some(stored_at) = inserted.get(batch[i].message.response_id.as_str()) {
+            if let Some(stored_at) = inserted.get(&owned_key(batch[i].message)) {
                 outcomes[i] = Some(SaveOutcome::Written {
                     stored: stored_response(&batch[i], rows[i].1, *stored_at),
                     event: insert_events[i],
@@ -121,31 +118,35 @@ impl Store {
             .filter(|&i| outcomes[i].is_none())
             .collect();
         if !existing.is_empty() {
-            let ids: Vec<&str> = existing
-                .iter()
-                .map(|&i| batch[i].message.response_id.as_str())
-                .collect();
+            let (forms, ids): (Vec<&str>, Vec<&str>) =
+                existing.iter().map(|&i| key(batch[i].message)).unzip();
             let current = sqlx::query(
-                "SELECT response_id, revision, status FROM responses
-                 WHERE response_id = ANY($1) ORDER BY response_id FOR UPDATE",
+                "SELECT r.form_id, r.response_id, r.revision, r.status
+                 FROM responses r
+                 JOIN UNNEST($1::text[], $2::text[]) AS k(form_id, response_id)
+                   ON r.form_id = k.form_id AND r.response_id = k.response_id
+                 ORDER BY r.form_id, r.response_id FOR UPDATE OF r",
             )
+            .bind(&forms)
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await?;
             let mut current_by_id = std::collections::HashMap::new();
             for row in &current {
+                let form: String = row.try_get("form_id")?;
                 let id: String = row.try_get("response_id")?;
                 let revision: i64 = row.try_get("revision")?;
                 let flagged = row.try_get::<String, _>("status")? == "flagged";
-                current_by_id.insert(id, (revision, flagged));
+                current_by_id.insert((form, id), (revision, flagged));
             }
             let mut newer = Vec::new();
             let mut update_events: Vec<Option<FlagEventKind>> = vec![None; batch.len()];
             let mut duplicates = Vec::new();
             for &i in &existing {
-                let id = batch[i].message.response_id.as_str();
-                let &(stored_revision, was_flagged) =
-                    current_by_id.get(id).ok_or(sqlx::Error::RowNotFound)?;
+                let (form, id) = key(batch[i].message);
+                let &(stored_revision, was_flagged) = current_by_id
+                    .get(&(form.to_owned(), id.to_owned()))
+                    .ok_or(sqlx::Error::RowNotFound)?;
                 let (revision, status) = rows[i];
                 match stored_revision.cmp(&revision) {
                     std::cmp::Ordering::Less => {
@@ -178,13 +179,13 @@ impl Store {
                          status = u.status, flags = u.flags::jsonb, flag_event = u.flag_event,
                          received_at = u.received_at, stored_at = now()
                      FROM ROWS
-                     WHERE responses.response_id = u.response_id
-                     RETURNING responses.response_id, responses.stored_at",
+                     WHERE responses.form_id = u.form_id AND responses.response_id = u.response_id
+                     RETURNING responses.form_id, responses.response_id, responses.stored_at",
                 )
                 .await?;
                 for &i in &newer {
                     let stored_at = *updated
-                        .get(batch[i].message.response_id.as_str())
+                        .get(&owned_key(batch[i].message))
                         .ok_or(sqlx::Error::RowNotFound)?;
                     outcomes[i] = Some(SaveOutcome::Written {
                         stored: stored_response(&batch[i], rows[i].1, stored_at),
@@ -193,9 +194,11 @@ impl Store {
                 }
             }
             for i in duplicates {
-                let (stored, event) = read_response(&mut tx, &batch[i].message.response_id)
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)?;
+                let message = batch[i].message;
+                let (stored, event) =
+                    read_response(&mut tx, &message.form_id, &message.response_id)
+                        .await?
+                        .ok_or(sqlx::Error::RowNotFound)?;
                 outcomes[i] = Some(SaveOutcome::Duplicate { stored, event });
             }
         }
@@ -206,11 +209,14 @@ impl Store {
             .collect()
     }
 
+    /// A form's response, at its latest revision.
     pub async fn response(
         &self,
+        form_id: &FormId,
         response_id: &ResponseId,
     ) -> Result<Option<StoredResponse>, sqlx::Error> {
-        let row = sqlx::query("SELECT * FROM responses WHERE response_id = $1")
+        let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
+            .bind(form_id.as_str())
             .bind(response_id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -218,15 +224,35 @@ impl Store {
             .transpose()
     }
 
-    /// Where the response was last written in a sheet, if it was.
+    /// The responses of any form with this id, at most `limit` (for the route that names no
+    /// form), in form order.
+    pub async fn responses_with_id(
+        &self,
+        response_id: &ResponseId,
+        limit: i64,
+    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT * FROM responses WHERE response_id = $1 ORDER BY form_id LIMIT $2")
+                .bind(response_id.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| from_row(row).map(|(stored, _)| stored))
+            .collect()
+    }
+
+    /// Where a form's response was last written in a sheet, if it was.
     pub async fn sheet_position(
         &self,
+        form_id: &FormId,
         response_id: &ResponseId,
     ) -> Result<Option<SheetPosition>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT spreadsheet_id, tab, row_number FROM sheet_rows
-             WHERE response_id = $1 ORDER BY written_at DESC LIMIT 1",
+             WHERE form_id = $1 AND response_id = $2 ORDER BY written_at DESC LIMIT 1",
         )
+        .bind(form_id.as_str())
         .bind(response_id.as_str())
         .fetch_optional(&self.pool)
         .await?;
@@ -263,8 +289,18 @@ impl Store {
     }
 }
 
+/// A response's key: its form and its id within the form.
+fn key(message: &ResponseMessage) -> (&str, &str) {
+    (message.form_id.as_str(), message.response_id.as_str())
+}
+
+fn owned_key(message: &ResponseMessage) -> (String, String) {
+    let (form, id) = key(message);
+    (form.to_owned(), id.to_owned())
+}
+
 /// Runs `statement` with `ROWS` standing for the rows `indexes` of `batch` (an `UNNEST` of
-/// one array per column, aliased `u`); returns `stored_at` by response id.
+/// one array per column, aliased `u`); returns `stored_at` by `(form_id, response_id)`.
 async fn upsert_many(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[NewResponse<'_>],
@@ -272,7 +308,7 @@ async fn upsert_many(
     rows: &[(i64, ResponseStatus)],
     events: &[Option<FlagEventKind>],
     statement: &str,
-) -> Result<std::collections::HashMap<String, DateTime<Utc>>, sqlx::Error> {
+) -> Result<std::collections::HashMap<(String, String), DateTime<Utc>>, sqlx::Error> {
     let mut ids = Vec::new();
     let mut form_ids = Vec::new();
     let mut revisions = Vec::new();
@@ -330,7 +366,12 @@ async fn upsert_many(
         .await?;
     returned
         .iter()
-        .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get(1)?)))
+        .map(|row| {
+            Ok((
+                (row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?),
+                row.try_get(2)?,
+            ))
+        })
         .collect()
 }
 
@@ -364,9 +405,11 @@ fn stored_response(
 
 async fn read_response(
     tx: &mut Transaction<'_, Postgres>,
+    form_id: &FormId,
     response_id: &ResponseId,
 ) -> Result<Option<(StoredResponse, Option<FlagEventKind>)>, sqlx::Error> {
-    let row = sqlx::query("SELECT * FROM responses WHERE response_id = $1")
+    let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
+        .bind(form_id.as_str())
         .bind(response_id.as_str())
         .fetch_optional(&mut **tx)
         .await?;

@@ -54,10 +54,10 @@ impl Store {
         form_id: &FormId,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "WITH unparked AS (DELETE FROM sheet_parked WHERE response_id = $1)
+            "WITH unparked AS (DELETE FROM sheet_parked WHERE form_id = $2 AND response_id = $1)
              INSERT INTO sheet_outbox (response_id, form_id) VALUES ($1, $2)
-             ON CONFLICT (response_id) DO UPDATE
-                SET form_id = EXCLUDED.form_id, enqueued_at = clock_timestamp()",
+             ON CONFLICT (form_id, response_id) DO UPDATE
+                SET enqueued_at = clock_timestamp()",
         )
         .bind(response_id.as_str())
         .bind(form_id.as_str())
@@ -66,24 +66,26 @@ impl Store {
         Ok(())
     }
 
-    /// [`Store::enqueue_for_sheet`] for many responses in one statement (the last form wins
-    /// when an id appears twice).
+    /// [`Store::enqueue_for_sheet`] for many responses in one statement (a response seen twice
+    /// is queued once).
     pub async fn enqueue_many_for_sheet(
         &self,
         responses: &[(&ResponseId, &FormId)],
     ) -> Result<(), sqlx::Error> {
-        let mut latest = std::collections::BTreeMap::new();
-        for (response_id, form_id) in responses {
-            latest.insert(response_id.as_str(), form_id.as_str());
-        }
-        let (ids, forms): (Vec<&str>, Vec<&str>) = latest.into_iter().unzip();
+        let distinct: std::collections::BTreeSet<(&str, &str)> = responses
+            .iter()
+            .map(|(response_id, form_id)| (response_id.as_str(), form_id.as_str()))
+            .collect();
+        let (ids, forms): (Vec<&str>, Vec<&str>) = distinct.into_iter().unzip();
         // Queuing a response again unparks it: a newer revision may be accepted.
         sqlx::query(
-            "WITH unparked AS (DELETE FROM sheet_parked WHERE response_id = ANY($1::text[]))
+            "WITH unparked AS (
+                 DELETE FROM sheet_parked p USING UNNEST($1::text[], $2::text[]) AS k(id, form)
+                 WHERE p.response_id = k.id AND p.form_id = k.form)
              INSERT INTO sheet_outbox (response_id, form_id)
              SELECT * FROM UNNEST($1::text[], $2::text[])
-             ON CONFLICT (response_id) DO UPDATE
-                SET form_id = EXCLUDED.form_id, enqueued_at = clock_timestamp()",
+             ON CONFLICT (form_id, response_id) DO UPDATE
+                SET enqueued_at = clock_timestamp()",
         )
         .bind(&ids)
         .bind(&forms)
@@ -98,7 +100,7 @@ impl Store {
             "WITH unparked AS (DELETE FROM sheet_parked WHERE form_id = $1)
              INSERT INTO sheet_outbox (response_id, form_id, force)
              SELECT response_id, form_id, true FROM responses WHERE form_id = $1
-             ON CONFLICT (response_id) DO UPDATE
+             ON CONFLICT (form_id, response_id) DO UPDATE
                 SET force = true, enqueued_at = clock_timestamp()",
         )
         .bind(form_id.as_str())
@@ -135,7 +137,7 @@ impl Store {
     ) -> Result<Vec<PendingRow>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT r.*, o.force, o.enqueued_at FROM sheet_outbox o
-             JOIN responses r ON r.response_id = o.response_id
+             JOIN responses r ON r.form_id = o.form_id AND r.response_id = o.response_id
              WHERE o.form_id = $1
              ORDER BY o.enqueued_at, o.response_id
              LIMIT $2",
@@ -192,6 +194,7 @@ impl Store {
     /// transaction.
     pub async fn record_written(
         &self,
+        form_id: &FormId,
         spreadsheet_id: &str,
         tab: &str,
         written: &[(String, i32, i64)],
@@ -202,8 +205,9 @@ impl Store {
         let rows: Vec<i32> = written.iter().map(|(_, row, _)| *row).collect();
         let revisions: Vec<i64> = written.iter().map(|(_, _, revision)| *revision).collect();
         sqlx::query(
-            "INSERT INTO sheet_rows (spreadsheet_id, tab, response_id, row_number, revision)
-             SELECT $1, $2, * FROM UNNEST($3::text[], $4::int[], $5::bigint[])
+            "INSERT INTO sheet_rows (spreadsheet_id, tab, form_id, response_id, row_number,
+                 revision)
+             SELECT $1, $2, $6, * FROM UNNEST($3::text[], $4::int[], $5::bigint[])
              ON CONFLICT (spreadsheet_id, tab, response_id) DO UPDATE
                 SET row_number = EXCLUDED.row_number, revision = EXCLUDED.revision,
                     written_at = now()",
@@ -213,22 +217,27 @@ impl Store {
         .bind(&ids)
         .bind(&rows)
         .bind(&revisions)
+        .bind(form_id.as_str())
         .execute(&mut *tx)
         .await?;
         let done_ids: Vec<&str> = enqueued_before.iter().map(|(id, _)| id.as_str()).collect();
         let done_at: Vec<DateTime<Utc>> = enqueued_before.iter().map(|(_, at)| *at).collect();
         sqlx::query(
             "DELETE FROM sheet_outbox o USING UNNEST($1::text[], $2::timestamptz[]) AS d(id, at)
-             WHERE o.response_id = d.id AND o.enqueued_at <= d.at",
+             WHERE o.form_id = $3 AND o.response_id = d.id AND o.enqueued_at <= d.at",
         )
         .bind(&done_ids)
         .bind(&done_at)
+        .bind(form_id.as_str())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM sheet_parked WHERE response_id = ANY($1::text[])")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM sheet_parked WHERE form_id = $2 AND response_id = ANY($1::text[])",
+        )
+        .bind(&ids)
+        .bind(form_id.as_str())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await
     }
 
@@ -272,6 +281,7 @@ impl Store {
     /// parked.
     pub async fn park_rows(
         &self,
+        form_id: &FormId,
         spreadsheet_id: &str,
         tab: &str,
         parked: &[ParkRow],
@@ -286,14 +296,15 @@ impl Store {
                      AS p(response_id, revision, reason, enqueued_at)
              ), taken AS (
                  DELETE FROM sheet_outbox o USING refused p
-                 WHERE o.response_id = p.response_id AND o.enqueued_at <= p.enqueued_at
+                 WHERE o.form_id = $7 AND o.response_id = p.response_id
+                   AND o.enqueued_at <= p.enqueued_at
                  RETURNING o.response_id, o.form_id
              )
              INSERT INTO sheet_parked (response_id, form_id, spreadsheet_id, tab, revision, reason)
              SELECT t.response_id, t.form_id, $1, $2, p.revision, p.reason
              FROM taken t JOIN refused p ON p.response_id = t.response_id
-             ON CONFLICT (response_id) DO UPDATE
-                SET form_id = EXCLUDED.form_id, spreadsheet_id = EXCLUDED.spreadsheet_id,
+             ON CONFLICT (form_id, response_id) DO UPDATE
+                SET spreadsheet_id = EXCLUDED.spreadsheet_id,
                     tab = EXCLUDED.tab, revision = EXCLUDED.revision,
                     reason = EXCLUDED.reason, parked_at = clock_timestamp()",
         )
@@ -303,6 +314,7 @@ impl Store {
         .bind(&revisions)
         .bind(&reasons)
         .bind(&at)
+        .bind(form_id.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -312,12 +324,14 @@ impl Store {
     /// written, waiting, or was never refused).
     pub async fn sheet_parked(
         &self,
+        form_id: &FormId,
         response_id: &ResponseId,
     ) -> Result<Option<ParkedRow>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT spreadsheet_id, tab, revision, reason, parked_at FROM sheet_parked
-             WHERE response_id = $1",
+             WHERE form_id = $1 AND response_id = $2",
         )
+        .bind(form_id.as_str())
         .bind(response_id.as_str())
         .fetch_optional(&self.pool)
         .await?;

@@ -363,3 +363,23 @@ pub async fn send(pipeline: &Pipeline, total: usize) {
         assert_eq!(response.status(), 202);
     }
 }
+
+/// Waits until the tab's cells satisfy `done` and nothing waits to be written; returns them.
+pub async fn eventually_tab(
+    pipeline: &Pipeline,
+    tab: &str,
+    done: impl Fn(&[Vec<Value>]) -> bool,
+) -> Vec<Vec<Value>> {
+    let pool = sqlx::PgPool::connect(&pipeline.database_url).await.unwrap();
+    let cells = eventually(Duration::from_secs(30), "the tab as expected", || async {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM sheet_outbox")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        let cells = pipeline.tab(tab);
+        (waiting == 0 && cells.len() > 1 && done(&cells)).then_some(cells)
+    })
+    .await;
+    pool.close().await;
+    cells
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod faults;
+mod forms_share_ids;
 mod helpers;
 mod reliability;
 mod rows;

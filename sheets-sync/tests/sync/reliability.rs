@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use collect_shared::messages::ResponseId;
+use collect_shared::messages::{FormId, ResponseId};
 use collect_shared::store::Store;
 use collect_testkit::eventually;
 use serde_json::{Value, json};
@@ -147,7 +147,12 @@ async fn a_row_the_sheet_refuses_is_parked_and_the_rows_after_it_flow() {
     }
     let store = store(&pipeline).await;
     let r3 = ResponseId::parse("r-3").unwrap();
-    let parked = store.sheet_parked(&r3).await.unwrap().expect("r-3 parked");
+    let household = FormId::parse(TAB).unwrap();
+    let parked = store
+        .sheet_parked(&household, &r3)
+        .await
+        .unwrap()
+        .expect("r-3 parked");
     assert_eq!(parked.tab, TAB);
     assert_eq!(parked.revision, 1);
     assert!(
@@ -159,10 +164,29 @@ async fn a_row_the_sheet_refuses_is_parked_and_the_rows_after_it_flow() {
     );
     assert_eq!(
         store
-            .sheet_parked(&ResponseId::parse("r-4").unwrap())
+            .sheet_parked(&household, &ResponseId::parse("r-4").unwrap())
             .await
             .unwrap(),
         None
+    );
+    // The response's GET says why it is not in the sheet.
+    let view: Value = pipeline
+        .client
+        .get(pipeline.url("/v1/forms/household-finance/responses/r-3"))
+        .bearer_auth(crate::helpers::KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["sheet"], Value::Null, "{view}");
+    assert_eq!(view["sheet_parked"]["tab"], TAB, "{view}");
+    assert_eq!(view["sheet_parked"]["revision"], 1, "{view}");
+    assert_eq!(
+        view["sheet_parked"]["reason"],
+        json!(parked.reason),
+        "{view}"
     );
     eventually(Duration::from_secs(20), "the parked metrics", || async {
         let metrics = pipeline.sheets_sync_metrics().await;
@@ -187,7 +211,7 @@ async fn a_row_the_sheet_refuses_is_parked_and_the_rows_after_it_flow() {
     let rows = rows_by_id(&cells);
     assert_eq!(rows["r-3"][column(&header, "name")], "Fixed");
     assert_eq!(rows["r-3"][column(&header, "revision")], 2);
-    assert_eq!(store.sheet_parked(&r3).await.unwrap(), None);
+    assert_eq!(store.sheet_parked(&household, &r3).await.unwrap(), None);
     eventually(Duration::from_secs(20), "the parked gauge at 0", || async {
         let metrics = pipeline.sheets_sync_metrics().await;
         (metric(&metrics, "collect_sheets_rows_parked") == Some(0.0)).then_some(())
