@@ -472,7 +472,7 @@ mod tests {
     fn what_the_store_cannot_hold_is_named() {
         let envelope = |extra: Value| {
             let mut body = json!({"response_id": "r-1", "collector": {"user_id": "u-1"}});
-            for (key, value) in extra.as_object().unwrap() {
+            for (key, value) in extra.as_object().expect("an object") {
                 body[key] = value.clone();
             }
             serde_json::from_value::<ResponseEnvelope>(body).expect("envelope")

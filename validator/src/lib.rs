@@ -162,7 +162,7 @@ mod tests {
                 .map_err(|error| error.to_string())
         };
         assert_eq!(parse("1"), Ok(1));
-        let refused = parse("0").unwrap_err();
+        let refused = parse("0").expect_err("prefetch 0 is refused");
         assert!(refused.contains("--prefetch"), "{refused}");
     }
 }

@@ -156,7 +156,11 @@ impl FormCache {
             return Ok(None);
         };
         let version = stored.version;
-        let compiled = CompiledForm::compile(Arc::new(stored.form.clone()), version)
+        // Off the async runtime: a form at every limit takes a while to compile.
+        let form = Arc::new(stored.form.clone());
+        let compiled = tokio::task::spawn_blocking(move || CompiledForm::compile(form, version))
+            .await
+            .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))
             .map_err(|errors| FormLookupError::invalid(&stored, errors))?;
         let compiled = Arc::new(compiled);
         self.remember(form_id, compiled.clone()).await;
