@@ -24,7 +24,16 @@ fn body_of(case: &Value) -> Vec<u8> {
             other => panic!("unknown generator {other}"),
         };
     }
-    case["body"].to_string().into_bytes()
+    let mut text = case["body"].to_string();
+    // `"expand": {"marker", "text", "times"}`: the marker in the body becomes `text` repeated.
+    if let Some(expand) = case.get("expand") {
+        let times = expand["times"].as_u64().unwrap() as usize;
+        text = text.replace(
+            expand["marker"].as_str().unwrap(),
+            &expand["text"].as_str().unwrap().repeat(times),
+        );
+    }
+    text.into_bytes()
 }
 
 #[tokio::test]
@@ -35,9 +44,14 @@ async fn every_bad_input_gets_its_expected_outcome() {
     assert!(cases.len() >= 20);
     for case in &cases {
         let name = case["name"].as_str().unwrap();
+        let method = match case["method"].as_str().unwrap_or("POST") {
+            "POST" => reqwest::Method::POST,
+            "PUT" => reqwest::Method::PUT,
+            other => panic!("{name}: unknown method {other}"),
+        };
         let mut request = pipeline
             .client
-            .post(pipeline.url(case["route"].as_str().unwrap()))
+            .request(method, pipeline.url(case["route"].as_str().unwrap()))
             .bearer_auth(KEY)
             .body(body_of(case));
         if let Some(content_type) = case["content_type"].as_str() {
@@ -72,7 +86,8 @@ async fn every_bad_input_gets_its_expected_outcome() {
         let name = case["name"].as_str().unwrap();
         let id = case["response_id"].as_str().unwrap();
         let revision = 0;
-        let stored = pipeline.stored(id, revision).await;
+        let form = case["form_id"].as_str().unwrap_or("household-finance");
+        let stored = pipeline.stored_in(form, id, revision).await;
         assert_eq!(stored["status"], case["stored_status"], "{name}");
         let expected: Vec<String> = case["flags"]
             .as_array()
@@ -83,11 +98,24 @@ async fn every_bad_input_gets_its_expected_outcome() {
         assert_eq!(rule_ids(&stored["flags"]), expected, "{name}");
     }
     // The extra key and the text are kept as sent.
-    let extra = pipeline.stored("c-extra", 0).await;
+    let extra = pipeline.stored_in("household-finance", "c-extra", 0).await;
     assert_eq!(extra["answers"]["favourite colour"], "teal");
-    let unicode = pipeline.stored("c-unicode", 0).await;
+    let unicode = pipeline
+        .stored_in("household-finance", "c-unicode", 0)
+        .await;
     assert_eq!(unicode["answers"]["name"], "अनिता शर्मा 李娜 Zoë");
     assert_eq!(unicode["collector"]["username"], "अनिता");
+    // A 60,000-character answer is kept whole (the sheet cuts its cell, not the store).
+    let long = pipeline.stored_in("household-finance", "c-long", 0).await;
+    assert_eq!(long["answers"]["name"].as_str().map(str::len), Some(60_000));
+    // The same id in another form is another response.
+    let other = pipeline.stored_in("corpus-visits", "c-extra", 0).await;
+    assert_eq!(other["answers"], serde_json::json!({"visits": 2}));
+    assert_eq!(
+        pipeline.get("/v1/responses/c-extra").await.status(),
+        409,
+        "ambiguous without the form"
+    );
     // Still alive and ready.
     assert_eq!(
         pipeline

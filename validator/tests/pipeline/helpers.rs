@@ -144,6 +144,21 @@ impl Pipeline {
         .await
     }
 
+    /// A form's stored response once it is at `revision`.
+    pub async fn stored_in(&self, form_id: &str, response_id: &str, revision: u64) -> Value {
+        eventually(Duration::from_secs(20), "the response stored", || async {
+            let response = self
+                .get(&format!("/v1/forms/{form_id}/responses/{response_id}"))
+                .await;
+            if response.status() != 200 {
+                return None;
+            }
+            let body: Value = response.json().await.ok()?;
+            (body["revision"] == json!(revision)).then_some(body)
+        })
+        .await
+    }
+
     /// A probe on `N.flags` for one collector.
     pub async fn flags_probe(&self, user_id: &str) -> Probe {
         Probe::bind(
