@@ -232,3 +232,22 @@ pub async fn run(config: SheetsSyncConfig, shutdown: CancellationToken) -> anyho
         .run_until_stopped(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn prefetch_zero_is_refused_since_amqp_reads_it_as_unlimited() {
+        let parse = |prefetch: &str| {
+            SheetsSyncConfig::try_parse_from(["sheets-sync", "--prefetch", prefetch])
+                .map(|config| config.prefetch)
+                .map_err(|error| error.to_string())
+        };
+        assert_eq!(parse("1"), Ok(1));
+        let refused = parse("0").expect_err("prefetch 0 is refused");
+        assert!(refused.contains("--prefetch"), "{refused}");
+    }
+}
