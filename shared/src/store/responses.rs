@@ -237,9 +237,7 @@ impl Store {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|row| from_row(row).map(|(stored, _)| stored))
-            .collect()
+        stored_responses(&rows)
     }
 
     /// Where a form's response was last written in a sheet, if it was.
@@ -283,10 +281,14 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| from_row(row).map(|(stored, _)| stored))
-            .collect()
+        stored_responses(&rows)
     }
+}
+
+fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, sqlx::Error> {
+    rows.iter()
+        .map(|row| from_row(row).map(|(stored, _)| stored))
+        .collect()
 }
 
 /// A response's key: its form and its id within the form.

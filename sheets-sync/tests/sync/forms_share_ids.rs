@@ -90,7 +90,7 @@ async fn the_same_response_id_in_two_forms_is_two_responses_with_their_own_rows(
     );
     let household_rows = rows_by_id(
         &crate::helpers::eventually_tab(&pipeline, "household-finance", |rows| {
-            rows_by_id(rows)["r-1"][1] == json!(6)
+            rows.len() == 3 && rows_by_id(rows)["r-1"][1] == json!(6)
         })
         .await,
     );

@@ -228,18 +228,7 @@ impl Pipeline {
     /// Waits until the tab holds `rows` data rows (besides the header) and nothing waits to be
     /// written; returns the tab.
     pub async fn tab_with_rows(&self, tab: &str, rows: usize) -> Vec<Vec<Value>> {
-        let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
-        let cells = eventually(Duration::from_secs(60), "the rows in the sheet", || async {
-            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM sheet_outbox")
-                .fetch_one(&pool)
-                .await
-                .ok()?;
-            let cells = self.tab(tab);
-            (waiting == 0 && cells.len() == rows + 1).then_some(cells)
-        })
-        .await;
-        pool.close().await;
-        cells
+        eventually_tab(self, tab, |cells| cells.len() == rows + 1).await
     }
 
     /// sheets-sync's `/readyz`: its status and body.
@@ -371,13 +360,13 @@ pub async fn eventually_tab(
     done: impl Fn(&[Vec<Value>]) -> bool,
 ) -> Vec<Vec<Value>> {
     let pool = sqlx::PgPool::connect(&pipeline.database_url).await.unwrap();
-    let cells = eventually(Duration::from_secs(30), "the tab as expected", || async {
+    let cells = eventually(Duration::from_secs(60), "the tab as expected", || async {
         let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM sheet_outbox")
             .fetch_one(&pool)
             .await
             .ok()?;
         let cells = pipeline.tab(tab);
-        (waiting == 0 && cells.len() > 1 && done(&cells)).then_some(cells)
+        (waiting == 0 && done(&cells)).then_some(cells)
     })
     .await;
     pool.close().await;
