@@ -18,7 +18,7 @@ use crate::store::{Major, invalid_enum};
 
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
-enum Call {
+pub(crate) enum Call {
     Create,
     Get(String),
     BatchUpdate(String),
@@ -294,6 +294,25 @@ fn authenticate(
         return Err(GoogleError::insufficient_scopes());
     }
     Ok(token.principal)
+}
+
+/// A call made in-process (the [`Emulator`] methods that act as a person would): exactly what
+/// the HTTP route does with it once authenticated and past the fault knobs, which do not apply
+/// (nor do the request counters).
+pub(crate) fn local(
+    emulator: &Emulator,
+    call: Call,
+    query: &[(&str, &str)],
+    body: &Value,
+) -> Result<Value, GoogleError> {
+    let query = Query(
+        query
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+    );
+    let body = Bytes::from(body.to_string());
+    handle(emulator, call, &query, &body)
 }
 
 fn handle(

@@ -11,6 +11,7 @@ pub mod a1;
 mod api;
 pub mod cell;
 mod debug;
+mod edits;
 mod error;
 pub mod faults;
 mod oauth;
@@ -206,6 +207,73 @@ impl Emulator {
         let store = lock(&self.inner.store);
         let spreadsheet = store.get(spreadsheet).ok()?;
         Some(spreadsheet.sheets.iter().map(|s| s.title.clone()).collect())
+    }
+
+    /// `spreadsheets.batchUpdate` in-process, as a person editing the sheet: `requests` as in
+    /// Google's API (`json!({"sortRange": {...}})`); the replies, in order. `Err` is Google's
+    /// error message. Same code as the HTTP route; faults and counters do not apply.
+    pub fn batch_update(
+        &self,
+        spreadsheet: &str,
+        requests: Vec<Value>,
+    ) -> Result<Vec<Value>, String> {
+        let reply = api::local(
+            self,
+            api::Call::BatchUpdate(spreadsheet.to_owned()),
+            &[],
+            &serde_json::json!({ "requests": requests }),
+        )
+        .map_err(|error| error.message)?;
+        Ok(match reply.get("replies") {
+            Some(Value::Array(replies)) => replies.clone(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// `values.update` with `valueInputOption=RAW`, in-process: `range` in A1 (`'My tab'!B2`,
+    /// `Tab!A1:C3`). `Err` is Google's error message.
+    pub fn update_values(
+        &self,
+        spreadsheet: &str,
+        range: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), String> {
+        api::local(
+            self,
+            api::Call::ValuesUpdate(spreadsheet.to_owned(), range.to_owned()),
+            &[("valueInputOption", "RAW")],
+            &serde_json::json!({ "values": rows }),
+        )
+        .map(drop)
+        .map_err(|error| error.message)
+    }
+
+    /// `values.clear`, in-process. `Err` is Google's error message.
+    pub fn clear_values(&self, spreadsheet: &str, range: &str) -> Result<(), String> {
+        api::local(
+            self,
+            api::Call::ValuesClear(spreadsheet.to_owned(), range.to_owned()),
+            &[],
+            &serde_json::json!({}),
+        )
+        .map(drop)
+        .map_err(|error| error.message)
+    }
+
+    /// A tab's `sheetId` (what `GridRange` and `DimensionRange` name it by).
+    pub fn sheet_id(&self, spreadsheet: &str, tab: &str) -> Option<i64> {
+        let store = lock(&self.inner.store);
+        let spreadsheet = store.get(spreadsheet).ok()?;
+        let index = spreadsheet.sheet_index(tab)?;
+        Some(spreadsheet.sheets[index].id)
+    }
+
+    /// A tab's grid: `(rowCount, columnCount)`.
+    pub fn grid_size(&self, spreadsheet: &str, tab: &str) -> Option<(u64, u64)> {
+        let store = lock(&self.inner.store);
+        let spreadsheet = store.get(spreadsheet).ok()?;
+        let sheet = &spreadsheet.sheets[spreadsheet.sheet_index(tab)?];
+        Some((u64::from(sheet.row_count), u64::from(sheet.column_count)))
     }
 
     pub fn stats(&self) -> Stats {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::a1::{self, CellRange, Rect};
 use crate::cell::{Cell, InputError, InputOption, RenderOption};
+use crate::edits::At;
 use crate::error::GoogleError;
 
 /// Google's limit on the cells of a spreadsheet (all tabs, the whole grid, empty or not).
@@ -716,8 +717,9 @@ impl Spreadsheet {
         Ok(a1::format_range(&grid.title, rect))
     }
 
-    /// `spreadsheets.batchUpdate` for `addSheet`, `updateSheetProperties` and `deleteSheet`:
-    /// the replies, in order. All requests apply or none does.
+    /// `spreadsheets.batchUpdate` for `addSheet`, `updateSheetProperties`, `deleteSheet`,
+    /// `sortRange`, `deleteDimension`, `insertDimension` and `appendDimension` (the last four in
+    /// [`crate::edits`]): the replies, in order. All requests apply or none does.
     pub fn batch_update(
         &mut self,
         requests: &[Value],
@@ -745,9 +747,13 @@ impl Spreadsheet {
                 "addSheet" => draft.add_sheet(&body["properties"], &mut new_sheet_id, fail)?,
                 "updateSheetProperties" => draft.update_sheet_properties(body, fail)?,
                 "deleteSheet" => draft.delete_sheet(body, fail)?,
+                "sortRange" => draft.sort_range(body, &At { index, kind })?,
+                "deleteDimension" => draft.delete_dimension(body, &At { index, kind })?,
+                "insertDimension" => draft.insert_dimension(body, &At { index, kind })?,
+                "appendDimension" => draft.append_dimension(body, &At { index, kind })?,
                 other => {
                     return Err(GoogleError::invalid_argument(format!(
-                        "Invalid requests[{index}]: the emulator does not support '{other}' (it supports addSheet, updateSheetProperties and deleteSheet)."
+                        "Invalid requests[{index}]: the emulator does not support '{other}' (it supports addSheet, updateSheetProperties, deleteSheet, sortRange, deleteDimension, insertDimension and appendDimension)."
                     )));
                 }
             };

@@ -6,8 +6,10 @@
 mod support;
 
 use google_sheets4::api::{
-    AddSheetRequest, BatchUpdateSpreadsheetRequest, BatchUpdateValuesRequest, Request, Scope,
-    SheetProperties, ValueRange,
+    AddSheetRequest, AppendDimensionRequest, BatchUpdateSpreadsheetRequest,
+    BatchUpdateValuesRequest, DeleteDimensionRequest, DimensionRange, GridRange,
+    InsertDimensionRequest, Request, Scope, SheetProperties, SortRangeRequest, SortSpec,
+    ValueRange,
 };
 use google_sheets4::{Error, Sheets};
 use hyper_util::client::legacy::Client;
@@ -216,5 +218,134 @@ async fn the_clients_see_faults_as_google_would_show_them() {
     assert_eq!(
         appended.updates.unwrap().updated_range.as_deref(),
         Some("Sheet1!A2")
+    );
+}
+
+#[tokio::test]
+async fn google_sheets4_sorts_inserts_and_deletes_rows_like_a_person() {
+    let server = start().await;
+    let hub = hub(&server.url, &server.key).await;
+    server
+        .emulator
+        .update_values(
+            SPREADSHEET,
+            "Sheet1!A1",
+            serde_json::from_value(json!([
+                ["id", "score"],
+                ["r1", 30],
+                ["r2", "absent"],
+                ["r3", 10],
+                ["r4", ""],
+                ["r5", 20],
+            ]))
+            .unwrap(),
+        )
+        .unwrap();
+    let batch = |requests: Vec<Request>| {
+        hub.spreadsheets()
+            .batch_update(
+                BatchUpdateSpreadsheetRequest {
+                    requests: Some(requests),
+                    ..Default::default()
+                },
+                SPREADSHEET,
+            )
+            .add_scope(Scope::Spreadsheet)
+            .doit()
+    };
+    let rows_range = |start: i32, end: i32| DimensionRange {
+        sheet_id: Some(0),
+        dimension: Some("ROWS".into()),
+        start_index: Some(start),
+        end_index: Some(end),
+    };
+
+    // Sort the data rows by score, descending (text first, empty last); then delete row index 3
+    // (r5 once sorted), insert an empty row under the header, and add 10 rows at the bottom,
+    // in one batch.
+    let (_, reply) = batch(vec![
+        Request {
+            sort_range: Some(SortRangeRequest {
+                range: Some(GridRange {
+                    sheet_id: Some(0),
+                    start_row_index: Some(1),
+                    ..Default::default()
+                }),
+                sort_specs: Some(vec![SortSpec {
+                    dimension_index: Some(1),
+                    sort_order: Some("DESCENDING".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        },
+        Request {
+            delete_dimension: Some(DeleteDimensionRequest {
+                range: Some(rows_range(3, 4)),
+            }),
+            ..Default::default()
+        },
+        Request {
+            insert_dimension: Some(InsertDimensionRequest {
+                range: Some(rows_range(1, 2)),
+                inherit_from_before: Some(true),
+            }),
+            ..Default::default()
+        },
+        Request {
+            append_dimension: Some(AppendDimensionRequest {
+                sheet_id: Some(0),
+                dimension: Some("ROWS".into()),
+                length: Some(10),
+            }),
+            ..Default::default()
+        },
+    ])
+    .await
+    .unwrap();
+    assert_eq!(reply.replies.map(|r| r.len()), Some(4));
+    assert_eq!(
+        json!(server.emulator.tab_values(SPREADSHEET, "Sheet1").unwrap()),
+        json!([
+            ["id", "score"],
+            [],
+            ["r2", "absent"],
+            ["r1", 30],
+            ["r3", 10],
+            ["r4"],
+        ])
+    );
+    assert_eq!(
+        server.emulator.grid_size(SPREADSHEET, "Sheet1"),
+        Some((1010, 26))
+    );
+
+    // Deleting every row: Google's 400, as the client shows it; nothing changes.
+    match batch(vec![Request {
+        delete_dimension: Some(DeleteDimensionRequest {
+            range: Some(DimensionRange {
+                sheet_id: Some(0),
+                dimension: Some("ROWS".into()),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }])
+    .await
+    .unwrap_err()
+    {
+        Error::BadRequest(body) => {
+            assert_eq!(body["error"]["code"], 400);
+            assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+            assert_eq!(
+                body["error"]["message"],
+                "Invalid requests[0].deleteDimension: You can't delete all the rows on the sheet."
+            );
+        }
+        other => panic!("expected Google's error body, got {other:?}"),
+    }
+    assert_eq!(
+        server.emulator.grid_size(SPREADSHEET, "Sheet1"),
+        Some((1010, 26))
     );
 }
