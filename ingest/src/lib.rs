@@ -92,6 +92,7 @@ impl Application {
             .routes(routes!(routes::collect))
             .routes(routes!(routes::put_form, routes::get_form))
             .routes(routes!(routes::export_sheet))
+            .routes(routes!(routes::get_sheet))
             .routes(routes!(routes::google_sheet))
             .routes(routes!(routes::get_response))
             .routes(routes!(routes::get_form_response))

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use google_sheets4::FieldMask;
 use google_sheets4::api::Scope;
 use google_sheets4::api::{
-    AddSheetRequest, BatchUpdateSpreadsheetRequest, BatchUpdateSpreadsheetResponse,
-    BatchUpdateValuesRequest, GridProperties, Request, SheetProperties,
-    UpdateSheetPropertiesRequest, ValueRange,
+    AddSheetRequest, AppendDimensionRequest, BatchUpdateSpreadsheetRequest,
+    BatchUpdateSpreadsheetResponse, BatchUpdateValuesRequest, DimensionRange, GridProperties,
+    InsertDimensionRequest, Request, SheetProperties, ValueRange,
 };
 use google_sheets4::common::{Delegate, Response, Retry};
 use google_sheets4::{Error, Sheets};
@@ -29,6 +28,7 @@ pub struct TabInfo {
     pub title: String,
     pub sheet_id: i32,
     pub column_count: i32,
+    pub row_count: i32,
 }
 
 /// Why a call failed, and what that means for the rows.
@@ -40,6 +40,11 @@ pub struct ApiFailure {
     pub refuses_content: bool,
     /// From `Retry-After`, when the server said.
     pub retry_after: Option<Duration>,
+    /// About this form's sheet, not about reaching Google: Google answered with a 4xx (the
+    /// spreadsheet not shared or gone, full, over quota, the data), or the form names no
+    /// spreadsheet; other forms' sheets may be fine. `false` for no answer, a timeout, a 5xx,
+    /// no token or no credentials: Google is not usable from this instance (`/readyz`).
+    pub about_this_sheet: bool,
     /// The request may have been applied (a transport error or a 5xx): an append must be
     /// reconciled before it is tried again.
     pub outcome_unknown: bool,
@@ -209,7 +214,7 @@ impl SheetsApi {
                     .increment(1);
                 Err(ApiFailure {
                     reason: format!(
-                        "{method}: no answer within {} ms (SHEETS_REQUEST_TIMEOUT_MS)",
+                        "{method}: {TIMED_OUT} {} ms (SHEETS_REQUEST_TIMEOUT_MS)",
                         self.timeout.as_millis()
                     ),
                     outcome_unknown: true,
@@ -219,8 +224,19 @@ impl SheetsApi {
         }
     }
 
-    /// A spreadsheet's tabs.
+    /// A spreadsheet's tabs. Also sets `collect_sheets_spreadsheet_cells` (the cells of its
+    /// grids, against Google's 10 million a spreadsheet).
     pub async fn tabs(&self, spreadsheet: &str) -> Result<Vec<TabInfo>, ApiFailure> {
+        let mut attempt = 1;
+        loop {
+            match self.tabs_once(spreadsheet).await {
+                Err(failure) if attempt < READ_ATTEMPTS && read_again(&failure) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn tabs_once(&self, spreadsheet: &str) -> Result<Vec<TabInfo>, ApiFailure> {
         self.reads.acquire().await;
         let mut retry_after = RetryAfter::default();
         let seen = retry_after.seen();
@@ -232,37 +248,46 @@ impl SheetsApi {
                 .delegate(&mut retry_after)
                 .doit(),
         );
-        let (_, spreadsheet) = self.within("spreadsheets.get", call, &seen).await?;
-        Ok(spreadsheet
+        let (_, found) = self.within("spreadsheets.get", call, &seen).await?;
+        let tabs: Vec<TabInfo> = found
             .sheets
             .unwrap_or_default()
             .into_iter()
             .filter_map(|sheet| {
                 let properties = sheet.properties?;
+                let grid = properties.grid_properties.unwrap_or_default();
                 Some(TabInfo {
                     title: properties.title?,
                     sheet_id: properties.sheet_id.unwrap_or_default(),
-                    column_count: properties
-                        .grid_properties
-                        .and_then(|grid| grid.column_count)
-                        .unwrap_or(26),
+                    column_count: grid.column_count.unwrap_or(26),
+                    row_count: grid.row_count.unwrap_or(1000),
                 })
             })
-            .collect())
+            .collect();
+        let cells: f64 = tabs
+            .iter()
+            .map(|tab| f64::from(tab.row_count.max(0)) * f64::from(tab.column_count.max(0)))
+            .sum();
+        metrics::gauge!("collect_sheets_spreadsheet_cells", "spreadsheet_id" => spreadsheet.to_owned())
+            .set(cells);
+        Ok(tabs)
     }
 
-    /// Adds a tab with at least `columns` columns; returns it.
+    /// Adds a tab of `columns` × `rows` cells (not Google's default 1,000 × 26: the cells of
+    /// every tab count against the spreadsheet's 10 million); returns it.
     pub async fn add_tab(
         &self,
         spreadsheet: &str,
         tab: &str,
         columns: i32,
+        rows: i32,
     ) -> Result<TabInfo, ApiFailure> {
+        let (columns, rows) = (columns.max(1), rows.max(2));
         let properties = SheetProperties {
             title: Some(tab.to_owned()),
             grid_properties: Some(GridProperties {
-                column_count: Some(columns.max(26)),
-                row_count: Some(1000),
+                column_count: Some(columns),
+                row_count: Some(rows),
                 ..Default::default()
             }),
             ..Default::default()
@@ -285,29 +310,53 @@ impl SheetsApi {
             sheet_id: added.sheet_id.unwrap_or_default(),
             column_count: added
                 .grid_properties
+                .as_ref()
                 .and_then(|grid| grid.column_count)
-                .unwrap_or(columns.max(26)),
+                .unwrap_or(columns),
+            row_count: added
+                .grid_properties
+                .and_then(|grid| grid.row_count)
+                .unwrap_or(rows),
         })
     }
 
-    /// Widens a tab to `columns` columns: writing values past the grid is refused.
-    pub async fn set_column_count(
+    /// Adds `count` empty columns at the right of a tab (`appendDimension`): values past the
+    /// grid are refused. Only ever grows the grid, however stale what the caller knows of it.
+    pub async fn append_columns(
         &self,
         spreadsheet: &str,
         sheet_id: i32,
-        columns: i32,
+        count: i32,
     ) -> Result<(), ApiFailure> {
         let requests = vec![Request {
-            update_sheet_properties: Some(UpdateSheetPropertiesRequest {
-                properties: Some(SheetProperties {
+            append_dimension: Some(AppendDimensionRequest {
+                dimension: Some("COLUMNS".into()),
+                length: Some(count),
+                sheet_id: Some(sheet_id),
+            }),
+            ..Default::default()
+        }];
+        self.sheet_request(spreadsheet, requests).await.map(|_| ())
+    }
+
+    /// Inserts `count` empty rows before row index `start` (0 is row 1) of a tab
+    /// (`insertDimension`).
+    pub async fn insert_rows(
+        &self,
+        spreadsheet: &str,
+        sheet_id: i32,
+        start: i32,
+        count: i32,
+    ) -> Result<(), ApiFailure> {
+        let requests = vec![Request {
+            insert_dimension: Some(InsertDimensionRequest {
+                inherit_from_before: Some(false),
+                range: Some(DimensionRange {
+                    dimension: Some("ROWS".into()),
                     sheet_id: Some(sheet_id),
-                    grid_properties: Some(GridProperties {
-                        column_count: Some(columns),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
+                    start_index: Some(start),
+                    end_index: Some(start + count),
                 }),
-                fields: Some(FieldMask::new(&["gridProperties.columnCount"])),
             }),
             ..Default::default()
         }];
@@ -346,6 +395,20 @@ impl SheetsApi {
         spreadsheet: &str,
         range: &str,
     ) -> Result<Vec<Vec<Value>>, ApiFailure> {
+        let mut attempt = 1;
+        loop {
+            match self.read_once(spreadsheet, range).await {
+                Err(failure) if attempt < READ_ATTEMPTS && read_again(&failure) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_once(
+        &self,
+        spreadsheet: &str,
+        range: &str,
+    ) -> Result<Vec<Vec<Value>>, ApiFailure> {
         self.reads.acquire().await;
         let mut retry_after = RetryAfter::default();
         let seen = retry_after.seen();
@@ -362,7 +425,54 @@ impl SheetsApi {
         Ok(values.values.unwrap_or_default())
     }
 
-    /// Writes ranges (`RAW`: a value like `=IMPORTXML(...)` stays text) in one request.
+    /// Cells of several ranges in one request (`values.batchGet`), unformatted, in the order
+    /// asked.
+    pub async fn read_ranges(
+        &self,
+        spreadsheet: &str,
+        ranges: &[String],
+    ) -> Result<Vec<Vec<Vec<Value>>>, ApiFailure> {
+        let mut attempt = 1;
+        loop {
+            match self.read_ranges_once(spreadsheet, ranges).await {
+                Err(failure) if attempt < READ_ATTEMPTS && read_again(&failure) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_ranges_once(
+        &self,
+        spreadsheet: &str,
+        ranges: &[String],
+    ) -> Result<Vec<Vec<Vec<Value>>>, ApiFailure> {
+        self.reads.acquire().await;
+        let mut retry_after = RetryAfter::default();
+        let seen = retry_after.seen();
+        let mut call = self
+            .hub
+            .spreadsheets()
+            .values_batch_get(spreadsheet)
+            .value_render_option("UNFORMATTED_VALUE")
+            .major_dimension("ROWS")
+            .add_scope(Scope::Spreadsheet);
+        for range in ranges {
+            call = call.add_ranges(range);
+        }
+        let call = Box::pin(call.delegate(&mut retry_after).doit());
+        let (_, values) = self.within("values.batchGet", call, &seen).await?;
+        let mut found: Vec<Vec<Vec<Value>>> = values
+            .value_ranges
+            .unwrap_or_default()
+            .into_iter()
+            .map(|range| range.values.unwrap_or_default())
+            .collect();
+        found.resize_with(ranges.len(), Vec::new);
+        Ok(found)
+    }
+
+    /// Writes ranges (`RAW`: a value like `=IMPORTXML(...)` stays text) in one request. A
+    /// `null` cell is skipped (keeps what the sheet has), as the API documents.
     pub async fn write_ranges(
         &self,
         spreadsheet: &str,
@@ -436,6 +546,21 @@ impl SheetsApi {
     }
 }
 
+/// How often a read is tried: reads change nothing, so one that failed for a moment (a 5xx, a
+/// dropped connection) is tried again at once (within the read budget) rather than backing
+/// the tab off; each batch makes one, and under a flaky API the backoff would otherwise
+/// compound.
+const READ_ATTEMPTS: u32 = 3;
+
+/// How a call past its deadline is reported.
+const TIMED_OUT: &str = "no answer within";
+
+/// Whether a failed read is tried again at once: not a refusal (Google answered), nor a
+/// timeout (it already waited its deadline).
+fn read_again(failure: &ApiFailure) -> bool {
+    failure.outcome_unknown && !failure.reason.contains(TIMED_OUT)
+}
+
 /// Counts the call and sorts its error.
 fn settle<T>(
     method: &'static str,
@@ -482,6 +607,8 @@ fn settle<T>(
         refuses_content: refuses_content(status, message),
         retry_after,
         outcome_unknown,
+        about_this_sheet: matches!(status, Some(400..=499))
+            && !matches!(error, Error::MissingToken(_)),
     })
 }
 

@@ -5,6 +5,7 @@
 mod consumer;
 mod google;
 mod sheet_row;
+mod status;
 mod writer;
 
 use std::net::SocketAddr;
@@ -175,12 +176,20 @@ impl Application {
         // heartbeats; twice the deadline leaves room for both.
         let stalled_after = not_ready_after + 2 * request_timeout;
         let writing = tokio::spawn(writer.run());
+        let reporting = tokio::spawn(status::report(
+            self.store.clone(),
+            blocked.clone(),
+            format!("sheets-sync-{}", uuid::Uuid::new_v4()),
+            shutdown.clone(),
+        ));
 
         let sheets_check: collect_shared::telemetry::Check = Arc::new(move || {
             let mut stuck: Vec<String> = match blocked.lock() {
+                // Only Google out of reach makes the instance unready: a form whose sheet is
+                // not shared, gone or full is reported per form (`GET /v1/forms/{id}/sheet`).
                 Ok(blocked) => blocked
                     .iter()
-                    .filter(|(_, b)| b.since.elapsed() >= not_ready_after)
+                    .filter(|(_, b)| !b.about_this_sheet && b.since.elapsed() >= not_ready_after)
                     .map(|(target, b)| {
                         format!(
                             "{}/{}: {} (for {} s)",
@@ -218,6 +227,7 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(8), async {
             let _ = consuming.await;
             let _ = writing.await;
+            let _ = reporting.await;
         })
         .await;
         broker.close().await;

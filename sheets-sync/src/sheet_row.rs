@@ -73,7 +73,10 @@ pub fn merged_header(existing: &[String], wanted: &[String]) -> Vec<String> {
     header
 }
 
-/// The response's cells under `header`, each within Google's cell limit.
+/// The response's cells under `header`, each within Google's cell limit. Only the form's own
+/// columns get a value: any other column (one a person added, such as "reviewer notes", or
+/// one of a question since removed from the form) gets `null`, and the writer leaves those
+/// cells out of what it writes, so what the sheet holds there stays.
 pub fn row(form: &Form, header: &[String], response: &StoredResponse) -> Vec<Value> {
     let sources: std::collections::HashMap<String, Source> = columns(form).into_iter().collect();
     header
@@ -89,8 +92,9 @@ fn cell(source: Option<&Source>, column: &str, response: &StoredResponse) -> Val
         Some(Source::Fixed("status")) => Value::String(response.status.as_str().into()),
         Some(Source::Fixed(_)) => Value::String(flags_text(response)),
         Some(Source::Question(id)) => scalar(response.answers.get(id)),
-        // A metadata field, or a column the form no longer has (a removed question: empty).
-        Some(Source::Metadata(_)) | None => metadata(column, response),
+        Some(Source::Metadata(_)) => metadata(column, response),
+        // Not the form's: a person's column, or a removed question's. Left as it is.
+        None => Value::Null,
     }
 }
 
@@ -203,6 +207,50 @@ mod tests {
         );
         let unique: std::collections::HashSet<_> = columns.iter().collect();
         assert_eq!(unique.len(), columns.len());
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn columns_not_the_forms_are_skipped() {
+        let form = household_finance();
+        let mut header = wanted_columns(&form);
+        header.insert(2, "reviewer notes".into());
+        let response: StoredResponse = serde_json::from_value(serde_json::json!({
+            "response_id": "r-1", "form_id": "household-finance", "revision": 2,
+            "form_version": 1, "status": "valid", "flags": [],
+            "collector": {"user_id": "u-1"}, "answers": {}, "metadata": {},
+            "stored_at": "2026-12-01T00:00:00Z"
+        }))
+        .unwrap();
+        let cells = row(&form, &header, &response);
+        assert_eq!(cells[0], Value::String("r-1".into()));
+        assert_eq!(cells[1], Value::from(2));
+        assert_eq!(cells[2], Value::Null);
+        assert_eq!(cells[3], Value::String("valid".into()));
+    }
+
+    #[test]
+    fn a_persons_column_stays_where_it_is_and_new_questions_go_on_the_right() {
+        let existing = [
+            "response_id",
+            "revision",
+            "reviewer notes",
+            "status",
+            "checked by",
+        ]
+        .map(String::from);
+        let wanted = ["response_id", "revision", "status", "Spend"].map(String::from);
+        assert_eq!(
+            merged_header(&existing, &wanted),
+            [
+                "response_id",
+                "revision",
+                "reviewer notes",
+                "status",
+                "checked by",
+                "Spend"
+            ]
+        );
     }
 
     #[test]

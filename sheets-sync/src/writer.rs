@@ -8,6 +8,16 @@
 //! writer reads the tab's `response_id` column and records every row it finds, so a response
 //! already in the sheet is updated in place, never appended twice.
 //!
+//! People work in the sheet: they sort it, filter it, insert and delete rows and columns, clear
+//! rows, delete or rename the tab. So a row number in `sheet_rows` is only where a response was
+//! written. Before updating, each batch reads (one `values.batchGet`) row 1 and the
+//! `response_id` cells of the rows it would update; when a row no longer holds its response,
+//! the tab is reconciled (its `response_id` column read, `sheet_rows` made to say what the
+//! sheet holds) and the rows are updated where they are now; a row that holds another
+//! response is never written. Only the form's own columns are written (other cells are sent
+//! as `null`, which the API skips), so a person's columns keep their values. A tab deleted,
+//! renamed or emptied is created again, with its header, and refilled from PostgreSQL.
+//!
 //! A request is capped by rows (`batch_rows`) and by bytes (`batch_max_bytes`). A request the
 //! API refuses for its content (a 400 not about the tab) is split in halves until the refused
 //! rows are alone; those are *parked* (taken off the outbox with the reason) and the others
@@ -48,10 +58,20 @@ struct TabState {
     header: Vec<String>,
     sheet_id: i32,
     column_count: i32,
+    row_count: i32,
     response_id_column: usize,
     /// Every row in the sheet is known to `sheet_rows`.
     clean: bool,
+    /// When `spreadsheets.get` last showed the tab (it may have been deleted or renamed).
+    checked_at: Instant,
 }
+
+/// How often a tab being written is looked up again (`spreadsheets.get`, one read): a tab a
+/// person deleted or renamed is recreated, and `collect_sheets_spreadsheet_cells` stays fresh.
+const TAB_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Empty rows a new tab gets below its header (appends insert their own rows).
+const NEW_TAB_SPARE_ROWS: i32 = 20;
 
 /// Why a tab is not being written, since when.
 #[derive(Debug)]
@@ -59,6 +79,9 @@ pub struct Blocked {
     pub form_id: FormId,
     pub reason: String,
     pub since: Instant,
+    /// The last failure was about this form's sheet (see [`ApiFailure::about_this_sheet`]):
+    /// it is reported per form, and does not make the instance unready.
+    pub about_this_sheet: bool,
     failures: u32,
     retry_at: Instant,
     delays: backon::ExponentialBackoff,
@@ -223,6 +246,7 @@ impl Writer {
                         form.id
                     ),
                     retry_after: Some(Duration::from_secs(30)),
+                    about_this_sheet: true,
                     ..ApiFailure::default()
                 },
             );
@@ -368,12 +392,14 @@ impl Writer {
             form_id: form_id.clone(),
             reason: String::new(),
             since: now,
+            about_this_sheet: false,
             failures: 0,
             retry_at: now,
             delays: delays(),
         });
         entry.failures += 1;
         entry.reason = failure.reason.clone();
+        entry.about_this_sheet = failure.about_this_sheet;
         let next = entry.delays.next().unwrap_or(Duration::from_secs(60));
         let delay = backoff(failure.retry_after, next);
         entry.retry_at = now.checked_add(delay).unwrap_or(now + MAX_BACKOFF);
@@ -394,45 +420,186 @@ impl Writer {
         form: &Form,
         rows: Vec<PendingRow>,
     ) -> Result<Written, BatchError> {
-        if !self.tabs.contains_key(target) {
-            let state = prepare_tab(api, target, form).await?;
-            self.tabs.insert(target.clone(), state);
-        }
-        let wanted = sheet_row::wanted_columns(form);
-        let Some(tab) = self.tabs.get_mut(target) else {
-            return Ok(Written {
-                rows: 0,
-                left: false,
-            });
+        // The state leaves the map while the batch runs, and goes back unless the failure may
+        // be about the tab itself (then the next batch reads the tab again).
+        let cached = match self.tabs.remove(target) {
+            Some(mut tab) if tab.checked_at.elapsed() >= TAB_CHECK_INTERVAL => {
+                match refresh_tab(api, target, &mut tab).await {
+                    Ok(true) => Some(tab),
+                    Ok(false) => None, // deleted or renamed since: prepared (recreated) below
+                    Err(failure) => {
+                        self.tabs.insert(target.clone(), tab);
+                        return Err(failure);
+                    }
+                }
+            }
+            other => other,
         };
-        // A question added since: widen the header first.
-        let header = sheet_row::merged_header(&tab.header, &wanted);
-        if header != tab.header {
-            widen(api, target, tab, header.len()).await?;
-            api.write_ranges(
-                &target.spreadsheet_id,
-                vec![(a1(&target.tab, "A1"), vec![header_cells(&header)])],
-            )
-            .await?;
-            tab.header = header;
+        let mut tab = match cached {
+            Some(tab) => tab,
+            None => {
+                let (tab, state) = prepare_tab(api, &self.store, target, form).await?;
+                if state == HeaderState::Rebuilt {
+                    self.tabs.insert(target.clone(), tab);
+                    return Ok(Written {
+                        rows: 0,
+                        left: true,
+                    });
+                }
+                tab
+            }
+        };
+        let written = self.write_rows(api, target, form, &mut tab, rows).await;
+        match &written {
+            Ok(_) => {
+                self.tabs.insert(target.clone(), tab);
+            }
+            // Google failed or did not answer: the tab is as it was, but an append may have
+            // landed (reconciled before the next).
+            Err(BatchError::Api(failure))
+                if failure.outcome_unknown
+                    || (!about_the_grid(failure) && !failure.about_this_sheet) =>
+            {
+                if failure.outcome_unknown {
+                    tab.clean = false;
+                }
+                self.tabs.insert(target.clone(), tab);
+            }
+            // The tab or its header may be what is wrong (or the database failed after an
+            // append): read them again next time.
+            Err(_) => {}
         }
-        if !tab.clean {
-            reconcile(api, &self.store, &form.id, target, tab).await?;
-            tab.clean = true;
-        }
-        let header = tab.header.clone();
+        written
+    }
 
+    /// Writes a batch to a prepared tab: verifies (and if need be finds again) the rows it
+    /// updates, then updates them, then appends the new ones.
+    async fn write_rows(
+        &mut self,
+        api: &SheetsApi,
+        target: &Target,
+        form: &Form,
+        tab: &mut TabState,
+        rows: Vec<PendingRow>,
+    ) -> Result<Written, BatchError> {
         let ids: Vec<String> = rows
             .iter()
             .map(|row| row.response.response_id.to_string())
             .collect();
-        let known: HashMap<String, (i32, i64)> = self
-            .store
-            .sheet_rows(&target.spreadsheet_id, &target.tab, &ids)
+        let mut known = self.known_rows(target, &ids).await?;
+
+        // One read per batch: the header row, and the response_id cells of the rows this
+        // batch would update. Someone may have sorted, inserted, deleted or cleared rows, moved
+        // or inserted columns, or cleared the tab since the last batch.
+        let mut verified = false;
+        for _ in 0..3 {
+            let candidates: Vec<i32> = rows
+                .iter()
+                .filter_map(|pending| {
+                    let (row, written) = known.get(pending.response.response_id.as_str())?;
+                    let stale = *written != pending.response.revision.0 as i64 || pending.force;
+                    stale.then_some(*row)
+                })
+                .collect();
+            let ranges = id_ranges(&candidates, tab.row_count);
+            let mut asked = vec![a1(&target.tab, "1:1")];
+            asked.extend(ranges.iter().map(|(first, last)| {
+                let column = column_letters(tab.response_id_column);
+                a1(&target.tab, &format!("{column}{first}:{column}{last}"))
+            }));
+            let read = match api.read_ranges(&target.spreadsheet_id, &asked).await {
+                Ok(read) => read,
+                Err(failure) if about_the_grid(&failure) => {
+                    // Rows or the tab itself deleted since: look at the tab again.
+                    if !refresh_tab(api, target, tab).await? {
+                        let (fresh, state) = prepare_tab(api, &self.store, target, form).await?;
+                        *tab = fresh;
+                        if state == HeaderState::Rebuilt {
+                            return Ok(Written {
+                                rows: 0,
+                                left: true,
+                            });
+                        }
+                        known = self.known_rows(target, &ids).await?;
+                    }
+                    continue;
+                }
+                Err(failure) => return Err(failure.into()),
+            };
+            let mut read = read.into_iter();
+            let first_row = read.next().unwrap_or_default().into_iter().next();
+            match check_header(
+                api,
+                &self.store,
+                target,
+                form,
+                tab,
+                first_row.unwrap_or_default(),
+            )
             .await?
-            .into_iter()
-            .map(|(id, row, revision)| (id, (row, revision)))
-            .collect();
+            {
+                HeaderState::Rebuilt => {
+                    return Ok(Written {
+                        rows: 0,
+                        left: true,
+                    });
+                }
+                HeaderState::Moved => continue, // the ids were read in the wrong column
+                HeaderState::Restored => {
+                    verified = true;
+                    break; // unclean: reconciled below
+                }
+                HeaderState::Same => {}
+            }
+            let mut holds: HashMap<i32, String> = HashMap::new();
+            for ((first, _), cells) in ranges.iter().zip(read) {
+                for (offset, cells) in cells.iter().enumerate() {
+                    if let Some(id) = cells.first().and_then(id_text) {
+                        holds.insert(first + offset as i32, id);
+                    }
+                }
+            }
+            let moved = rows.iter().any(|pending| {
+                let id = pending.response.response_id.as_str();
+                known.get(id).is_some_and(|(row, written)| {
+                    let stale = *written != pending.response.revision.0 as i64 || pending.force;
+                    stale && holds.get(row).map(String::as_str) != Some(id)
+                })
+            });
+            if moved {
+                info!(
+                    spreadsheet = %target.spreadsheet_id,
+                    tab = %target.tab,
+                    "rows are not where they were written (sorted, inserted, deleted or cleared in the sheet); finding them by response_id"
+                );
+                tab.clean = false;
+            }
+            verified = true;
+            break;
+        }
+        if !verified {
+            return Err(BatchError::Api(ApiFailure {
+                reason: format!(
+                    "the tab {} keeps changing under the writer (columns moved); trying again",
+                    target.tab
+                ),
+                ..ApiFailure::default()
+            }));
+        }
+        if !tab.clean {
+            if reconcile(api, &self.store, &form.id, target, tab).await? == Reconciled::Emptied {
+                rebuild(&self.store, form, target).await?;
+                tab.clean = true;
+                return Ok(Written {
+                    rows: 0,
+                    left: true,
+                });
+            }
+            tab.clean = true;
+            known = self.known_rows(target, &ids).await?;
+        }
+        let header = tab.header.clone();
+
         let mut updates = Vec::new();
         let mut appends = Vec::new();
         let mut progress = Progress::default();
@@ -466,8 +633,9 @@ impl Writer {
                 }
                 Some((row, _)) => {
                     let item = Item { row: *row, ..item };
-                    // The range and its wrapper travel with each update.
-                    let bytes = item.bytes + target.tab.len() + 64;
+                    // The ranges and their wrappers travel with each update.
+                    let bytes =
+                        item.bytes + (target.tab.len() + 64) * owned_runs(&item.cells).len();
                     if fits(update_bytes, &item) {
                         update_bytes += bytes;
                         updates.push(item);
@@ -489,16 +657,23 @@ impl Writer {
         // Updates, then appends; a request refused for its content is split until the refused
         // rows are alone. What was written is recorded even when a later request fails.
         let mut failure = None;
+        let mut inserted: Vec<(i32, i32)> = Vec::new();
         if !updates.is_empty() {
             let mut groups = VecDeque::from([updates]);
             while let Some(group) = groups.pop_front() {
+                // Only the form's columns: one range per run of them (a person's column between
+                // two of Collect's splits the row). The client drops `null`s from the body, so
+                // skipping a cell means leaving it out of every range.
                 let data = group
                     .iter()
-                    .map(|item| {
-                        (
-                            a1(&target.tab, &format!("A{}", item.row)),
-                            vec![item.cells.clone()],
-                        )
+                    .flat_map(|item| {
+                        owned_runs(&item.cells).into_iter().map(|(start, cells)| {
+                            let column = column_letters(start);
+                            (
+                                a1(&target.tab, &format!("{column}{}", item.row)),
+                                vec![cells],
+                            )
+                        })
                     })
                     .collect();
                 match api.write_ranges(&target.spreadsheet_id, data).await {
@@ -521,7 +696,21 @@ impl Writer {
         if failure.is_none() && !appends.is_empty() {
             let mut groups = VecDeque::from([appends]);
             while let Some(group) = groups.pop_front() {
-                let values = group.iter().map(|item| item.cells.clone()).collect();
+                // A new row: a person's columns in it are empty (`""`, not `null`, which the
+                // client drops from the body, moving the cells after it).
+                let values = group
+                    .iter()
+                    .map(|item| {
+                        item.cells
+                            .iter()
+                            .map(|cell| match cell {
+                                Value::Null => Value::String(String::new()),
+                                other => other.clone(),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let count = group.len() as i32;
                 match api
                     .append(&target.spreadsheet_id, &a1(&target.tab, "A1"), values)
                     .await
@@ -529,11 +718,24 @@ impl Writer {
                     Ok(first) => {
                         metrics::counter!("collect_sheets_rows_written_total", "kind" => "append")
                             .increment(group.len() as u64);
+                        // INSERT_ROWS: rows at or below the first moved down (an append into a
+                        // gap a person left in the table).
+                        let first = first as i32;
+                        for (_, row, _) in &mut progress.written {
+                            if *row >= first {
+                                *row += count;
+                            }
+                        }
+                        inserted.push((first, count));
+                        tab.row_count += count;
                         for (i, item) in group.into_iter().enumerate() {
-                            progress.wrote(first as i32 + i as i32, item);
+                            progress.wrote(first + i as i32, item);
                         }
                     }
                     Err(refusal) => {
+                        if refusal.outcome_unknown {
+                            tab.clean = false;
+                        }
                         if let Err(other) = split(&mut groups, &mut progress, group, refusal) {
                             failure = Some(other);
                             break;
@@ -544,7 +746,7 @@ impl Writer {
         }
 
         let count = progress.written.len();
-        if !progress.written.is_empty() || !progress.done.is_empty() {
+        if !progress.written.is_empty() || !progress.done.is_empty() || !inserted.is_empty() {
             self.store
                 .record_written(
                     &form.id,
@@ -552,6 +754,7 @@ impl Writer {
                     &target.tab,
                     &progress.written,
                     &progress.done,
+                    &inserted,
                 )
                 .await?;
         }
@@ -586,6 +789,21 @@ impl Writer {
             info!(form = %form.id, spreadsheet = %target.spreadsheet_id, tab = %target.tab, rows = exported, "export: rewrote a batch");
         }
         Ok(Written { rows: count, left })
+    }
+
+    /// Where `sheet_rows` says these responses are: `response_id → (row, revision)`.
+    async fn known_rows(
+        &self,
+        target: &Target,
+        ids: &[String],
+    ) -> Result<HashMap<String, (i32, i64)>, sqlx::Error> {
+        Ok(self
+            .store
+            .sheet_rows(&target.spreadsheet_id, &target.tab, ids)
+            .await?
+            .into_iter()
+            .map(|(id, row, revision)| (id, (row, revision)))
+            .collect())
     }
 }
 
@@ -685,63 +903,295 @@ fn header_cells(header: &[String]) -> Vec<Value> {
         .collect()
 }
 
-/// Makes sure the tab exists and reads its header (row 1). An unknown tab starts unclean only
-/// if it already had rows.
-async fn prepare_tab(
-    api: &SheetsApi,
-    target: &Target,
-    form: &Form,
-) -> Result<TabState, BatchError> {
-    let wanted = sheet_row::wanted_columns(form);
-    let tabs = api.tabs(&target.spreadsheet_id).await?;
-    let info = match tabs.into_iter().find(|tab| tab.title == target.tab) {
-        Some(info) => info,
-        None => {
-            let info = api
-                .add_tab(&target.spreadsheet_id, &target.tab, wanted.len() as i32)
-                .await?;
-            info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "created the tab");
-            info
+/// What reading a tab's header found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderState {
+    /// The header is there, its `response_id` column where it was.
+    Same,
+    /// A person moved or inserted columns: `response_id` is in another column now.
+    Moved,
+    /// Row 1 was not the header (cleared, or the header row deleted) while the tab still holds
+    /// responses: the header is back in row 1 and the tab is unclean (reconciled next).
+    Restored,
+    /// The tab had lost every row Collect wrote (deleted, renamed, emptied): it has its header
+    /// again, `sheet_rows` of it are forgotten, and every stored response of the form is
+    /// queued for it (an export).
+    Rebuilt,
+}
+
+/// The runs of the form's own cells in a row (`null` marks another column: a person's):
+/// `(first column index, cells)`.
+fn owned_runs(cells: &[Value]) -> Vec<(usize, Vec<Value>)> {
+    let mut runs: Vec<(usize, Vec<Value>)> = Vec::new();
+    let mut open = false;
+    for (index, cell) in cells.iter().enumerate() {
+        if cell.is_null() {
+            open = false;
+            continue;
         }
-    };
-    let first_row = api
-        .read(&target.spreadsheet_id, &a1(&target.tab, "1:1"))
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    let existing: Vec<String> = first_row
+        match runs.last_mut() {
+            Some((_, run)) if open => run.push(cell.clone()),
+            _ => runs.push((index, vec![cell.clone()])),
+        }
+        open = true;
+    }
+    runs
+}
+
+/// Whether a refusal says the tab or its grid is not what the writer thinks.
+fn about_the_grid(failure: &ApiFailure) -> bool {
+    !failure.outcome_unknown
+        && [
+            "exceeds grid limits",
+            "Unable to parse range",
+            "No grid with id",
+        ]
+        .iter()
+        .any(|m| failure.reason.contains(m))
+}
+
+/// A `response_id` cell as text (`None` when empty).
+fn id_text(cell: &Value) -> Option<String> {
+    match cell {
+        Value::String(id) if !id.is_empty() => Some(id.clone()),
+        Value::Number(id) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+/// Row 1's cells as header names.
+fn header_names(cells: &[Value]) -> Vec<String> {
+    let mut names: Vec<String> = cells
         .iter()
         .map(|cell| match cell {
             Value::String(text) => text.clone(),
+            Value::Null => String::new(),
             other => other.to_string(),
         })
         .collect();
-    let header = sheet_row::merged_header(&existing, &wanted);
+    while names.last().is_some_and(String::is_empty) {
+        names.pop();
+    }
+    names
+}
+
+/// The runs of rows to read to check `rows` (1-based) in one request: rows close together
+/// share a range (a few cells more are cheaper than a longer URL), and there are never many
+/// ranges. Rows past the grid are left out (they cannot hold anything: a mismatch).
+fn id_ranges(rows: &[i32], row_count: i32) -> Vec<(i32, i32)> {
+    const GAP: i32 = 20;
+    const MAX_RANGES: usize = 40;
+    let mut rows: Vec<i32> = rows
+        .iter()
+        .copied()
+        .filter(|row| *row >= 2 && *row <= row_count)
+        .collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let mut ranges: Vec<(i32, i32)> = Vec::new();
+    for row in rows {
+        match ranges.last_mut() {
+            Some((_, last)) if row - *last <= GAP => *last = row,
+            _ => ranges.push((row, row)),
+        }
+    }
+    if ranges.len() > MAX_RANGES {
+        let first = ranges.first().map_or(2, |r| r.0);
+        let last = ranges.last().map_or(2, |r| r.1);
+        ranges = vec![(first, last)];
+    }
+    ranges
+}
+
+/// Makes sure the tab exists and reads its header (row 1). A tab Collect creates is only as
+/// large as it needs (the header's columns, a few rows; appends insert their rows), not
+/// Google's 1,000 × 26: every tab's cells count against the spreadsheet's 10 million. A tab
+/// that is gone while `sheet_rows` says rows were written to it (a person deleted or renamed
+/// it) is created again and refilled from PostgreSQL ([`HeaderState::Rebuilt`]).
+async fn prepare_tab(
+    api: &SheetsApi,
+    store: &Store,
+    target: &Target,
+    form: &Form,
+) -> Result<(TabState, HeaderState), BatchError> {
+    let wanted = sheet_row::wanted_columns(form);
+    let tabs = api.tabs(&target.spreadsheet_id).await?;
+    let (info, created) = match tabs.into_iter().find(|tab| tab.title == target.tab) {
+        Some(info) => (info, false),
+        None => {
+            let info = api
+                .add_tab(
+                    &target.spreadsheet_id,
+                    &target.tab,
+                    wanted.len() as i32,
+                    1 + NEW_TAB_SPARE_ROWS,
+                )
+                .await?;
+            info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "created the tab");
+            (info, true)
+        }
+    };
     let mut state = TabState {
-        header: existing.clone(),
+        header: Vec::new(),
         sheet_id: info.sheet_id,
         column_count: info.column_count,
+        row_count: info.row_count,
         response_id_column: 0,
-        clean: false,
+        clean: created,
+        checked_at: Instant::now(),
     };
-    if header != existing {
-        widen(api, target, &mut state, header.len()).await?;
-        api.write_ranges(
-            &target.spreadsheet_id,
-            vec![(a1(&target.tab, "A1"), vec![header_cells(&header)])],
-        )
-        .await?;
+    let first_row = if created {
+        Vec::new()
+    } else {
+        api.read(&target.spreadsheet_id, &a1(&target.tab, "1:1"))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    };
+    let header = check_header(api, store, target, form, &mut state, first_row).await?;
+    Ok((state, header))
+}
+
+/// Looks the tab up again (`spreadsheets.get`): its grid, and whether it still exists.
+async fn refresh_tab(
+    api: &SheetsApi,
+    target: &Target,
+    tab: &mut TabState,
+) -> Result<bool, BatchError> {
+    let tabs = api.tabs(&target.spreadsheet_id).await?;
+    let Some(info) = tabs.into_iter().find(|info| info.title == target.tab) else {
+        return Ok(false);
+    };
+    tab.sheet_id = info.sheet_id;
+    tab.column_count = info.column_count;
+    tab.row_count = info.row_count;
+    tab.checked_at = Instant::now();
+    Ok(true)
+}
+
+/// Checks row 1 (`first_row`, as read) against what the writer knows, and puts things right:
+/// columns a person inserted or moved are taken as they are now (Collect's columns are found by
+/// their names); questions the sheet lacks are added on the right (only those cells are
+/// written, so a person's header cells stay); a missing header row is written back; a tab that
+/// lost every row Collect wrote is refilled.
+async fn check_header(
+    api: &SheetsApi,
+    store: &Store,
+    target: &Target,
+    form: &Form,
+    tab: &mut TabState,
+    first_row: Vec<Value>,
+) -> Result<HeaderState, BatchError> {
+    let wanted = sheet_row::wanted_columns(form);
+    let existing = header_names(&first_row);
+    if let Some(position) = existing.iter().position(|name| name == "response_id") {
+        let moved = position != tab.response_id_column && !tab.header.is_empty();
+        tab.response_id_column = position;
+        let header = sheet_row::merged_header(&existing, &wanted);
+        if header.len() > existing.len() {
+            widen(api, target, tab, header.len()).await?;
+            let start = column_letters(existing.len());
+            api.write_ranges(
+                &target.spreadsheet_id,
+                vec![(
+                    a1(&target.tab, &format!("{start}1")),
+                    vec![header_cells(&header[existing.len()..])],
+                )],
+            )
+            .await?;
+        }
+        tab.header = header;
+        return Ok(if moved {
+            HeaderState::Moved
+        } else {
+            HeaderState::Same
+        });
     }
-    state.response_id_column = header
+
+    // No header in row 1. Does the tab still hold responses?
+    let column = if tab.header.iter().any(|name| name == "response_id") {
+        tab.response_id_column
+    } else {
+        0
+    };
+    let letters = column_letters(column);
+    let ids = if tab.row_count > 0 {
+        api.read(
+            &target.spreadsheet_id,
+            &a1(&target.tab, &format!("{letters}:{letters}")),
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    let holds_rows = ids
+        .iter()
+        .filter_map(|row| row.first().and_then(id_text))
+        .any(|id| id != "response_id");
+    let recorded = store
+        .sheet_row_count(&target.spreadsheet_id, &target.tab)
+        .await?;
+    let header = if holds_rows && tab.header.iter().any(|name| name == "response_id") {
+        tab.header.clone()
+    } else {
+        wanted
+    };
+    if !existing.is_empty() {
+        // Row 1 holds something else (the header row was deleted, or a person's title): the
+        // header goes above it.
+        api.insert_rows(&target.spreadsheet_id, tab.sheet_id, 0, 1)
+            .await?;
+        tab.row_count += 1;
+    }
+    widen(api, target, tab, header.len()).await?;
+    api.write_ranges(
+        &target.spreadsheet_id,
+        vec![(a1(&target.tab, "A1"), vec![header_cells(&header)])],
+    )
+    .await?;
+    tab.response_id_column = header
         .iter()
         .position(|name| name == "response_id")
         .unwrap_or(0);
-    state.header = header;
-    Ok(state)
+    tab.header = header;
+    if holds_rows {
+        warn!(
+            spreadsheet = %target.spreadsheet_id,
+            tab = %target.tab,
+            "row 1 was not the header; wrote the header back and finding the rows by response_id"
+        );
+        tab.clean = false;
+        return Ok(HeaderState::Restored);
+    }
+    tab.clean = true;
+    if recorded > 0 {
+        rebuild(store, form, target).await?;
+        return Ok(HeaderState::Rebuilt);
+    }
+    Ok(HeaderState::Restored)
 }
 
-/// Makes room for `columns` columns: Sheets refuses values past the grid.
+/// The tab lost every row Collect wrote (deleted, renamed, emptied): forgets where they were
+/// and queues every stored response of the form for it, as an export does.
+async fn rebuild(store: &Store, form: &Form, target: &Target) -> Result<(), BatchError> {
+    let forgotten = store
+        .forget_tab(&target.spreadsheet_id, &target.tab)
+        .await?;
+    let queued = store.enqueue_form_export(&form.id).await?;
+    warn!(
+        spreadsheet = %target.spreadsheet_id,
+        tab = %target.tab,
+        forgotten,
+        queued,
+        "the tab lost every row written to it (deleted, renamed or emptied in the sheet); refilling it from PostgreSQL"
+    );
+    Ok(())
+}
+
+/// Makes room for `columns` columns: Sheets refuses values past the grid. The grid is looked
+/// up first (a person may have added columns since) and only ever grown (`appendDimension`),
+/// so a person's columns are never cut off.
 async fn widen(
     api: &SheetsApi,
     target: &Target,
@@ -750,23 +1200,43 @@ async fn widen(
 ) -> Result<(), BatchError> {
     let columns = columns as i32;
     if columns > tab.column_count {
-        api.set_column_count(&target.spreadsheet_id, tab.sheet_id, columns)
-            .await?;
+        refresh_tab(api, target, tab).await?;
+    }
+    if columns > tab.column_count {
+        api.append_columns(
+            &target.spreadsheet_id,
+            tab.sheet_id,
+            columns - tab.column_count,
+        )
+        .await?;
         tab.column_count = columns;
     }
     Ok(())
 }
 
-/// Reads the tab's `response_id` column and records every response found there, so it is
-/// updated in place and never appended again. Its revision is recorded as unknown (-1), so the
-/// next batch rewrites the row with the latest one.
+/// What reading the `response_id` column found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconciled {
+    /// `sheet_rows` now says where each response is.
+    Synced,
+    /// No response left in the tab, while `sheet_rows` says rows were written to it.
+    Emptied,
+}
+
+/// Reads the tab's `response_id` column and makes `sheet_rows` say what it holds: a response
+/// found is recorded at its row (a row a person moved by sorting, inserting or deleting rows;
+/// a row written but not recorded, after an append whose reply was lost: its revision is then
+/// unknown, -1, so the next batch rewrites it), a response recorded but not found is forgotten
+/// (its row was deleted or cleared: a new revision or an export appends it again). A response
+/// whose id is in several rows (a person copied a row) is taken to be the topmost; the copies
+/// are left alone.
 async fn reconcile(
     api: &SheetsApi,
     store: &Store,
     form_id: &FormId,
     target: &Target,
     tab: &TabState,
-) -> Result<(), BatchError> {
+) -> Result<Reconciled, BatchError> {
     let column = column_letters(tab.response_id_column);
     let cells = api
         .read(
@@ -774,51 +1244,66 @@ async fn reconcile(
             &a1(&target.tab, &format!("{column}:{column}")),
         )
         .await?;
-    let found: Vec<String> = cells
-        .iter()
-        .skip(1)
-        .filter_map(|row| match row.first() {
-            Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
-            Some(Value::Number(id)) => Some(id.to_string()),
-            _ => None,
-        })
-        .collect();
-    let known: HashSet<String> = store
-        .sheet_rows(&target.spreadsheet_id, &target.tab, &found)
-        .await?
-        .into_iter()
-        .map(|(id, _, _)| id)
-        .collect();
-    let mut recovered = Vec::new();
+    let mut found = Vec::new();
     let mut seen = HashSet::new();
+    let mut copies = 0;
     for (index, row) in cells.iter().enumerate().skip(1) {
-        let id = match row.first() {
-            Some(Value::String(id)) if !id.is_empty() => id.clone(),
-            Some(Value::Number(id)) => id.to_string(),
-            _ => continue,
+        let Some(id) = row.first().and_then(id_text) else {
+            continue;
         };
-        if !known.contains(&id) && seen.insert(id.clone()) {
-            recovered.push((id, index as i32 + 1, -1));
+        if seen.insert(id.clone()) {
+            found.push((id, index as i32 + 1));
+        } else {
+            copies += 1;
         }
     }
-    if !recovered.is_empty() {
+    if found.is_empty()
+        && store
+            .sheet_row_count(&target.spreadsheet_id, &target.tab)
+            .await?
+            > 0
+    {
+        // Refilling writes every response again: make sure the column read was the id column
+        // (a person may have moved it since the header was read).
+        let header = api
+            .read(&target.spreadsheet_id, &a1(&target.tab, "1:1"))
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        let position = header_names(&header)
+            .iter()
+            .position(|name| name == "response_id");
+        if position.is_some_and(|position| position != tab.response_id_column) {
+            return Err(BatchError::Api(ApiFailure {
+                reason: format!(
+                    "the response_id column of {} moved while it was read; reading it again",
+                    target.tab
+                ),
+                ..ApiFailure::default()
+            }));
+        }
+        return Ok(Reconciled::Emptied);
+    }
+    let forgotten = store
+        .resync_sheet_rows(form_id, &target.spreadsheet_id, &target.tab, &found)
+        .await?;
+    if forgotten > 0 || copies > 0 {
         warn!(
             spreadsheet = %target.spreadsheet_id,
             tab = %target.tab,
-            rows = recovered.len(),
-            "found rows written but not recorded (an append whose reply was lost); recorded them"
+            forgotten,
+            copies,
+            "rows were deleted or cleared in the sheet (forgotten: a new revision or an export writes them again), or copied (the topmost row of an id is updated)"
         );
-        store
-            .record_written(
-                form_id,
-                &target.spreadsheet_id,
-                &target.tab,
-                &recovered,
-                &[],
-            )
-            .await?;
     }
-    Ok(())
+    info!(
+        spreadsheet = %target.spreadsheet_id,
+        tab = %target.tab,
+        rows = found.len(),
+        "found the tab's rows by response_id"
+    );
+    Ok(Reconciled::Synced)
 }
 
 /// `0` → `A`, `25` → `Z`, `26` → `AA`.
@@ -850,6 +1335,34 @@ mod tests {
             backoff(None, Duration::from_secs(2)),
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn only_the_forms_cells_are_written() {
+        let cells = [
+            Value::from("r-1"),
+            Value::from(2),
+            Value::Null,
+            Value::from("valid"),
+            Value::Null,
+            Value::Null,
+        ];
+        assert_eq!(
+            owned_runs(&cells),
+            vec![
+                (0, vec![Value::from("r-1"), Value::from(2)]),
+                (3, vec![Value::from("valid")])
+            ]
+        );
+        assert!(owned_runs(&[Value::Null]).is_empty());
+    }
+
+    #[test]
+    fn id_ranges_share_reads_and_stay_in_the_grid() {
+        assert_eq!(id_ranges(&[5, 2, 30, 31, 100], 60), vec![(2, 5), (30, 31)]);
+        let many: Vec<i32> = (0..100).map(|i| 2 + i * 50).collect();
+        assert_eq!(id_ranges(&many, 10_000), vec![(2, 4952)]);
+        assert!(id_ranges(&[1], 10).is_empty());
     }
 
     #[test]

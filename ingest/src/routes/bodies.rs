@@ -150,6 +150,43 @@ pub enum QueuedStatus {
     Queued,
 }
 
+/// A form's sheet, as sheets-sync last reported it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SheetView {
+    pub form_id: FormId,
+    /// The form's `sheet.spreadsheet_id`; `null` when it names none (sheets-sync then uses
+    /// `SHEETS_DEFAULT_SPREADSHEET_ID`).
+    pub spreadsheet_id: Option<String>,
+    pub tab: String,
+    /// `writing`: no failure reported; `failing`: see `failure`.
+    pub status: SheetStatus,
+    pub failure: Option<SheetFailureView>,
+    /// Responses waiting to be written to the sheet.
+    pub rows_waiting: i64,
+    /// Responses whose row the sheet refused (see each response's `sheet_parked`).
+    pub rows_parked: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SheetStatus {
+    Writing,
+    Failing,
+}
+
+/// Why a form's sheet is not being written.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SheetFailureView {
+    pub spreadsheet_id: String,
+    pub tab: String,
+    /// The last failure, as the Sheets API or sheets-sync said it.
+    pub reason: String,
+    /// About this form's sheet (not shared, gone, full, over quota, none configured): fix
+    /// the form or the spreadsheet. `false`: Google is out of reach from sheets-sync.
+    pub about_this_sheet: bool,
+    pub since: DateTime<Utc>,
+}
+
 /// A stored response, and where it is in its sheet.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ResponseView {

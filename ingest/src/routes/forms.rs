@@ -1,4 +1,4 @@
-//! `PUT` and `GET /v1/forms/{form_id}`.
+//! `PUT` and `GET /v1/forms/{form_id}`, and the form's sheet: its state and its export.
 
 use std::sync::Arc;
 
@@ -11,7 +11,10 @@ use collect_shared::forms::{Form, FormDefinition};
 use collect_shared::messages::FormId;
 use collect_shared::rules::CompiledForm;
 
-use super::{AppState, ErrorBody, ExportQueued, GoogleSheetExport, QueuedStatus, StoredForm};
+use super::{
+    AppState, ErrorBody, ExportQueued, GoogleSheetExport, QueuedStatus, SheetFailureView,
+    SheetStatus, SheetView, StoredForm,
+};
 use crate::body::{from_value, read_json};
 use crate::error::ApiError;
 
@@ -120,6 +123,55 @@ pub async fn get_form(
         .map_err(ApiError::database)?
         .ok_or_else(|| ApiError::unknown_form(&form_id))?;
     Ok(Json(form_body(&stored.form, stored.version)).into_response())
+}
+
+/// The form's sheet as sheets-sync last reported it: being written, or failing and why (the
+/// spreadsheet not shared, gone or full, or Google out of reach), with the rows that wait and
+/// those the sheet refused.
+#[utoipa::path(
+    get,
+    path = "/v1/forms/{form_id}/sheet",
+    tag = "forms",
+    params(("form_id" = String, Path, description = "The form")),
+    responses(
+        (status = 200, description = "The form's sheet", body = SheetView),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_sheet(
+    State(state): State<AppState>,
+    Path(form_id): Path<String>,
+) -> Result<Json<SheetView>, ApiError> {
+    let form = state.form(&form_id).await?;
+    let sheet = state
+        .store
+        .sheet_state(&form.id)
+        .await
+        .map_err(ApiError::database)?;
+    let target = form.definition.sheet.clone().unwrap_or_default();
+    Ok(Json(SheetView {
+        form_id: form.id.clone(),
+        spreadsheet_id: target.spreadsheet_id,
+        tab: target.tab.unwrap_or_else(|| form.id.to_string()),
+        status: if sheet.failure.is_some() {
+            SheetStatus::Failing
+        } else {
+            SheetStatus::Writing
+        },
+        failure: sheet.failure.map(|failure| SheetFailureView {
+            spreadsheet_id: failure.spreadsheet_id,
+            tab: failure.tab,
+            reason: failure.reason,
+            about_this_sheet: failure.about_this_sheet,
+            since: failure.failing_since,
+        }),
+        rows_waiting: sheet.rows_waiting,
+        rows_parked: sheet.rows_parked,
+    }))
 }
 
 fn form_body(form: &Form, version: i32) -> StoredForm {

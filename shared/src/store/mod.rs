@@ -3,6 +3,7 @@
 
 mod forms;
 mod responses;
+mod sheet_status;
 mod sheets;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use crate::telemetry::Check;
 
 pub use forms::{FormCache, FormLookupError, PutForm, StoredForm};
 pub use responses::{NewResponse, SaveOutcome, SheetPosition};
+pub use sheet_status::{SheetFailure, SheetState};
 pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow};
 
 /// Whether a failed statement would fail again for the same input however often it is

@@ -189,9 +189,80 @@ impl Store {
             .collect()
     }
 
+    /// How many rows of a tab `sheet_rows` records.
+    pub async fn sheet_row_count(
+        &self,
+        spreadsheet_id: &str,
+        tab: &str,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
+            .bind(spreadsheet_id)
+            .bind(tab)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Forgets every row recorded for a tab (the tab was deleted, renamed or emptied); returns
+    /// how many.
+    pub async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
+            .bind(spreadsheet_id)
+            .bind(tab)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Makes `sheet_rows` of a tab say what the sheet holds (`(response_id, row)` as read from
+    /// its `response_id` column), in one transaction: a response found keeps its recorded
+    /// revision at its new row (or gets revision -1, unknown, when it was not recorded, so the
+    /// next batch rewrites it); a response recorded but not found is forgotten (a person deleted
+    /// or cleared its row: a new revision or an export appends it again). Returns how many
+    /// were forgotten.
+    pub async fn resync_sheet_rows(
+        &self,
+        form_id: &FormId,
+        spreadsheet_id: &str,
+        tab: &str,
+        found: &[(String, i32)],
+    ) -> Result<u64, sqlx::Error> {
+        let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+        let rows: Vec<i32> = found.iter().map(|(_, row)| *row).collect();
+        let mut tx = self.pool.begin().await?;
+        let forgotten = sqlx::query(
+            "DELETE FROM sheet_rows s WHERE s.spreadsheet_id = $1 AND s.tab = $2
+               AND NOT EXISTS (SELECT 1 FROM UNNEST($3::text[]) AS f(id) WHERE f.id = s.response_id)",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "INSERT INTO sheet_rows (spreadsheet_id, tab, form_id, response_id, row_number,
+                 revision)
+             SELECT $1, $2, $5, f.id, f.row_number, -1
+             FROM UNNEST($3::text[], $4::int[]) AS f(id, row_number)
+             ON CONFLICT (spreadsheet_id, tab, response_id) DO UPDATE
+                SET row_number = EXCLUDED.row_number",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(&ids)
+        .bind(&rows)
+        .bind(form_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(forgotten)
+    }
+
     /// Records where responses were written (`(response_id, row, revision)`) and takes them off
     /// the outbox, unless they were enqueued again meanwhile (a newer revision), in one
-    /// transaction.
+    /// transaction. `inserted` are the rows appends inserted, in order (`(first row, count)`):
+    /// `values.append` with `INSERT_ROWS` inserts its rows, so every row recorded at or below
+    /// the first one moved down (an append lands in a gap a person left in the table).
     pub async fn record_written(
         &self,
         form_id: &FormId,
@@ -199,8 +270,21 @@ impl Store {
         tab: &str,
         written: &[(String, i32, i64)],
         enqueued_before: &[(String, DateTime<Utc>)],
+        inserted: &[(i32, i32)],
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        for (first, count) in inserted {
+            sqlx::query(
+                "UPDATE sheet_rows SET row_number = row_number + $4
+                 WHERE spreadsheet_id = $1 AND tab = $2 AND row_number >= $3",
+            )
+            .bind(spreadsheet_id)
+            .bind(tab)
+            .bind(first)
+            .bind(count)
+            .execute(&mut *tx)
+            .await?;
+        }
         let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
         let rows: Vec<i32> = written.iter().map(|(_, row, _)| *row).collect();
         let revisions: Vec<i64> = written.iter().map(|(_, _, revision)| *revision).collect();

@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sheets_emulator::Faults;
 
-use crate::helpers::{OTHER_SPREADSHEET, Pipeline, rows_by_id, send};
+use crate::helpers::{OTHER_SPREADSHEET, Pipeline, SPREADSHEET, rows_by_id, send};
 
 const TAB: &str = "household-finance";
 
@@ -97,25 +97,32 @@ async fn while_google_fails_rows_wait_readyz_says_so_and_writing_resumes_by_itse
 #[tokio::test]
 async fn a_full_spreadsheet_holds_rows_until_the_form_moves_to_another() {
     let pipeline = Pipeline::start().await;
-    // Room for the default tab's and the form's grids (1000 x 26 each), not one row more.
+    // Room for the default tab (1000 x 26) and 200 cells more: not for the form's tab (23
+    // columns, and rows), but for the 5 rows the other spreadsheet's Sheet1 gains.
     pipeline.emulator.set_faults(Faults {
-        max_cells: Some(52_000),
+        max_cells: Some(26_200),
         ..Faults::default()
     });
     send(&pipeline, 5).await;
-    let (_, body) = collect_testkit::eventually(
+    // The form says why; sheets-sync stays ready (Google answers: it is this form's sheet).
+    let body = collect_testkit::eventually(
         Duration::from_secs(30),
-        "readyz to report the full sheet",
+        "the form's sheet reported full",
         || async {
-            let (status, body) = pipeline.sheets_sync_readiness().await;
-            (status == 503 && body["checks"]["sheets"] != "ok").then_some((status, body))
+            let body = form_sheet(&pipeline).await;
+            (body["status"] == "failing").then_some(body)
         },
     )
     .await;
     assert!(
-        body["checks"]["sheets"].as_str().unwrap().contains("limit"),
+        body["failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
         "{body}"
     );
+    assert_eq!(body["failure"]["about_this_sheet"], true, "{body}");
+    assert_eq!(pipeline.sheets_sync_readiness().await.0, 200);
 
     // The operator moves the form to another spreadsheet (its existing first tab, which fits
     // under the same limit): writing resumes there by itself.
@@ -154,13 +161,29 @@ async fn a_full_spreadsheet_holds_rows_until_the_form_moves_to_another() {
     .await;
     assert_eq!(rows_by_id(&cells).len(), 5);
     assert_eq!(
-        pipeline.tab(TAB).len(),
-        1,
-        "only the header in the full spreadsheet"
+        pipeline.emulator.tab_titles(SPREADSHEET).unwrap(),
+        ["Sheet1"],
+        "the full spreadsheet never got the form's tab"
     );
-    collect_testkit::eventually(Duration::from_secs(30), "readyz to recover", || async {
-        (pipeline.sheets_sync_readiness().await.0 == 200).then_some(())
-    })
+    collect_testkit::eventually(
+        Duration::from_secs(30),
+        "the form writing again",
+        || async { (form_sheet(&pipeline).await["status"] == "writing").then_some(()) },
+    )
     .await;
     pipeline.stop().await;
+}
+
+/// `GET /v1/forms/household-finance/sheet`.
+async fn form_sheet(pipeline: &Pipeline) -> Value {
+    pipeline
+        .client
+        .get(pipeline.url("/v1/forms/household-finance/sheet"))
+        .bearer_auth(crate::helpers::KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod faults;
+mod form_status;
 mod forms_share_ids;
 mod helpers;
+mod people;
 mod reliability;
 mod rows;
 mod scaling;

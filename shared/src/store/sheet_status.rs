@@ -1,0 +1,112 @@
+//! Each form's sheet as sheets-sync sees it: why it is not being written, if it is not, and how
+//! many of its rows wait or were refused. sheets-sync reports; `GET /v1/forms/{id}/sheet` reads.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::Store;
+use crate::messages::FormId;
+
+/// A form whose sheet cannot be written now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SheetFailure {
+    pub form_id: FormId,
+    pub spreadsheet_id: String,
+    pub tab: String,
+    pub reason: String,
+    /// About this form's sheet (not shared, gone, full, none configured), not about reaching
+    /// Google.
+    pub about_this_sheet: bool,
+    pub failing_since: DateTime<Utc>,
+}
+
+/// A form's sheet: its failure, if any, and its rows that wait or were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SheetState {
+    pub failure: Option<SheetFailure>,
+    pub rows_waiting: i64,
+    pub rows_parked: i64,
+}
+
+/// A reported failure older than this is not believed: its instance stopped reporting.
+const REPORT_FRESH_SECONDS: f64 = 60.0;
+
+impl Store {
+    /// Reports this instance's failing forms: each upserted (refreshing it), and this
+    /// instance's earlier reports of other forms removed (they write again).
+    pub async fn report_sheet_failures(
+        &self,
+        instance: &str,
+        failing: &[SheetFailure],
+    ) -> Result<(), sqlx::Error> {
+        let forms: Vec<&str> = failing.iter().map(|f| f.form_id.as_str()).collect();
+        let spreadsheets: Vec<&str> = failing.iter().map(|f| f.spreadsheet_id.as_str()).collect();
+        let tabs: Vec<&str> = failing.iter().map(|f| f.tab.as_str()).collect();
+        let reasons: Vec<&str> = failing.iter().map(|f| f.reason.as_str()).collect();
+        let about: Vec<bool> = failing.iter().map(|f| f.about_this_sheet).collect();
+        let since: Vec<DateTime<Utc>> = failing.iter().map(|f| f.failing_since).collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM sheet_status WHERE instance = $1 AND NOT (form_id = ANY($2::text[]))",
+        )
+        .bind(instance)
+        .bind(&forms)
+        .execute(&mut *tx)
+        .await?;
+        if !failing.is_empty() {
+            sqlx::query(
+                "INSERT INTO sheet_status (form_id, spreadsheet_id, tab, reason, about_this_sheet,
+                     failing_since, instance)
+                 SELECT f.*, $7 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[],
+                     $5::boolean[], $6::timestamptz[]) AS f
+                 ON CONFLICT (form_id) DO UPDATE
+                    SET spreadsheet_id = EXCLUDED.spreadsheet_id, tab = EXCLUDED.tab,
+                        reason = EXCLUDED.reason, about_this_sheet = EXCLUDED.about_this_sheet,
+                        failing_since = EXCLUDED.failing_since, instance = EXCLUDED.instance,
+                        updated_at = now()",
+            )
+            .bind(&forms)
+            .bind(&spreadsheets)
+            .bind(&tabs)
+            .bind(&reasons)
+            .bind(&about)
+            .bind(&since)
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The form's sheet as last reported, with its waiting and parked rows.
+    pub async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
+                 (SELECT count(*) FROM sheet_outbox o WHERE o.form_id = $1) AS waiting,
+                 (SELECT count(*) FROM sheet_parked p WHERE p.form_id = $1) AS parked
+             FROM (SELECT 1) AS one
+             LEFT JOIN sheet_status s
+               ON s.form_id = $1 AND s.updated_at > now() - make_interval(secs => $2)",
+        )
+        .bind(form_id.as_str())
+        .bind(REPORT_FRESH_SECONDS)
+        .fetch_one(&self.pool)
+        .await?;
+        let failure = match row.try_get::<Option<String>, _>("reason")? {
+            None => None,
+            Some(reason) => Some(SheetFailure {
+                form_id: form_id.clone(),
+                spreadsheet_id: row.try_get("spreadsheet_id")?,
+                tab: row.try_get("tab")?,
+                reason,
+                about_this_sheet: row.try_get("about_this_sheet")?,
+                failing_since: row.try_get("failing_since")?,
+            }),
+        };
+        Ok(SheetState {
+            failure,
+            rows_waiting: row.try_get("waiting")?,
+            rows_parked: row.try_get("parked")?,
+        })
+    }
+}
