@@ -126,16 +126,7 @@ async fn a_full_spreadsheet_holds_rows_until_the_form_moves_to_another() {
 
     // The operator moves the form to another spreadsheet (its existing first tab, which fits
     // under the same limit): writing resumes there by itself.
-    let mut form: Value = pipeline
-        .client
-        .get(pipeline.url("/v1/forms/household-finance"))
-        .bearer_auth(crate::helpers::KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, mut form) = pipeline.get("/v1/forms/household-finance").await;
     let form = form.as_object_mut().unwrap();
     form.remove("form_id");
     form.remove("version");
@@ -176,14 +167,5 @@ async fn a_full_spreadsheet_holds_rows_until_the_form_moves_to_another() {
 
 /// `GET /v1/forms/household-finance/sheet`.
 async fn form_sheet(pipeline: &Pipeline) -> Value {
-    pipeline
-        .client
-        .get(pipeline.url("/v1/forms/household-finance/sheet"))
-        .bearer_auth(crate::helpers::KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    pipeline.get("/v1/forms/household-finance/sheet").await.1
 }

@@ -7,21 +7,7 @@ use std::time::Duration;
 use collect_testkit::eventually;
 use serde_json::{Value, json};
 
-use crate::helpers::{KEY, Pipeline, send};
-
-async fn get(pipeline: &Pipeline, path: &str) -> (u16, Value) {
-    let response = pipeline
-        .client
-        .get(pipeline.url(path))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
-}
+use crate::helpers::{Pipeline, send};
 
 async fn gauge(pipeline: &Pipeline, series: &str) -> Option<f64> {
     let addr = pipeline.sheets_sync.expect("a sheets-sync in process");
@@ -68,7 +54,7 @@ async fn a_form_whose_spreadsheet_is_missing_is_reported_per_form_and_the_others
     })
     .await;
     let (_, sheet) = eventually(Duration::from_secs(30), "the lost form failing", || async {
-        let (status, body) = get(&pipeline, "/v1/forms/lost/sheet").await;
+        let (status, body) = pipeline.get("/v1/forms/lost/sheet").await;
         (status == 200 && body["status"] == "failing" && body["rows_waiting"] == 3)
             .then_some((status, body))
     })
@@ -86,7 +72,7 @@ async fn a_form_whose_spreadsheet_is_missing_is_reported_per_form_and_the_others
         Some(1.0)
     );
     // Failing longer than SHEETS_NOT_READY_AFTER_MS (300 ms here), and still ready.
-    let (_, healthy) = get(&pipeline, "/v1/forms/household-finance/sheet").await;
+    let (_, healthy) = pipeline.get("/v1/forms/household-finance/sheet").await;
     assert_eq!(
         (
             &healthy["status"],
@@ -110,7 +96,7 @@ async fn a_form_whose_spreadsheet_is_missing_is_reported_per_form_and_the_others
     })
     .await;
     eventually(Duration::from_secs(30), "the lost form writing", || async {
-        let (_, body) = get(&pipeline, "/v1/forms/lost/sheet").await;
+        let (_, body) = pipeline.get("/v1/forms/lost/sheet").await;
         (body["status"] == "writing" && body["rows_waiting"] == 0).then_some(())
     })
     .await;
@@ -119,7 +105,7 @@ async fn a_form_whose_spreadsheet_is_missing_is_reported_per_form_and_the_others
             .then_some(())
     })
     .await;
-    let (status, body) = get(&pipeline, "/v1/forms/no-such-form/sheet").await;
+    let (status, body) = pipeline.get("/v1/forms/no-such-form/sheet").await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (404, &json!("unknown_form"))

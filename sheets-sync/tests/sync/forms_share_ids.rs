@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{KEY, Pipeline, envelope, rows_by_id};
+use crate::helpers::{Pipeline, envelope, rows_by_id};
 
 fn visits_form() -> Value {
     json!({
@@ -16,20 +16,6 @@ fn visits_form() -> Value {
 fn visit(response_id: &str, revision: u64, visits: u64) -> Value {
     json!({"response_id": response_id, "revision": revision, "collector": {"user_id": "u-2"},
            "answers": {"visits": visits}})
-}
-
-async fn get(pipeline: &Pipeline, path: &str) -> (u16, Value) {
-    let response = pipeline
-        .client
-        .get(pipeline.url(path))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
 }
 
 #[tokio::test]
@@ -106,7 +92,9 @@ async fn the_same_response_id_in_two_forms_is_two_responses_with_their_own_rows(
         ("visits", "r-2", 1, "visits"),
         ("household-finance", "r-2", 7, "household-finance"),
     ] {
-        let (status, body) = get(&pipeline, &format!("/v1/forms/{form}/responses/{id}")).await;
+        let (status, body) = pipeline
+            .get(&format!("/v1/forms/{form}/responses/{id}"))
+            .await;
         assert_eq!(status, 200, "{form}/{id}: {body}");
         assert_eq!(
             (&body["form_id"], &body["revision"], &body["sheet"]["tab"]),
@@ -114,24 +102,24 @@ async fn the_same_response_id_in_two_forms_is_two_responses_with_their_own_rows(
             "{body}"
         );
     }
-    let (_, body) = get(&pipeline, "/v1/forms/visits/responses/r-1").await;
+    let (_, body) = pipeline.get("/v1/forms/visits/responses/r-1").await;
     assert_eq!(body["answers"], json!({"visits": 3}));
 
     // The route without the form answers where the id is unambiguous, and says when it is not.
-    let (status, body) = get(&pipeline, "/v1/responses/r-3").await;
+    let (status, body) = pipeline.get("/v1/responses/r-3").await;
     assert_eq!((status, &body["form_id"]), (200, &json!("visits")));
-    let (status, body) = get(&pipeline, "/v1/responses/r-1").await;
+    let (status, body) = pipeline.get("/v1/responses/r-1").await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "ambiguous_response");
     assert_eq!(body["error"]["field"], "response_id");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("household-finance, visits"), "{message}");
-    let (status, body) = get(&pipeline, "/v1/forms/visits/responses/r-404").await;
+    let (status, body) = pipeline.get("/v1/forms/visits/responses/r-404").await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (404, &json!("unknown_response"))
     );
-    let (status, body) = get(&pipeline, "/v1/forms/no-such-form/responses/r-1").await;
+    let (status, body) = pipeline.get("/v1/forms/no-such-form/responses/r-1").await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (404, &json!("unknown_form"))

@@ -218,6 +218,21 @@ impl Pipeline {
             .unwrap()
     }
 
+    /// `GET` an ingest route with the API key: the status and the JSON body (`null` if none).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
     /// The tab's cells, as stored in the emulator.
     pub fn tab(&self, tab: &str) -> Vec<Vec<Value>> {
         self.emulator

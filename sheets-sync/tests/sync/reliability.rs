@@ -170,16 +170,9 @@ async fn a_row_the_sheet_refuses_is_parked_and_the_rows_after_it_flow() {
         None
     );
     // The response's GET says why it is not in the sheet.
-    let view: Value = pipeline
-        .client
-        .get(pipeline.url("/v1/forms/household-finance/responses/r-3"))
-        .bearer_auth(crate::helpers::KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, view) = pipeline
+        .get("/v1/forms/household-finance/responses/r-3")
+        .await;
     assert_eq!(view["sheet"], Value::Null, "{view}");
     assert_eq!(view["sheet_parked"]["tab"], TAB, "{view}");
     assert_eq!(view["sheet_parked"]["revision"], 1, "{view}");
@@ -312,19 +305,7 @@ async fn a_huge_retry_after_backs_the_tab_off_and_readyz_still_tells() {
         ..Faults::default()
     });
     send(&pipeline, 3).await;
-    let sheet = || async {
-        let body: Value = pipeline
-            .client
-            .get(pipeline.url("/v1/forms/household-finance/sheet"))
-            .bearer_auth(crate::helpers::KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body
-    };
+    let sheet = || async { pipeline.get("/v1/forms/household-finance/sheet").await.1 };
     let body = eventually(
         Duration::from_secs(30),
         "the form's sheet to report the 429",

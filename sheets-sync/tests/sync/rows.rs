@@ -78,16 +78,7 @@ async fn every_response_is_one_row_with_its_cells_in_column_order() {
     }
 
     // The response knows its row.
-    let stored: Value = pipeline
-        .client
-        .get(pipeline.url("/v1/responses/r-7"))
-        .bearer_auth(crate::helpers::KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, stored) = pipeline.get("/v1/responses/r-7").await;
     let position = &stored["sheet"];
     assert_eq!(position["spreadsheet_id"], SPREADSHEET);
     assert_eq!(position["tab"], TAB);
