@@ -395,13 +395,7 @@ impl SheetsApi {
         spreadsheet: &str,
         range: &str,
     ) -> Result<Vec<Vec<Value>>, ApiFailure> {
-        let mut attempt = 1;
-        loop {
-            match self.read_once(spreadsheet, range).await {
-                Err(failure) if attempt < READ_ATTEMPTS && read_again(&failure) => attempt += 1,
-                other => return other,
-            }
-        }
+        with_read_retries(|| self.read_once(spreadsheet, range)).await
     }
 
     async fn read_once(
@@ -432,13 +426,7 @@ impl SheetsApi {
         spreadsheet: &str,
         ranges: &[String],
     ) -> Result<Vec<Vec<Vec<Value>>>, ApiFailure> {
-        let mut attempt = 1;
-        loop {
-            match self.read_ranges_once(spreadsheet, ranges).await {
-                Err(failure) if attempt < READ_ATTEMPTS && read_again(&failure) => attempt += 1,
-                other => return other,
-            }
-        }
+        with_read_retries(|| self.read_ranges_once(spreadsheet, ranges)).await
     }
 
     async fn read_ranges_once(
@@ -559,6 +547,21 @@ const TIMED_OUT: &str = "no answer within";
 /// timeout (it already waited its deadline).
 fn read_again(failure: &ApiFailure) -> bool {
     failure.outcome_unknown && !failure.reason.contains(TIMED_OUT)
+}
+
+/// Runs a read up to `READ_ATTEMPTS` times while it fails in a way that may pass at once.
+async fn with_read_retries<T, F, Fut>(mut read: F) -> Result<T, ApiFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiFailure>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(failure) if attempt < READ_ATTEMPTS && read_again(&failure) => attempt += 1,
+            other => return other,
+        }
+    }
 }
 
 /// Counts the call and sorts its error.
