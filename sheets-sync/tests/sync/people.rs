@@ -299,8 +299,11 @@ async fn a_copied_row_is_left_alone_and_the_topmost_updated() {
     let header = cells[0].clone();
     // A person copies r-0's row below the table, then sorts the data by response_id
     // descending, so the recorded row numbers are all wrong.
-    let copy = cells[1].clone();
-    assert_eq!(copy[0], "r-0");
+    let copy = cells
+        .iter()
+        .find(|row| row[0] == "r-0")
+        .expect("r-0 in the tab")
+        .clone();
     pipeline
         .emulator
         .update_values(SPREADSHEET, &range("A5"), vec![copy.clone()])
