@@ -136,11 +136,14 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PendingRow>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT r.*, o.force, o.enqueued_at FROM sheet_outbox o
+            // The oldest markers first, then their responses by primary key: joined the
+            // other way round, the planner (with statistics behind a fast load) read every
+            // response of the form for each batch, which made a backlog quadratic.
+            "SELECT r.*, o.force, o.enqueued_at
+             FROM (SELECT * FROM sheet_outbox WHERE form_id = $1
+                   ORDER BY enqueued_at, response_id LIMIT $2) AS o
              JOIN responses r ON r.form_id = o.form_id AND r.response_id = o.response_id
-             WHERE o.form_id = $1
-             ORDER BY o.enqueued_at, o.response_id
-             LIMIT $2",
+             ORDER BY o.enqueued_at, o.response_id",
         )
         .bind(form_id.as_str())
         .bind(limit)
