@@ -111,3 +111,44 @@ async fn rules_over_the_limits_get_422_naming_the_rule() {
     assert_eq!(missing.status(), 404);
     app.stop().await;
 }
+
+/// `sheet.spreadsheet_id` goes into the Sheets API's URL path and `sheet.tab` into ranges:
+/// refused before they get there.
+#[tokio::test]
+async fn spreadsheet_ids_and_tabs_are_checked_before_they_reach_a_url() {
+    let app = spawn_app().await;
+    let with_sheet = |sheet: Value| {
+        let mut body = form(vec![]);
+        body["sheet"] = sheet;
+        body
+    };
+    for (sheet, field) in [
+        (
+            json!({"spreadsheet_id": "../../v4/other"}),
+            "sheet.spreadsheet_id",
+        ),
+        (
+            json!({"spreadsheet_id": "abc?fields=x"}),
+            "sheet.spreadsheet_id",
+        ),
+        (json!({"spreadsheet_id": ""}), "sheet.spreadsheet_id"),
+        (
+            json!({"spreadsheet_id": "x".repeat(101)}),
+            "sheet.spreadsheet_id",
+        ),
+        (json!({"tab": "a\u{7}b"}), "sheet.tab"),
+        (json!({"tab": " "}), "sheet.tab"),
+    ] {
+        let (status, answer) = put(&app, "sheets", &with_sheet(sheet.clone())).await;
+        assert_eq!(status, 422, "{sheet}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{sheet}: {answer}");
+    }
+    let (status, answer) = put(
+        &app,
+        "sheets",
+        &with_sheet(json!({"spreadsheet_id": "1AbC-d_9xYz", "tab": "Q&A #1 / 'quotes'"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    app.stop().await;
+}

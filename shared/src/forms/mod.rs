@@ -305,6 +305,28 @@ impl FormDefinition {
         {
             return error("sheet.tab".into(), "tab must be 1 to 100 characters".into());
         }
+        if let Some(tab) = self.sheet.as_ref().and_then(|sheet| sheet.tab.as_ref())
+            && tab.chars().any(char::is_control)
+        {
+            return error(
+                "sheet.tab".into(),
+                "tab must not contain control characters".into(),
+            );
+        }
+        // It goes into the Sheets API's URL path: only what Google's ids are made of.
+        if let Some(id) = self
+            .sheet
+            .as_ref()
+            .and_then(|sheet| sheet.spreadsheet_id.as_ref())
+        {
+            let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_');
+            if id.is_empty() || id.len() > 100 || !id.chars().all(valid) {
+                return error(
+                    "sheet.spreadsheet_id".into(),
+                    "spreadsheet_id must be 1 to 100 letters, digits, '-' or '_' (the id in the spreadsheet's URL, between /d/ and /edit)".into(),
+                );
+            }
+        }
         Ok(())
     }
 }
