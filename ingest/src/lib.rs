@@ -97,6 +97,7 @@ impl Application {
             .routes(routes!(routes::get_response))
             .routes(routes!(routes::get_form_response))
             .routes(routes!(routes::collector_flags))
+            .routes(routes!(routes::flag_history))
             .routes(routes!(routes::submit))
             .routes(routes!(routes::submit_batch))
             .with_state(state);

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use collect_shared::forms::{Form, FormDefinition, Question, Rule, SheetTarget};
-use collect_shared::messages::{FlagSummary, FormId, ResponseId, Revision, StoredResponse, UserId};
+use collect_shared::messages::{
+    FlagEvent, FlagSummary, FormId, ResponseId, Revision, StoredResponse, UserId,
+};
 use collect_shared::store::{ParkedRow, SheetPosition};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -185,6 +187,25 @@ pub struct SheetFailureView {
     /// the form or the spreadsheet. `false`: Google is out of reach from sheets-sync.
     pub about_this_sheet: bool,
     pub since: DateTime<Utc>,
+}
+
+/// A page of a collector's flag history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FlagHistory {
+    pub user_id: UserId,
+    /// Oldest first.
+    pub events: Vec<FlagHistoryEvent>,
+    /// Ask again with `since=` this to get what comes after (also when `events` is empty).
+    pub next: String,
+}
+
+/// One `flagged` or `cleared` event, as `N.flags` carried it, with its place in the history.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FlagHistoryEvent {
+    /// The cursor just after this event.
+    pub id: String,
+    #[serde(flatten)]
+    pub event: FlagEvent,
 }
 
 /// A stored response, and where it is in its sheet.

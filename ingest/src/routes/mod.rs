@@ -18,14 +18,16 @@ use crate::error::ApiError;
 
 pub use bodies::*;
 pub use forms::{export_sheet, get_form, get_sheet, google_sheet, put_form};
-pub use reads::{collector_flags, get_form_response, get_response};
+pub use reads::{collector_flags, flag_history, get_form_response, get_response};
 pub use submit::{collect, submit, submit_batch};
 
 // The handlers' OpenAPI descriptions (generated next to each handler by `utoipa::path`).
 pub use forms::{
     __path_export_sheet, __path_get_form, __path_get_sheet, __path_google_sheet, __path_put_form,
 };
-pub use reads::{__path_collector_flags, __path_get_form_response, __path_get_response};
+pub use reads::{
+    __path_collector_flags, __path_flag_history, __path_get_form_response, __path_get_response,
+};
 pub use submit::{__path_collect, __path_submit, __path_submit_batch};
 
 #[derive(Clone)]

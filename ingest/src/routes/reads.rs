@@ -1,13 +1,19 @@
-//! `GET /v1/forms/{form_id}/responses/{response_id}`, `GET /v1/responses/{response_id}` and
-//! `GET /v1/collectors/{user_id}/flags`.
+//! `GET /v1/forms/{form_id}/responses/{response_id}`, `GET /v1/responses/{response_id}`,
+//! `GET /v1/collectors/{user_id}/flags` and `…/flags:history`.
+
+use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use collect_shared::forms::Severity;
 use collect_shared::messages::{FlagSummary, ResponseId, StoredResponse, UserId};
+use collect_shared::store::FlagCursor;
 
-use super::{AppState, CollectorFlags, ErrorBody, FlaggedResponse, ResponseView};
+use super::{
+    AppState, CollectorFlags, ErrorBody, FlagHistory, FlagHistoryEvent, FlaggedResponse,
+    ResponseView,
+};
 use crate::error::ApiError;
 
 /// Most flagged responses one answer lists.
@@ -115,6 +121,75 @@ async fn view(state: &AppState, stored: StoredResponse) -> Result<ResponseView, 
         sheet: sheet.map(Into::into),
         sheet_parked: parked.map(Into::into),
     })
+}
+
+/// Most events one page of the flag history holds, and the default.
+const HISTORY_MAX: i64 = 1000;
+const HISTORY_DEFAULT: i64 = 100;
+
+/// The collector's flag history: every `flagged` and `cleared` event the validator committed,
+/// oldest first, after the cursor `since` (none: from the start), `limit` at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/collectors/{user_id}/flags:history",
+    tag = "responses",
+    params(
+        ("user_id" = String, Path, description = "The collector"),
+        ("since" = Option<String>, Query, description = "A cursor (`next` of an earlier page, or an event's `id`); absent: from the start"),
+        ("limit" = Option<u32>, Query, description = "At most this many events (1 to 1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Events after `since`, oldest first, and `next`", body = FlagHistory),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: a bad `user_id`, `since` or `limit`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn flag_history(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<FlagHistory>, ApiError> {
+    let id = UserId::parse(user_id.as_str())
+        .map_err(|error| ApiError::invalid("user_id", error.to_string()))?;
+    let since = match query.get("since").map(String::as_str) {
+        None | Some("") => FlagCursor::default(),
+        Some(text) => FlagCursor::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                "since",
+                "since must be a cursor from this route (`next`, or an event's `id`)",
+            )
+        })?,
+    };
+    let limit = match query.get("limit") {
+        None => HISTORY_DEFAULT,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=HISTORY_MAX).contains(limit))
+            .ok_or_else(|| {
+                ApiError::invalid("limit", format!("limit must be 1 to {HISTORY_MAX}"))
+            })?,
+    };
+    let page = state
+        .store
+        .flag_history(&id, since, limit)
+        .await
+        .map_err(ApiError::database)?;
+    Ok(Json(FlagHistory {
+        user_id: id,
+        events: page
+            .events
+            .into_iter()
+            .map(|(cursor, event)| FlagHistoryEvent {
+                id: cursor.to_string(),
+                event,
+            })
+            .collect(),
+        next: page.next.to_string(),
+    }))
 }
 
 /// The collector's responses that are flagged now (latest revision), with their flags.

@@ -1,6 +1,7 @@
 //! Every SQL statement of Collect, against PostgreSQL. Migrations live in `shared/migrations/`,
 //! are embedded in the binaries and run at start.
 
+mod flag_history;
 mod forms;
 mod responses;
 mod sheet_status;
@@ -14,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::telemetry::Check;
 
+pub use flag_history::{FlagCursor, FlagHistoryPage};
 pub use forms::{FormCache, FormLookupError, PutForm, StoredForm};
 pub use responses::{NewResponse, SaveOutcome, SheetPosition};
 pub use sheet_status::{SheetFailure, SheetState};

@@ -8,8 +8,8 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::Store;
 use crate::messages::{
-    Collector, Flag, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision,
-    StoredResponse, UserId,
+    Collector, Flag, FlagEvent, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus,
+    Revision, StoredResponse, UserId,
 };
 use crate::rules::Evaluation;
 
@@ -202,6 +202,7 @@ impl Store {
                 outcomes[i] = Some(SaveOutcome::Duplicate { stored, event });
             }
         }
+        record_flag_events(&mut tx, &outcomes).await?;
         tx.commit().await?;
         outcomes
             .into_iter()
@@ -283,6 +284,65 @@ impl Store {
         .await?;
         stored_responses(&rows)
     }
+}
+
+/// Adds the flag event of each revision written now to `flag_events` (the collector's
+/// history), in the transaction that stores it: one row per event, whatever redeliveries do.
+async fn record_flag_events(
+    tx: &mut Transaction<'_, Postgres>,
+    outcomes: &[Option<SaveOutcome>],
+) -> Result<(), sqlx::Error> {
+    let events: Vec<FlagEvent> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Some(SaveOutcome::Written {
+                stored,
+                event: Some(kind),
+            }) => Some(FlagEvent::new(*kind, stored, stored.stored_at)),
+            _ => None,
+        })
+        .collect();
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut user_ids = Vec::new();
+    let mut usernames = Vec::new();
+    let mut form_ids = Vec::new();
+    let mut response_ids = Vec::new();
+    let mut revisions = Vec::new();
+    let mut kinds = Vec::new();
+    let mut flags = Vec::new();
+    let mut answers = Vec::new();
+    for event in &events {
+        user_ids.push(event.collector.user_id.as_str());
+        usernames.push(event.collector.username.as_deref());
+        form_ids.push(event.form_id.as_str());
+        response_ids.push(event.response_id.as_str());
+        revisions.push(event.revision.0 as i64);
+        kinds.push(event.kind.as_str());
+        flags.push(json(&event.flags));
+        answers.push(json(&event.answers));
+    }
+    sqlx::query(
+        "INSERT INTO flag_events (user_id, form_id, response_id, revision, kind, flags, answers,
+             username)
+         SELECT u.user_id, u.form_id, u.response_id, u.revision, u.kind, u.flags::jsonb,
+             u.answers::jsonb, u.username
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+             $7::text[], $8::text[])
+             AS u(user_id, form_id, response_id, revision, kind, flags, answers, username)",
+    )
+    .bind(&user_ids)
+    .bind(&form_ids)
+    .bind(&response_ids)
+    .bind(&revisions)
+    .bind(&kinds)
+    .bind(&flags)
+    .bind(&answers)
+    .bind(&usernames)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, sqlx::Error> {

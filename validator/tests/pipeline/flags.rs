@@ -175,3 +175,115 @@ async fn read_routes_answer_404_until_stored_and_need_a_key() {
     assert_eq!(response.status(), 401);
     pipeline.stop().await;
 }
+
+/// The flag history: every `flagged` and `cleared` event once, oldest first, read with a cursor
+/// that never skips one; a redelivery adds nothing; other collectors' events are not listed.
+#[tokio::test]
+async fn the_flag_history_lists_each_event_once_and_pages_with_a_cursor() {
+    let pipeline = Pipeline::start().await;
+    let savings = "what is the monthly savings?";
+    let history = |query: String| {
+        let pipeline = &pipeline;
+        async move {
+            let response = pipeline
+                .get(&format!("/v1/collectors/u-h/flags:history{query}"))
+                .await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let post = |payload: Value| {
+        let pipeline = &pipeline;
+        async move {
+            assert_eq!(pipeline.post("/collect", &payload).await.status(), 202);
+        }
+    };
+    // Flagged at its first revision, cleared by a correction; another response flagged;
+    // another collector's flagged response; the correction sent twice (a redelivery).
+    post(seed(
+        "h-1",
+        "u-h",
+        json!({savings: -1, "last_modified_time": 1_000}),
+    ))
+    .await;
+    post(seed("h-2", "u-h", json!({savings: -5}))).await;
+    post(seed("h-x", "u-other", json!({savings: -1}))).await;
+    pipeline.stored("h-1", 1_000_000).await;
+    post(seed("h-1", "u-h", json!({"last_modified_time": 2_000}))).await;
+    pipeline.stored("h-1", 2_000_000).await;
+    post(seed("h-1", "u-h", json!({"last_modified_time": 2_000}))).await;
+    pipeline.stored("h-2", 1_795_169_700_000).await;
+    pipeline.stored("h-x", 1_795_169_700_000).await;
+
+    let (_, all) = collect_testkit::eventually(
+        Duration::from_secs(10),
+        "three events in the history",
+        || async {
+            let (status, body) = history(String::new()).await;
+            (status == 200 && body["events"].as_array()?.len() == 3).then_some((status, body))
+        },
+    )
+    .await;
+    let events = all["events"].as_array().unwrap();
+    let summary: Vec<(String, String, u64)> = events
+        .iter()
+        .map(|event| {
+            (
+                event["response_id"].as_str().unwrap().to_owned(),
+                event["type"].as_str().unwrap().to_owned(),
+                event["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // h-1 flagged comes before its clearing; h-2 at some place among them.
+    let position = |wanted: (&str, &str)| {
+        summary
+            .iter()
+            .position(|(id, kind, _)| (id.as_str(), kind.as_str()) == wanted)
+            .unwrap_or_else(|| panic!("{wanted:?} in {summary:?}"))
+    };
+    assert!(position(("h-1", "flagged")) < position(("h-1", "cleared")));
+    assert_eq!(summary[position(("h-1", "cleared"))].2, 2_000_000);
+    assert_eq!(summary[position(("h-2", "flagged"))].2, 1_795_169_700_000);
+    let flagged = &events[position(("h-1", "flagged"))];
+    assert_eq!(flagged["form_id"], "household-finance");
+    assert_eq!(
+        flagged["collector"],
+        json!({"user_id": "u-h", "username": "asha"})
+    );
+    assert_eq!(rule_ids(&flagged["flags"]), ["savings_within_surplus"]);
+    assert_eq!(flagged["answers"]["monthly_savings"], -1);
+    assert_eq!(events[position(("h-1", "cleared"))]["flags"], json!([]));
+    assert_eq!(all["next"], events[2]["id"]);
+
+    // Page by page, the same events in the same order.
+    let mut paged = Vec::new();
+    let mut since = String::new();
+    for _ in 0..3 {
+        let (status, page) = history(format!("?limit=1&since={since}")).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["events"].as_array().unwrap().len(), 1, "{page}");
+        paged.push(page["events"][0].clone());
+        since = page["next"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(&paged, events);
+    // Nothing after the last; the cursor stays where it is.
+    let (_, after) = history(format!("?since={since}")).await;
+    assert_eq!(after["events"], json!([]));
+    assert_eq!(after["next"], json!(since));
+
+    for (query, field) in [
+        ("?since=yesterday", "since"),
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?limit=ten", "limit"),
+    ] {
+        let (status, body) = history(query.to_owned()).await;
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (422, &json!(field)),
+            "{query}: {body}"
+        );
+    }
+    pipeline.stop().await;
+}
