@@ -7,24 +7,7 @@ use std::time::Duration;
 use collect_testkit::eventually;
 use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, send};
-
-async fn gauge(pipeline: &Pipeline, series: &str) -> Option<f64> {
-    let addr = pipeline.sheets_sync.expect("a sheets-sync in process");
-    let page = pipeline
-        .client
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    page.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
-}
+use crate::helpers::{Pipeline, metric, send};
 
 #[tokio::test]
 async fn a_form_whose_spreadsheet_is_missing_is_reported_per_form_and_the_others_flow() {
@@ -68,7 +51,10 @@ async fn a_form_whose_spreadsheet_is_missing_is_reported_per_form_and_the_others
     assert!(reason.contains("404"), "{reason}");
     assert_eq!(sheet["rows_parked"], 0);
     assert_eq!(
-        gauge(&pipeline, "collect_sheets_form_failing{form_id=\"lost\"}").await,
+        metric(
+            &pipeline.sheets_sync_metrics().await,
+            "collect_sheets_form_failing{form_id=\"lost\"}"
+        ),
         Some(1.0)
     );
     // Failing longer than SHEETS_NOT_READY_AFTER_MS (300 ms here), and still ready.
@@ -101,8 +87,11 @@ async fn a_form_whose_spreadsheet_is_missing_is_reported_per_form_and_the_others
     })
     .await;
     eventually(Duration::from_secs(10), "the gauge back to 0", || async {
-        (gauge(&pipeline, "collect_sheets_form_failing{form_id=\"lost\"}").await == Some(0.0))
-            .then_some(())
+        (metric(
+            &pipeline.sheets_sync_metrics().await,
+            "collect_sheets_form_failing{form_id=\"lost\"}",
+        ) == Some(0.0))
+        .then_some(())
     })
     .await;
     let (status, body) = pipeline.get("/v1/forms/no-such-form/sheet").await;

@@ -387,3 +387,19 @@ pub async fn eventually_tab(
     pool.close().await;
     cells
 }
+
+/// The index of the header cell `name`.
+pub fn column(header: &[Value], name: &str) -> usize {
+    header
+        .iter()
+        .position(|cell| cell == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+}
+
+/// The value of a metric line without labels, or with exactly these labels.
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}

@@ -6,18 +6,11 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, SPREADSHEET, envelope, eventually_tab, send};
+use crate::helpers::{Pipeline, SPREADSHEET, column, envelope, eventually_tab, send};
 
 const TAB: &str = "household-finance";
 const BATCH: &str = "/v1/forms/household-finance/responses:batch";
 const SAVINGS: &str = "what is the monthly savings?";
-
-fn column(header: &[Value], name: &str) -> usize {
-    header
-        .iter()
-        .position(|cell| cell == name)
-        .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
-}
 
 /// `'household-finance'!<cells>`.
 fn range(cells: &str) -> String {
@@ -204,38 +197,17 @@ async fn a_column_a_person_adds_keeps_its_values() {
         .unwrap();
     let last = sheets_emulator_column(collect_header.len() + 1);
     let row = rows_by_id(&pipeline.tab(TAB))["r-1"].0;
-    pipeline
-        .emulator
-        .update_values(
-            SPREADSHEET,
-            &range("D1"),
-            vec![vec![json!("reviewer notes")]],
-        )
-        .unwrap();
-    pipeline
-        .emulator
-        .update_values(
-            SPREADSHEET,
-            &range(&format!("{last}1")),
-            vec![vec![json!("checked by")]],
-        )
-        .unwrap();
-    pipeline
-        .emulator
-        .update_values(
-            SPREADSHEET,
-            &range(&format!("D{row}")),
-            vec![vec![json!("called her back, income confirmed")]],
-        )
-        .unwrap();
-    pipeline
-        .emulator
-        .update_values(
-            SPREADSHEET,
-            &range(&format!("{last}{row}")),
-            vec![vec![json!("Ravi")]],
-        )
-        .unwrap();
+    for (cell, text) in [
+        ("D1".to_owned(), "reviewer notes"),
+        (format!("{last}1"), "checked by"),
+        (format!("D{row}"), "called her back, income confirmed"),
+        (format!("{last}{row}"), "Ravi"),
+    ] {
+        pipeline
+            .emulator
+            .update_values(SPREADSHEET, &range(&cell), vec![vec![json!(text)]])
+            .unwrap();
+    }
 
     // r-1 is corrected (savings 100 → 900, a new flag-free revision), r-3 is new.
     post(

@@ -9,25 +9,10 @@ use collect_testkit::eventually;
 use serde_json::{Value, json};
 use sheets_emulator::Faults;
 
-use crate::helpers::{Pipeline, envelope, rows_by_id, send};
+use crate::helpers::{Pipeline, column, envelope, metric, rows_by_id, send};
 
 const TAB: &str = "household-finance";
 const BATCH: &str = "/v1/forms/household-finance/responses:batch";
-
-fn column(header: &[Value], name: &str) -> usize {
-    header
-        .iter()
-        .position(|cell| cell == name)
-        .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
-}
-
-/// The value of a metric line without labels, or with exactly these labels.
-fn metric(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let (name, value) = line.rsplit_once(' ')?;
-        (name == series).then(|| value.parse().ok())?
-    })
-}
 
 async fn store(pipeline: &Pipeline) -> Store {
     use clap::Parser;

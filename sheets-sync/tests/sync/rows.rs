@@ -4,17 +4,10 @@ use serde_json::{Value, json};
 
 use sheets_emulator::Cell;
 
-use crate::helpers::{Pipeline, SPREADSHEET, envelope, rows_by_id};
+use crate::helpers::{Pipeline, SPREADSHEET, column, envelope, rows_by_id};
 
 const TAB: &str = "household-finance";
 const BATCH: &str = "/v1/forms/household-finance/responses:batch";
-
-fn column(header: &[Value], name: &str) -> usize {
-    header
-        .iter()
-        .position(|cell| cell == name)
-        .unwrap_or_else(|| panic!("no column {name}"))
-}
 
 #[tokio::test]
 async fn every_response_is_one_row_with_its_cells_in_column_order() {

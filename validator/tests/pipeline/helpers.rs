@@ -131,25 +131,24 @@ impl Pipeline {
             .unwrap()
     }
 
-    /// The stored response once it is at `revision`.
+    /// The stored response once it is at `revision` (the route without the form).
     pub async fn stored(&self, response_id: &str, revision: u64) -> Value {
-        eventually(Duration::from_secs(20), "the response stored", || async {
-            let response = self.get(&format!("/v1/responses/{response_id}")).await;
-            if response.status() != 200 {
-                return None;
-            }
-            let body: Value = response.json().await.ok()?;
-            (body["revision"] == json!(revision)).then_some(body)
-        })
-        .await
+        self.read_at_revision(&format!("/v1/responses/{response_id}"), revision)
+            .await
     }
 
     /// A form's stored response once it is at `revision`.
     pub async fn stored_in(&self, form_id: &str, response_id: &str, revision: u64) -> Value {
+        self.read_at_revision(
+            &format!("/v1/forms/{form_id}/responses/{response_id}"),
+            revision,
+        )
+        .await
+    }
+
+    async fn read_at_revision(&self, path: &str, revision: u64) -> Value {
         eventually(Duration::from_secs(20), "the response stored", || async {
-            let response = self
-                .get(&format!("/v1/forms/{form_id}/responses/{response_id}"))
-                .await;
+            let response = self.get(path).await;
             if response.status() != 200 {
                 return None;
             }

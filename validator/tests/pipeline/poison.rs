@@ -7,6 +7,14 @@ use serde_json::json;
 
 use crate::helpers::{Pipeline, seed};
 
+/// A dead letter's `x-collect-reason`.
+fn reason(headers: &lapin::types::FieldTable) -> String {
+    match headers.inner().get("x-collect-reason") {
+        Some(AMQPValue::LongString(reason)) => reason.to_string(),
+        other => panic!("no reason header: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
     let pipeline = Pipeline::start().await;
@@ -31,10 +39,7 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
     for _ in 0..garbage.len() {
         let message = dead.next_raw().await;
         let headers = message.properties.headers().clone().unwrap_or_default();
-        let reason = match headers.inner().get("x-collect-reason") {
-            Some(AMQPValue::LongString(reason)) => reason.to_string(),
-            other => panic!("no reason header: {other:?}"),
-        };
+        let reason = reason(&headers);
         assert!(matches!(
             headers.inner().get("x-collect-queue"),
             Some(AMQPValue::LongString(queue)) if queue.to_string() == pipeline.topology.validator_queue()
@@ -189,11 +194,7 @@ async fn a_response_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_
         letter.data,
         message("r-mix-5", json!({"name": "Asha\u{0}Rao", "age": 34}))
     );
-    let headers = letter.properties.headers().clone().unwrap_or_default();
-    let reason = match headers.inner().get("x-collect-reason") {
-        Some(AMQPValue::LongString(reason)) => reason.to_string(),
-        other => panic!("no reason header: {other:?}"),
-    };
+    let reason = reason(&letter.properties.headers().clone().unwrap_or_default());
     assert!(
         reason.starts_with("PostgreSQL refused it (22P05)"),
         "{reason}"
