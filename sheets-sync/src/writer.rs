@@ -30,10 +30,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use collect_shared::forms::Form;
 use collect_shared::messages::FormId;
-use collect_shared::store::{FormCache, ParkRow, PendingRow, Store};
+use collect_shared::store::{FormCache, ParkRow, PendingRow, Store, TabLocks};
 use serde_json::Value;
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -120,7 +118,7 @@ pub struct Writer {
     tabs: HashMap<Target, TabState>,
     /// One session holds the advisory locks of every tab this instance writes, so the
     /// connections do not grow with the tabs; losing it loses them all.
-    lock_session: Option<PoolConnection<Postgres>>,
+    lock_session: Option<Box<dyn TabLocks>>,
     held: HashSet<Target>,
     /// Forms whose last batch left rows for the next request (the byte cap): due at once.
     backlogged: HashSet<FormId>,
@@ -335,7 +333,7 @@ impl Writer {
     async fn hold_lock(&mut self, target: &Target) -> Result<bool, sqlx::Error> {
         if self.held.contains(target) {
             if let Some(session) = self.lock_session.as_mut()
-                && Store::session_alive(session).await.is_ok()
+                && session.alive().await.is_ok()
             {
                 return Ok(true);
             }
@@ -347,7 +345,10 @@ impl Writer {
             Some(session) => session,
             None => self.lock_session.insert(self.store.lock_session().await?),
         };
-        match Store::try_lock_tab(session, &target.spreadsheet_id, &target.tab).await {
+        match session
+            .try_lock_tab(&target.spreadsheet_id, &target.tab)
+            .await
+        {
             Ok(true) => {
                 info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "writing this tab");
                 self.held.insert(target.clone());
@@ -365,8 +366,8 @@ impl Writer {
 
     /// Forgets the lock session and its locks; their tabs are reconciled when taken again.
     fn lose_locks(&mut self) {
-        if let Some(mut session) = self.lock_session.take() {
-            session.close_on_drop();
+        if let Some(session) = self.lock_session.take() {
+            session.discard();
         }
         for target in self.held.drain() {
             self.tabs.remove(&target);

@@ -4,12 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::Row;
-use sqlx::types::Json;
 use tokio::sync::Mutex;
 
 use super::Store;
-use crate::forms::{Form, FormDefinition};
+use crate::forms::Form;
 use crate::messages::FormId;
 use crate::rules::{CompiledForm, RuleError};
 
@@ -27,70 +25,19 @@ pub struct PutForm {
     pub created: bool,
 }
 
-impl Store {
-    pub async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, sqlx::Error> {
-        let row = sqlx::query("SELECT version, definition FROM forms WHERE form_id = $1")
-            .bind(form_id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| {
-            let Json(definition): Json<FormDefinition> = row.try_get("definition")?;
-            Ok(StoredForm {
-                form: Form {
-                    id: form_id.clone(),
-                    definition,
-                },
-                version: row.try_get("version")?,
-            })
-        })
-        .transpose()
-    }
+/// Form definitions.
+#[async_trait::async_trait]
+pub trait FormStore {
+    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, sqlx::Error>;
 
-    pub async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, sqlx::Error> {
-        sqlx::query_scalar("SELECT version FROM forms WHERE form_id = $1")
-            .bind(form_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-    }
+    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, sqlx::Error>;
 
     /// Stores a definition. The version goes up only when the definition changed, so the same
     /// `PUT` twice is a no-op.
-    pub async fn put_form(&self, form: &Form) -> Result<PutForm, sqlx::Error> {
-        let written = sqlx::query(
-            "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)
-             ON CONFLICT (form_id) DO UPDATE
-                SET version = forms.version + 1, definition = EXCLUDED.definition, updated_at = now()
-                WHERE forms.definition IS DISTINCT FROM EXCLUDED.definition
-             RETURNING version, (xmax = 0) AS created",
-        )
-        .bind(form.id.as_str())
-        .bind(Json(&form.definition))
-        .fetch_optional(&self.pool)
-        .await?;
-        match written {
-            Some(row) => Ok(PutForm {
-                version: row.try_get("version")?,
-                created: row.try_get("created")?,
-            }),
-            None => Ok(PutForm {
-                version: self.form_version(&form.id).await?.unwrap_or(1),
-                created: false,
-            }),
-        }
-    }
+    async fn put_form(&self, form: &Form) -> Result<PutForm, sqlx::Error>;
 
     /// Stores a definition unless the form exists (the built-in forms at start).
-    pub(super) async fn ensure_form(&self, form: &Form) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)
-             ON CONFLICT (form_id) DO NOTHING",
-        )
-        .bind(form.id.as_str())
-        .bind(Json(&form.definition))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
+    async fn ensure_form(&self, form: &Form) -> Result<(), sqlx::Error>;
 }
 
 #[derive(Debug, thiserror::Error)]

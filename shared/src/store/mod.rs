@@ -1,8 +1,13 @@
-//! Every SQL statement of Collect, against PostgreSQL. Migrations live in `shared/migrations/`,
-//! are embedded in the binaries and run at start.
+//! The store: every response, form and sheet position Collect keeps, behind one interface
+//! ([`Engine`]) with two implementations, chosen by the scheme of `DATABASE_URL`:
+//! [`postgres`] (`postgres://`) and [`mysql`] (`mysql://`, MySQL 8 or MariaDB 10.6 and later).
+//! What both share (the types, the revision rules, the cursor) lives here; the SQL of each
+//! engine lives in its own module, with its own migrations.
 
 mod flag_history;
 mod forms;
+pub mod mysql;
+pub mod postgres;
 mod responses;
 mod sheet_status;
 mod sheets;
@@ -10,22 +15,39 @@ mod sheets;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-
 use crate::telemetry::Check;
 
-pub use flag_history::{FlagCursor, FlagHistoryPage};
-pub use forms::{FormCache, FormLookupError, PutForm, StoredForm};
-pub use responses::{NewResponse, SaveOutcome, SheetPosition};
-pub use sheet_status::{SheetFailure, SheetState};
-pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow};
+pub use flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
+pub use forms::{FormCache, FormLookupError, FormStore, PutForm, StoredForm};
+pub use responses::{NewResponse, ResponseStore, SaveOutcome, SheetPosition};
+pub use sheet_status::{SheetFailure, SheetState, SheetStatusStore};
+pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
+
+/// One database engine: everything the services ask of the store.
+#[async_trait::async_trait]
+pub trait Engine:
+    FormStore
+    + ResponseStore
+    + SheetStore
+    + SheetStatusStore
+    + FlagHistoryStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
+    /// The engine's name, for logs.
+    fn name(&self) -> &'static str;
+
+    /// A trivial query.
+    async fn ping(&self) -> Result<(), sqlx::Error>;
+}
 
 /// Whether a failed statement would fail again for the same input however often it is
 /// retried: a data exception (SQLSTATE class 22: U+0000 in text or `jsonb`, a time out of
-/// range, ...), a broken constraint (23), a value over a limit (54), or a value the driver
-/// cannot encode. A lost connection, a timeout, a restart or a full disk (08, 57, 53, ...)
-/// may pass, and is retried.
+/// range, a value too long ...), a broken constraint (23), a value over a limit (54), or a
+/// value the driver cannot encode (or a row over MySQL's `max_allowed_packet`). A lost
+/// connection, a timeout, a deadlock, a restart or a full disk (08, 40, 57, 53, HY000 ...) may
+/// pass, and is retried. Both engines report SQLSTATEs.
 pub fn is_permanent(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(database) => database.code().is_some_and(|code| {
@@ -38,81 +60,68 @@ pub fn is_permanent(error: &sqlx::Error) -> bool {
     }
 }
 
-/// A failed statement for a log line or a dead letter: the SQLSTATE with PostgreSQL's message.
+/// A failed statement for a log line or a dead letter: the engine and the SQLSTATE with the
+/// engine's message.
 pub fn describe(error: &sqlx::Error) -> String {
     match error {
-        sqlx::Error::Database(database) => match database.code() {
-            Some(code) => format!("PostgreSQL refused it ({code}): {}", database.message()),
-            None => format!("PostgreSQL refused it: {}", database.message()),
-        },
+        sqlx::Error::Database(database) => {
+            let engine = if database
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some()
+            {
+                "MySQL"
+            } else {
+                "PostgreSQL"
+            };
+            match database.code() {
+                Some(code) => format!("{engine} refused it ({code}): {}", database.message()),
+                None => format!("{engine} refused it: {}", database.message()),
+            }
+        }
         other => other.to_string(),
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
+    /// `postgres://…` or `mysql://…`.
     pub url: String,
     pub max_connections: u32,
-    /// PostgreSQL's `statement_timeout` on every connection.
+    /// The longest a statement may run (PostgreSQL's `statement_timeout`; MariaDB's
+    /// `max_statement_time` or MySQL's `max_execution_time`, and the lock wait timeouts).
     pub statement_timeout: Duration,
 }
 
-/// The database, through a connection pool. Cheap to clone.
+/// The store, on the engine `DATABASE_URL` names. Cheap to clone; every method of [`Engine`]
+/// is called on it directly (`store.save_responses(..)`).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: PgPool,
+    engine: Arc<dyn Engine>,
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Engine;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.engine
+    }
 }
 
 impl Store {
-    /// Creates the database if it is missing, connects, runs the migrations, and makes sure the
-    /// built-in forms exist.
+    /// Connects to the engine the URL's scheme names: creates the database if it is missing,
+    /// runs the migrations, and makes sure the built-in forms exist.
     pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let url = crate::config::redact_url(&settings.url);
-        if !sqlx::Postgres::database_exists(&settings.url)
-            .await
-            .with_context(|| format!("cannot reach PostgreSQL at {url}"))?
-        {
-            // Another service may be creating it at the same moment: that is fine.
-            if let Err(error) = sqlx::Postgres::create_database(&settings.url).await
-                && !sqlx::Postgres::database_exists(&settings.url)
-                    .await
-                    .unwrap_or(false)
-            {
-                return Err(error).with_context(|| format!("cannot create the database {url}"));
+        let engine: Arc<dyn Engine> = match scheme(&settings.url) {
+            Some("postgres" | "postgresql") => {
+                Arc::new(postgres::PgStore::connect(settings).await?)
             }
-            tracing::info!(database = %url, "created the database");
-        }
-        let options: PgConnectOptions = settings
-            .url
-            .parse()
-            .with_context(|| format!("DATABASE_URL is not a PostgreSQL URL: {url}"))?;
-        // Every statement has a deadline: a stuck query or lock wait fails (SQLSTATE 57014,
-        // retried) rather than holding a worker for ever.
-        // Migrations run on a connection of their own without that deadline: building an
-        // index over millions of responses may take longer than any statement should.
-        {
-            use sqlx::Connection;
-            let mut migrating = sqlx::PgConnection::connect_with(&options)
-                .await
-                .with_context(|| format!("cannot connect to {url}"))?;
-            sqlx::migrate!("./migrations")
-                .run(&mut migrating)
-                .await
-                .context("cannot run the database migrations")?;
-            let _ = migrating.close().await;
-        }
-        let options = options.options([(
-            "statement_timeout",
-            settings.statement_timeout.as_millis().to_string(),
-        )]);
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .with_context(|| format!("cannot connect to {url}"))?;
-        let store = Self { pool };
+            Some("mysql") => Arc::new(mysql::MySqlStore::connect(settings).await?),
+            _ => anyhow::bail!(
+                "DATABASE_URL must start with postgres:// or mysql://, not {}",
+                crate::config::redact_url(&settings.url)
+            ),
+        };
+        let store = Self { engine };
         for form in crate::forms::builtin() {
             store.ensure_form(&form).await?;
         }
@@ -137,11 +146,11 @@ impl Store {
                 Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
-                        "PostgreSQL is not usable yet; retrying"
+                        "the database is not usable yet; retrying"
                     );
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     tokio::select! {
-                        _ = shutdown.cancelled() => return Err(error.context("stopped while waiting for PostgreSQL")),
+                        _ = shutdown.cancelled() => return Err(error.context("stopped while waiting for the database")),
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
@@ -149,18 +158,13 @@ impl Store {
         }
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// A `/readyz` check: ok while a trivial query answers within 2 s.
     pub fn readiness_check(&self) -> Check {
-        let pool = self.pool.clone();
+        let engine = self.engine.clone();
         Arc::new(move || {
-            let pool = pool.clone();
+            let engine = engine.clone();
             Box::pin(async move {
-                let query = sqlx::query("SELECT 1").execute(&pool);
-                match tokio::time::timeout(Duration::from_secs(2), query).await {
+                match tokio::time::timeout(Duration::from_secs(2), engine.ping()).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(error)) => Err(format!("database error: {error}")),
                     Err(_) => Err("the database did not answer within 2 s".into()),
@@ -168,4 +172,9 @@ impl Store {
             })
         })
     }
+}
+
+/// The scheme of a URL, if it has one.
+fn scheme(url: &str) -> Option<&str> {
+    url.split_once("://").map(|(scheme, _)| scheme)
 }

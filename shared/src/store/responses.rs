@@ -1,15 +1,12 @@
 //! Responses: one row per response of a form (`(form_id, response_id)`), latest revision wins.
+//! What both engines share: the types, the interface, and the revision rules as pure functions
+//! (each engine only reads and writes rows).
 
 use chrono::{DateTime, SubsecRound, Utc};
-use serde_json::{Map, Value};
-use sqlx::postgres::PgRow;
-use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
 
-use super::Store;
 use crate::messages::{
-    Collector, Flag, FlagEvent, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus,
-    Revision, StoredResponse, UserId,
+    FlagEvent, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision,
+    StoredResponse, UserId,
 };
 use crate::rules::Evaluation;
 
@@ -46,253 +43,119 @@ pub enum SaveOutcome {
     Stale { stored_revision: Revision },
 }
 
-impl Store {
+/// Responses as the services read and write them.
+#[async_trait::async_trait]
+pub trait ResponseStore {
     /// Stores responses with the revision rules, many in one transaction: a higher revision
     /// replaces the stored one, the same one is a no-op (`Duplicate`, with what was stored, so
-    /// its events can be published again), a lower one is ignored (`Stale`). One multi-row
-    /// insert, one locking read of those already stored (in id order: concurrent batches of two
-    /// validators serialise on the rows, never deadlock), one multi-row update. The outcomes
-    /// are in the order of `batch`; a response id may appear once per call.
-    pub async fn save_responses(
+    /// its events can be published again), a lower one is ignored (`Stale`). Rows are locked
+    /// in key order, so concurrent batches of two validators serialise on them and never
+    /// deadlock. Each revision written with a flag event adds it to the collector's flag
+    /// history in the same transaction. The outcomes are in the order of `batch`; a response
+    /// may appear once per call.
+    async fn save_responses(
         &self,
         batch: &[NewResponse<'_>],
-    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
-        let mut seen = std::collections::HashSet::new();
-        if !batch.iter().all(|n| seen.insert(key(n.message))) {
-            return Err(sqlx::Error::Protocol(
-                "a response appears twice in one batch".into(),
-            ));
-        }
-        let mut rows = Vec::with_capacity(batch.len());
-        for new in batch {
-            let revision = i64::try_from(new.message.revision.0)
-                .map_err(|_| sqlx::Error::Protocol("revision is larger than 2^63 - 1".into()))?;
-            let status = if new.evaluation.is_flagged() {
-                ResponseStatus::Flagged
-            } else {
-                ResponseStatus::Valid
-            };
-            rows.push((revision, status));
-        }
-        // Rows are taken in key order, so that two validators' batches cannot deadlock.
-        let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by_key(|&i| key(batch[i].message));
-        let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; batch.len()];
-        let mut tx = self.pool.begin().await?;
-
-        let insert_events: Vec<Option<FlagEventKind>> = rows
-            .iter()
-            .map(|(_, status)| {
-                (*status == ResponseStatus::Flagged).then_some(FlagEventKind::Flagged)
-            })
-            .collect();
-        let inserted = upsert_many(
-            &mut tx,
-            batch,
-            &order,
-            &rows,
-            &insert_events,
-            "INSERT INTO responses (response_id, form_id, revision, form_version, user_id,
-                 username, submitted_at, answers, metadata, status, flags, flag_event,
-                 received_at)
-             SELECT u.response_id, u.form_id, u.revision, u.form_version, u.user_id,
-                 u.username, u.submitted_at, u.answers::jsonb, u.metadata::jsonb, u.status,
-                 u.flags::jsonb, u.flag_event, u.received_at
-             FROM ROWS
-             ON CONFLICT (form_id, response_id) DO NOTHING
-             RETURNING form_id, response_id, stored_at",
-        )
-        .await?;
-        for &i in &order {
-            if let Some(stored_at) = inserted.get(&owned_key(batch[i].message)) {
-                outcomes[i] = Some(SaveOutcome::Written {
-                    stored: stored_response(&batch[i], rows[i].1, *stored_at),
-                    event: insert_events[i],
-                });
-            }
-        }
-
-        let existing: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| outcomes[i].is_none())
-            .collect();
-        if !existing.is_empty() {
-            let (forms, ids): (Vec<&str>, Vec<&str>) =
-                existing.iter().map(|&i| key(batch[i].message)).unzip();
-            let current = sqlx::query(
-                "SELECT r.form_id, r.response_id, r.revision, r.status
-                 FROM responses r
-                 JOIN UNNEST($1::text[], $2::text[]) AS k(form_id, response_id)
-                   ON r.form_id = k.form_id AND r.response_id = k.response_id
-                 ORDER BY r.form_id, r.response_id FOR UPDATE OF r",
-            )
-            .bind(&forms)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut current_by_id = std::collections::HashMap::new();
-            for row in &current {
-                let form: String = row.try_get("form_id")?;
-                let id: String = row.try_get("response_id")?;
-                let revision: i64 = row.try_get("revision")?;
-                let flagged = row.try_get::<String, _>("status")? == "flagged";
-                current_by_id.insert((form, id), (revision, flagged));
-            }
-            let mut newer = Vec::new();
-            let mut update_events: Vec<Option<FlagEventKind>> = vec![None; batch.len()];
-            let mut duplicates = Vec::new();
-            for &i in &existing {
-                let (form, id) = key(batch[i].message);
-                let &(stored_revision, was_flagged) = current_by_id
-                    .get(&(form.to_owned(), id.to_owned()))
-                    .ok_or(sqlx::Error::RowNotFound)?;
-                let (revision, status) = rows[i];
-                match stored_revision.cmp(&revision) {
-                    std::cmp::Ordering::Less => {
-                        update_events[i] = match (status, was_flagged) {
-                            (ResponseStatus::Flagged, _) => Some(FlagEventKind::Flagged),
-                            (ResponseStatus::Valid, true) => Some(FlagEventKind::Cleared),
-                            (ResponseStatus::Valid, false) => None,
-                        };
-                        newer.push(i);
-                    }
-                    std::cmp::Ordering::Equal => duplicates.push(i),
-                    std::cmp::Ordering::Greater => {
-                        outcomes[i] = Some(SaveOutcome::Stale {
-                            stored_revision: Revision(stored_revision as u64),
-                        });
-                    }
-                }
-            }
-            if !newer.is_empty() {
-                let updated = upsert_many(
-                    &mut tx,
-                    batch,
-                    &newer,
-                    &rows,
-                    &update_events,
-                    "UPDATE responses SET form_id = u.form_id, revision = u.revision,
-                         form_version = u.form_version, user_id = u.user_id,
-                         username = u.username, submitted_at = u.submitted_at,
-                         answers = u.answers::jsonb, metadata = u.metadata::jsonb,
-                         status = u.status, flags = u.flags::jsonb, flag_event = u.flag_event,
-                         received_at = u.received_at, stored_at = now()
-                     FROM ROWS
-                     WHERE responses.form_id = u.form_id AND responses.response_id = u.response_id
-                     RETURNING responses.form_id, responses.response_id, responses.stored_at",
-                )
-                .await?;
-                for &i in &newer {
-                    let stored_at = *updated
-                        .get(&owned_key(batch[i].message))
-                        .ok_or(sqlx::Error::RowNotFound)?;
-                    outcomes[i] = Some(SaveOutcome::Written {
-                        stored: stored_response(&batch[i], rows[i].1, stored_at),
-                        event: update_events[i],
-                    });
-                }
-            }
-            for i in duplicates {
-                let message = batch[i].message;
-                let (stored, event) =
-                    read_response(&mut tx, &message.form_id, &message.response_id)
-                        .await?
-                        .ok_or(sqlx::Error::RowNotFound)?;
-                outcomes[i] = Some(SaveOutcome::Duplicate { stored, event });
-            }
-        }
-        record_flag_events(&mut tx, &outcomes).await?;
-        tx.commit().await?;
-        outcomes
-            .into_iter()
-            .map(|o| o.ok_or(sqlx::Error::RowNotFound))
-            .collect()
-    }
+    ) -> Result<Vec<SaveOutcome>, sqlx::Error>;
 
     /// A form's response, at its latest revision.
-    pub async fn response(
+    async fn response(
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<StoredResponse>, sqlx::Error> {
-        let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
-            .bind(form_id.as_str())
-            .bind(response_id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| from_row(&row).map(|(stored, _)| stored))
-            .transpose()
-    }
+    ) -> Result<Option<StoredResponse>, sqlx::Error>;
 
     /// The responses of any form with this id, at most `limit` (for the route that names no
     /// form), in form order.
-    pub async fn responses_with_id(
+    async fn responses_with_id(
         &self,
         response_id: &ResponseId,
         limit: i64,
-    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT * FROM responses WHERE response_id = $1 ORDER BY form_id LIMIT $2")
-                .bind(response_id.as_str())
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        stored_responses(&rows)
-    }
+    ) -> Result<Vec<StoredResponse>, sqlx::Error>;
 
     /// Where a form's response was last written in a sheet, if it was.
-    pub async fn sheet_position(
+    async fn sheet_position(
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<SheetPosition>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT spreadsheet_id, tab, row_number FROM sheet_rows
-             WHERE form_id = $1 AND response_id = $2 ORDER BY written_at DESC LIMIT 1",
-        )
-        .bind(form_id.as_str())
-        .bind(response_id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(SheetPosition {
-                spreadsheet_id: row.try_get("spreadsheet_id")?,
-                tab: row.try_get("tab")?,
-                row: row.try_get("row_number")?,
-            })
-        })
-        .transpose()
-    }
+    ) -> Result<Option<SheetPosition>, sqlx::Error>;
 
     /// The collector's responses that are flagged now (latest revision), oldest first, at most
     /// `limit`.
-    pub async fn flagged_for_collector(
+    async fn flagged_for_collector(
         &self,
         user_id: &UserId,
         limit: i64,
-    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT * FROM responses
-             WHERE user_id = $1 AND status = 'flagged'
-             ORDER BY stored_at, response_id
-             LIMIT $2",
-        )
-        .bind(user_id.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        stored_responses(&rows)
+    ) -> Result<Vec<StoredResponse>, sqlx::Error>;
+}
+
+/// What one revision does to the stored response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Newer than the stored one (or the first): written, with this flag event.
+    Write(Option<FlagEventKind>),
+    /// The stored revision: nothing changes.
+    Duplicate,
+    /// Older than the stored one: ignored.
+    Stale(Revision),
+}
+
+/// The revision rules. `stored` is the stored revision and whether it is flagged, if any.
+pub(crate) fn decide(
+    stored: Option<(i64, bool)>,
+    revision: i64,
+    status: ResponseStatus,
+) -> Decision {
+    let flagged = status == ResponseStatus::Flagged;
+    match stored {
+        None => Decision::Write(flagged.then_some(FlagEventKind::Flagged)),
+        Some((stored, was_flagged)) => match stored.cmp(&revision) {
+            std::cmp::Ordering::Less => Decision::Write(match (flagged, was_flagged) {
+                (true, _) => Some(FlagEventKind::Flagged),
+                (false, true) => Some(FlagEventKind::Cleared),
+                (false, false) => None,
+            }),
+            std::cmp::Ordering::Equal => Decision::Duplicate,
+            std::cmp::Ordering::Greater => Decision::Stale(Revision(stored as u64)),
+        },
     }
 }
 
-/// Adds the flag event of each revision written now to `flag_events` (the collector's
-/// history), in the transaction that stores it: one row per event, whatever redeliveries do.
-async fn record_flag_events(
-    tx: &mut Transaction<'_, Postgres>,
-    outcomes: &[Option<SaveOutcome>],
-) -> Result<(), sqlx::Error> {
-    let events: Vec<FlagEvent> = outcomes
+/// A batch checked before it reaches the database: each response's revision as the store
+/// holds it (a `bigint`) and its status, in batch order, and the batch's indexes in key order
+/// (rows are locked in that order). A response twice in one batch, or a revision over
+/// 2^63 - 1, is refused.
+pub(crate) struct Prepared {
+    pub rows: Vec<(i64, ResponseStatus)>,
+    pub order: Vec<usize>,
+}
+
+pub(crate) fn prepare(batch: &[NewResponse<'_>]) -> Result<Prepared, sqlx::Error> {
+    let mut seen = std::collections::HashSet::new();
+    if !batch.iter().all(|n| seen.insert(key(n.message))) {
+        return Err(sqlx::Error::Protocol(
+            "a response appears twice in one batch".into(),
+        ));
+    }
+    let mut rows = Vec::with_capacity(batch.len());
+    for new in batch {
+        let revision = i64::try_from(new.message.revision.0)
+            .map_err(|_| sqlx::Error::Protocol("revision is larger than 2^63 - 1".into()))?;
+        let status = if new.evaluation.is_flagged() {
+            ResponseStatus::Flagged
+        } else {
+            ResponseStatus::Valid
+        };
+        rows.push((revision, status));
+    }
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| key(batch[i].message));
+    Ok(Prepared { rows, order })
+}
+
+/// The flag events of the revisions written now, for the collector's history.
+pub(crate) fn written_events(outcomes: &[Option<SaveOutcome>]) -> Vec<FlagEvent> {
+    outcomes
         .iter()
         .filter_map(|outcome| match outcome {
             Some(SaveOutcome::Written {
@@ -301,148 +164,31 @@ async fn record_flag_events(
             }) => Some(FlagEvent::new(*kind, stored, stored.stored_at)),
             _ => None,
         })
-        .collect();
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut user_ids = Vec::new();
-    let mut usernames = Vec::new();
-    let mut form_ids = Vec::new();
-    let mut response_ids = Vec::new();
-    let mut revisions = Vec::new();
-    let mut kinds = Vec::new();
-    let mut flags = Vec::new();
-    let mut answers = Vec::new();
-    for event in &events {
-        user_ids.push(event.collector.user_id.as_str());
-        usernames.push(event.collector.username.as_deref());
-        form_ids.push(event.form_id.as_str());
-        response_ids.push(event.response_id.as_str());
-        revisions.push(event.revision.0 as i64);
-        kinds.push(event.kind.as_str());
-        flags.push(json(&event.flags));
-        answers.push(json(&event.answers));
-    }
-    sqlx::query(
-        "INSERT INTO flag_events (user_id, form_id, response_id, revision, kind, flags, answers,
-             username)
-         SELECT u.user_id, u.form_id, u.response_id, u.revision, u.kind, u.flags::jsonb,
-             u.answers::jsonb, u.username
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-             $7::text[], $8::text[])
-             AS u(user_id, form_id, response_id, revision, kind, flags, answers, username)",
-    )
-    .bind(&user_ids)
-    .bind(&form_ids)
-    .bind(&response_ids)
-    .bind(&revisions)
-    .bind(&kinds)
-    .bind(&flags)
-    .bind(&answers)
-    .bind(&usernames)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+        .collect()
 }
 
-fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, sqlx::Error> {
-    rows.iter()
-        .map(|row| from_row(row).map(|(stored, _)| stored))
+/// Every outcome, once each was decided.
+pub(crate) fn all_decided(
+    outcomes: Vec<Option<SaveOutcome>>,
+) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or(sqlx::Error::RowNotFound))
         .collect()
 }
 
 /// A response's key: its form and its id within the form.
-fn key(message: &ResponseMessage) -> (&str, &str) {
+pub(crate) fn key(message: &ResponseMessage) -> (&str, &str) {
     (message.form_id.as_str(), message.response_id.as_str())
 }
 
-fn owned_key(message: &ResponseMessage) -> (String, String) {
+pub(crate) fn owned_key(message: &ResponseMessage) -> (String, String) {
     let (form, id) = key(message);
     (form.to_owned(), id.to_owned())
 }
 
-/// Runs `statement` with `ROWS` standing for the rows `indexes` of `batch` (an `UNNEST` of
-/// one array per column, aliased `u`); returns `stored_at` by `(form_id, response_id)`.
-async fn upsert_many(
-    tx: &mut Transaction<'_, Postgres>,
-    batch: &[NewResponse<'_>],
-    indexes: &[usize],
-    rows: &[(i64, ResponseStatus)],
-    events: &[Option<FlagEventKind>],
-    statement: &str,
-) -> Result<std::collections::HashMap<(String, String), DateTime<Utc>>, sqlx::Error> {
-    let mut ids = Vec::new();
-    let mut form_ids = Vec::new();
-    let mut revisions = Vec::new();
-    let mut form_versions = Vec::new();
-    let mut user_ids = Vec::new();
-    let mut usernames = Vec::new();
-    let mut submitted = Vec::new();
-    let mut answers = Vec::new();
-    let mut metadata = Vec::new();
-    let mut statuses = Vec::new();
-    let mut flags = Vec::new();
-    let mut flag_events = Vec::new();
-    let mut received = Vec::new();
-    for &i in indexes {
-        let new = &batch[i];
-        let message = new.message;
-        ids.push(message.response_id.as_str());
-        form_ids.push(message.form_id.as_str());
-        revisions.push(rows[i].0);
-        form_versions.push(new.form_version);
-        user_ids.push(message.collector.user_id.as_str());
-        usernames.push(message.collector.username.as_deref());
-        submitted.push(message.submitted_at);
-        answers.push(json(&message.answers));
-        metadata.push(json(&message.metadata));
-        statuses.push(rows[i].1.as_str());
-        flags.push(json(&new.evaluation.flags));
-        flag_events.push(events[i].map(FlagEventKind::as_str));
-        received.push(message.received_at);
-    }
-    let sql = statement.replace(
-        "ROWS",
-        "UNNEST($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[],
-                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
-                $12::text[], $13::timestamptz[])
-         AS u(response_id, form_id, revision, form_version, user_id, username, submitted_at,
-              answers, metadata, status, flags, flag_event, received_at)",
-    );
-    // Built from this file's constant statements only.
-    let returned = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&ids)
-        .bind(&form_ids)
-        .bind(&revisions)
-        .bind(&form_versions)
-        .bind(&user_ids)
-        .bind(&usernames)
-        .bind(&submitted)
-        .bind(&answers)
-        .bind(&metadata)
-        .bind(&statuses)
-        .bind(&flags)
-        .bind(&flag_events)
-        .bind(&received)
-        .fetch_all(&mut **tx)
-        .await?;
-    returned
-        .iter()
-        .map(|row| {
-            Ok((
-                (row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?),
-                row.try_get(2)?,
-            ))
-        })
-        .collect()
-}
-
-/// JSON text for a `::jsonb` cast (these values always serialise).
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
-
-fn stored_response(
+/// What a later read of a response written now will say.
+pub(crate) fn stored_response(
     new: &NewResponse<'_>,
     status: ResponseStatus,
     stored_at: DateTime<Utc>,
@@ -456,7 +202,7 @@ fn stored_response(
         status,
         flags: new.evaluation.flags.clone(),
         collector: message.collector.clone(),
-        // PostgreSQL keeps microseconds: say what a later read will say.
+        // Both engines keep microseconds.
         submitted_at: message.submitted_at.map(|t| t.trunc_subsecs(6)),
         answers: message.answers.clone(),
         metadata: message.metadata.clone(),
@@ -465,57 +211,72 @@ fn stored_response(
     }
 }
 
-async fn read_response(
-    tx: &mut Transaction<'_, Postgres>,
-    form_id: &FormId,
-    response_id: &ResponseId,
-) -> Result<Option<(StoredResponse, Option<FlagEventKind>)>, sqlx::Error> {
-    let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
-        .bind(form_id.as_str())
-        .bind(response_id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.map(|row| from_row(&row)).transpose()
+/// JSON text for a column (these values always serialise).
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
-fn decode<T, E: std::error::Error + Send + Sync + 'static>(
+/// A stored status or flag event, read back: an unknown word is an error, never a default.
+pub(crate) fn parse_status(text: &str) -> Result<ResponseStatus, sqlx::Error> {
+    match text {
+        "valid" => Ok(ResponseStatus::Valid),
+        "flagged" => Ok(ResponseStatus::Flagged),
+        other => Err(sqlx::Error::Decode(
+            format!("unknown response status {other:?}").into(),
+        )),
+    }
+}
+
+pub(crate) fn parse_event(text: Option<&str>) -> Result<Option<FlagEventKind>, sqlx::Error> {
+    match text {
+        None => Ok(None),
+        Some("flagged") => Ok(Some(FlagEventKind::Flagged)),
+        Some("cleared") => Ok(Some(FlagEventKind::Cleared)),
+        Some(other) => Err(sqlx::Error::Decode(
+            format!("unknown flag event kind {other:?}").into(),
+        )),
+    }
+}
+
+/// An identifier read back from the store.
+pub(crate) fn decode<T, E: std::error::Error + Send + Sync + 'static>(
     result: Result<T, E>,
 ) -> Result<T, sqlx::Error> {
     result.map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
-pub(super) fn from_row(
-    row: &PgRow,
-) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
-    let status = match row.try_get::<&str, _>("status")? {
-        "flagged" => ResponseStatus::Flagged,
-        _ => ResponseStatus::Valid,
-    };
-    let event = match row.try_get::<Option<&str>, _>("flag_event")? {
-        Some("flagged") => Some(FlagEventKind::Flagged),
-        Some("cleared") => Some(FlagEventKind::Cleared),
-        _ => None,
-    };
-    let Json(answers): Json<Map<String, Value>> = row.try_get("answers")?;
-    let Json(metadata): Json<Map<String, Value>> = row.try_get("metadata")?;
-    let Json(flags): Json<Vec<Flag>> = row.try_get("flags")?;
-    let revision: i64 = row.try_get("revision")?;
-    let stored = StoredResponse {
-        response_id: decode(ResponseId::parse(row.try_get::<String, _>("response_id")?))?,
-        form_id: decode(FormId::parse(row.try_get::<String, _>("form_id")?))?,
-        revision: Revision(revision as u64),
-        form_version: row.try_get("form_version")?,
-        status,
-        flags,
-        collector: Collector {
-            user_id: decode(UserId::parse(row.try_get::<String, _>("user_id")?))?,
-            username: row.try_get("username")?,
-        },
-        submitted_at: row.try_get("submitted_at")?,
-        answers,
-        metadata,
-        received_at: row.try_get("received_at")?,
-        stored_at: row.try_get("stored_at")?,
-    };
-    Ok((stored, event))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_revision_rules() {
+        use FlagEventKind::{Cleared, Flagged};
+        use ResponseStatus::{Flagged as F, Valid as V};
+        assert_eq!(decide(None, 1, V), Decision::Write(None));
+        assert_eq!(decide(None, 1, F), Decision::Write(Some(Flagged)));
+        assert_eq!(
+            decide(Some((1, true)), 2, V),
+            Decision::Write(Some(Cleared))
+        );
+        assert_eq!(decide(Some((1, false)), 2, V), Decision::Write(None));
+        assert_eq!(
+            decide(Some((1, false)), 2, F),
+            Decision::Write(Some(Flagged))
+        );
+        assert_eq!(
+            decide(Some((1, true)), 2, F),
+            Decision::Write(Some(Flagged))
+        );
+        assert_eq!(decide(Some((2, true)), 2, V), Decision::Duplicate);
+        assert_eq!(decide(Some((3, false)), 2, F), Decision::Stale(Revision(3)));
+    }
+
+    #[test]
+    fn unknown_words_are_errors() {
+        assert!(parse_status("valid").is_ok());
+        assert!(parse_status("VALID").is_err());
+        assert!(parse_event(Some("flagged")).is_ok());
+        assert!(parse_event(Some("other")).is_err());
+    }
 }

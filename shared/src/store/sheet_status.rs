@@ -2,9 +2,7 @@
 //! many of its rows wait or were refused. sheets-sync reports; `GET /v1/forms/{id}/sheet` reads.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
-use super::Store;
 use crate::messages::FormId;
 
 /// A form whose sheet cannot be written now.
@@ -29,84 +27,19 @@ pub struct SheetState {
 }
 
 /// A reported failure older than this is not believed: its instance stopped reporting.
-const REPORT_FRESH_SECONDS: f64 = 60.0;
+pub(crate) const REPORT_FRESH_SECONDS: f64 = 60.0;
 
-impl Store {
+/// Per-form sheet status.
+#[async_trait::async_trait]
+pub trait SheetStatusStore {
     /// Reports this instance's failing forms: each upserted (refreshing it), and this
     /// instance's earlier reports of other forms removed (they write again).
-    pub async fn report_sheet_failures(
+    async fn report_sheet_failures(
         &self,
         instance: &str,
         failing: &[SheetFailure],
-    ) -> Result<(), sqlx::Error> {
-        let forms: Vec<&str> = failing.iter().map(|f| f.form_id.as_str()).collect();
-        let spreadsheets: Vec<&str> = failing.iter().map(|f| f.spreadsheet_id.as_str()).collect();
-        let tabs: Vec<&str> = failing.iter().map(|f| f.tab.as_str()).collect();
-        let reasons: Vec<&str> = failing.iter().map(|f| f.reason.as_str()).collect();
-        let about: Vec<bool> = failing.iter().map(|f| f.about_this_sheet).collect();
-        let since: Vec<DateTime<Utc>> = failing.iter().map(|f| f.failing_since).collect();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM sheet_status WHERE instance = $1 AND NOT (form_id = ANY($2::text[]))",
-        )
-        .bind(instance)
-        .bind(&forms)
-        .execute(&mut *tx)
-        .await?;
-        if !failing.is_empty() {
-            sqlx::query(
-                "INSERT INTO sheet_status (form_id, spreadsheet_id, tab, reason, about_this_sheet,
-                     failing_since, instance)
-                 SELECT f.*, $7 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[],
-                     $5::boolean[], $6::timestamptz[]) AS f
-                 ON CONFLICT (form_id) DO UPDATE
-                    SET spreadsheet_id = EXCLUDED.spreadsheet_id, tab = EXCLUDED.tab,
-                        reason = EXCLUDED.reason, about_this_sheet = EXCLUDED.about_this_sheet,
-                        failing_since = EXCLUDED.failing_since, instance = EXCLUDED.instance,
-                        updated_at = now()",
-            )
-            .bind(&forms)
-            .bind(&spreadsheets)
-            .bind(&tabs)
-            .bind(&reasons)
-            .bind(&about)
-            .bind(&since)
-            .bind(instance)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
-    }
+    ) -> Result<(), sqlx::Error>;
 
     /// The form's sheet as last reported, with its waiting and parked rows.
-    pub async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
-                 (SELECT count(*) FROM sheet_outbox o WHERE o.form_id = $1) AS waiting,
-                 (SELECT count(*) FROM sheet_parked p WHERE p.form_id = $1) AS parked
-             FROM (SELECT 1) AS one
-             LEFT JOIN sheet_status s
-               ON s.form_id = $1 AND s.updated_at > now() - make_interval(secs => $2)",
-        )
-        .bind(form_id.as_str())
-        .bind(REPORT_FRESH_SECONDS)
-        .fetch_one(&self.pool)
-        .await?;
-        let failure = match row.try_get::<Option<String>, _>("reason")? {
-            None => None,
-            Some(reason) => Some(SheetFailure {
-                form_id: form_id.clone(),
-                spreadsheet_id: row.try_get("spreadsheet_id")?,
-                tab: row.try_get("tab")?,
-                reason,
-                about_this_sheet: row.try_get("about_this_sheet")?,
-                failing_since: row.try_get("failing_since")?,
-            }),
-        };
-        Ok(SheetState {
-            failure,
-            rows_waiting: row.try_get("waiting")?,
-            rows_parked: row.try_get("parked")?,
-        })
-    }
+    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, sqlx::Error>;
 }

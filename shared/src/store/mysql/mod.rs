@@ -1,0 +1,204 @@
+//! Every SQL statement of Collect against MySQL (8.0.16 and later) or MariaDB (10.6 and later).
+//! Migrations live in `shared/migrations-mysql/`, are embedded in the binaries and run at
+//! start.
+//!
+//! Each session runs at READ COMMITTED (as PostgreSQL does by default: a locking read takes no
+//! gap locks, so two validators' batches only meet on the rows they share), in strict mode (a
+//! value that does not fit is an error, never truncated), in UTC, with the statement and lock
+//! wait deadlines of `DATABASE_STATEMENT_TIMEOUT_MS`. Multi-row statements are cut to stay
+//! under the server's `max_allowed_packet` and the protocol's 65,535 placeholders.
+
+mod flag_history;
+mod forms;
+mod responses;
+mod sheet_status;
+mod sheets;
+
+use std::time::Duration;
+
+use sqlx::QueryBuilder;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+
+use super::{Engine, StoreSettings};
+
+/// The store on MySQL or MariaDB, through a connection pool.
+#[derive(Clone, Debug)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+    /// How many bytes of values one statement may carry (under `max_allowed_packet`).
+    max_statement_bytes: usize,
+}
+
+impl MySqlStore {
+    /// Creates the database if it is missing, connects and runs the migrations.
+    pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let url = crate::config::redact_url(&settings.url);
+        if !MySql::database_exists(&settings.url)
+            .await
+            .with_context(|| format!("cannot reach MySQL at {url}"))?
+        {
+            // Another service may be creating it at the same moment: that is fine.
+            if let Err(error) = MySql::create_database(&settings.url).await
+                && !MySql::database_exists(&settings.url).await.unwrap_or(false)
+            {
+                return Err(error).with_context(|| format!("cannot create the database {url}"));
+            }
+            tracing::info!(database = %url, "created the database");
+        }
+        let options: MySqlConnectOptions = settings
+            .url
+            .parse()
+            .with_context(|| format!("DATABASE_URL is not a MySQL URL: {url}"))?;
+        let options = options.charset("utf8mb4").timezone(Some("+00:00".into()));
+        // Migrations run on a connection of their own, without the statement deadline.
+        {
+            use sqlx::Connection;
+            let mut migrating = sqlx::MySqlConnection::connect_with(&options)
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?;
+            sqlx::migrate!("./migrations-mysql")
+                .run(&mut migrating)
+                .await
+                .context("cannot run the database migrations")?;
+            let _ = migrating.close().await;
+        }
+        let timeout = settings.statement_timeout;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |connection, _| {
+                Box::pin(async move { configure_session(connection, timeout).await })
+            })
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to {url}"))?;
+        let max_packet: u64 = sqlx::query_scalar("SELECT @@max_allowed_packet")
+            .fetch_one(&pool)
+            .await
+            .context("cannot read max_allowed_packet")?;
+        Ok(Self {
+            pool,
+            // A quarter of the packet is left for the statement's text and the protocol.
+            max_statement_bytes: usize::try_from(max_packet / 4 * 3).unwrap_or(usize::MAX),
+        })
+    }
+}
+
+/// Each new session: READ COMMITTED, strict, and deadlines. MariaDB bounds a statement with
+/// `max_statement_time` (seconds); MySQL bounds reads with `max_execution_time` (ms). Both
+/// bound lock waits: row locks (`innodb_lock_wait_timeout`) and table locks
+/// (`lock_wait_timeout`), in whole seconds.
+async fn configure_session(
+    connection: &mut sqlx::MySqlConnection,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    let seconds = timeout.as_secs_f64();
+    let whole_seconds = timeout.as_secs().max(1);
+    // Numbers only: nothing here comes from outside.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED;
+         SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES');
+         SET SESSION innodb_lock_wait_timeout = {whole_seconds};
+         SET SESSION lock_wait_timeout = {whole_seconds};"
+    )))
+    .execute(&mut *connection)
+    .await?;
+    let mariadb = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET SESSION max_statement_time = {seconds}"
+    )))
+    .execute(&mut *connection)
+    .await;
+    if mariadb.is_err() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET SESSION max_execution_time = {}",
+            timeout.as_millis()
+        )))
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Engine for MySqlStore {
+    fn name(&self) -> &'static str {
+        "MySQL"
+    }
+
+    async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// At most this many placeholders in one statement (the protocol allows 65,535).
+const MAX_PLACEHOLDERS: usize = 60_000;
+
+impl MySqlStore {
+    /// Cuts `items` into runs that one multi-row statement can carry: at most
+    /// [`MAX_PLACEHOLDERS`] values (`columns` per item) and `max_statement_bytes` of them
+    /// (`size` estimates an item's). An item that alone is over the limit is refused: it can
+    /// never be sent, however often it is retried.
+    fn runs<'a, T>(
+        &self,
+        items: &'a [T],
+        columns: usize,
+        size: impl Fn(&T) -> usize,
+    ) -> Result<Vec<&'a [T]>, sqlx::Error> {
+        let max_items = (MAX_PLACEHOLDERS / columns.max(1)).max(1);
+        let mut runs = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, item) in items.iter().enumerate() {
+            let item_bytes = size(item) + 16 * columns;
+            if item_bytes > self.max_statement_bytes {
+                return Err(sqlx::Error::Encode(
+                    format!(
+                        "a row of {item_bytes} bytes is over what one statement may carry \
+                         ({} bytes, from the server's max_allowed_packet)",
+                        self.max_statement_bytes
+                    )
+                    .into(),
+                ));
+            }
+            if i > start
+                && (i - start == max_items || bytes + item_bytes > self.max_statement_bytes)
+            {
+                runs.push(&items[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += item_bytes;
+        }
+        if start < items.len() {
+            runs.push(&items[start..]);
+        }
+        Ok(runs)
+    }
+}
+
+/// `(?, ?, …)` for a list of values, pushed onto `query`.
+fn push_list<T>(query: &mut QueryBuilder<MySql>, values: impl IntoIterator<Item = T>)
+where
+    T: for<'t> sqlx::Encode<'t, MySql> + sqlx::Type<MySql>,
+{
+    query.push("(");
+    let mut separated = query.separated(", ");
+    for value in values {
+        separated.push_bind(value);
+    }
+    separated.push_unseparated(")");
+}
+
+/// Whether an error is a duplicate key (MySQL's 1062): another transaction inserted the row
+/// between this one's read and its insert.
+fn is_duplicate_key(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(database) => database
+            .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+            .is_some_and(|e| e.number() == 1062),
+        _ => false,
+    }
+}

@@ -1,0 +1,349 @@
+//! Responses in MySQL. Saving a batch: one locking read of the rows already stored (in key
+//! order), one multi-row insert of the new ones, one multi-row upsert of the newer revisions,
+//! and the flag events. MySQL has no `INSERT … RETURNING`, so the rows are read first: when
+//! another transaction inserts one of the new responses in between, the insert fails on its
+//! key and the whole batch is tried again (its read then waits for, and sees, that row).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::mysql::MySqlRow;
+use sqlx::{MySql, QueryBuilder, Row, Transaction};
+
+use super::forms::parse_json;
+use super::{MySqlStore, is_duplicate_key, push_list};
+use crate::messages::{
+    Collector, FlagEventKind, FormId, ResponseId, ResponseStatus, Revision, StoredResponse, UserId,
+};
+use crate::store::responses::{
+    Decision, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition, all_decided,
+    decide, decode, json, key, owned_key, parse_event, parse_status, prepare, stored_response,
+    written_events,
+};
+
+/// The columns written for a response, in the order [`push_response`] binds them.
+const COLUMNS: &str = "response_id, form_id, revision, form_version, user_id, username, \
+     submitted_at, answers, metadata, status, flags, flag_event, received_at, stored_at";
+const COLUMN_COUNT: usize = 14;
+
+#[async_trait::async_trait]
+impl ResponseStore for MySqlStore {
+    async fn save_responses(
+        &self,
+        batch: &[NewResponse<'_>],
+    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+        let prepared = prepare(batch)?;
+        let mut attempt = 0;
+        loop {
+            match self.try_save(batch, &prepared).await {
+                Err(error) if is_duplicate_key(&error) && attempt < 3 => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn response(
+        &self,
+        form_id: &FormId,
+        response_id: &ResponseId,
+    ) -> Result<Option<StoredResponse>, sqlx::Error> {
+        let row = sqlx::query("SELECT * FROM responses WHERE form_id = ? AND response_id = ?")
+            .bind(form_id.as_str())
+            .bind(response_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| from_row(&row).map(|(stored, _)| stored))
+            .transpose()
+    }
+
+    async fn responses_with_id(
+        &self,
+        response_id: &ResponseId,
+        limit: i64,
+    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT * FROM responses WHERE response_id = ? ORDER BY form_id LIMIT ?")
+                .bind(response_id.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        stored_responses(&rows)
+    }
+
+    async fn sheet_position(
+        &self,
+        form_id: &FormId,
+        response_id: &ResponseId,
+    ) -> Result<Option<SheetPosition>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT spreadsheet_id, tab, `row_number` FROM sheet_rows
+             WHERE form_id = ? AND response_id = ? ORDER BY written_at DESC LIMIT 1",
+        )
+        .bind(form_id.as_str())
+        .bind(response_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(SheetPosition {
+                spreadsheet_id: row.try_get("spreadsheet_id")?,
+                tab: row.try_get("tab")?,
+                row: row.try_get("row_number")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn flagged_for_collector(
+        &self,
+        user_id: &UserId,
+        limit: i64,
+    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM responses
+             WHERE user_id = ? AND status = 'flagged'
+             ORDER BY stored_at, response_id
+             LIMIT ?",
+        )
+        .bind(user_id.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        stored_responses(&rows)
+    }
+}
+
+impl MySqlStore {
+    async fn try_save(
+        &self,
+        batch: &[NewResponse<'_>],
+        prepared: &Prepared,
+    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+        let (rows, order) = (&prepared.rows, &prepared.order);
+        let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; batch.len()];
+        let mut tx = self.pool.begin().await?;
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT CURRENT_TIMESTAMP(6)")
+            .fetch_one(&mut *tx)
+            .await?;
+
+        // The rows stored already, locked in key order.
+        let keys: Vec<(&str, &str)> = order.iter().map(|&i| key(batch[i].message)).collect();
+        let mut current = HashMap::new();
+        for run in self.runs(&keys, 2, |_| 0)? {
+            let mut query = QueryBuilder::<MySql>::new("SELECT * FROM responses WHERE ");
+            push_keys(&mut query, run);
+            query.push(" ORDER BY form_id, response_id FOR UPDATE");
+            for row in query.build().persistent(false).fetch_all(&mut *tx).await? {
+                let (stored, event) = from_row(&row)?;
+                current.insert(
+                    (stored.form_id.to_string(), stored.response_id.to_string()),
+                    (stored, event),
+                );
+            }
+        }
+
+        let mut new = Vec::new();
+        let mut newer = Vec::new();
+        let mut events: Vec<Option<FlagEventKind>> = vec![None; batch.len()];
+        for &i in order {
+            let (revision, status) = rows[i];
+            let stored = current.get(&owned_key(batch[i].message));
+            let held = stored.map(|(stored, _)| {
+                (
+                    stored.revision.0 as i64,
+                    stored.status == ResponseStatus::Flagged,
+                )
+            });
+            match (decide(held, revision, status), stored) {
+                (Decision::Write(event), _) => {
+                    events[i] = event;
+                    if stored.is_some() {
+                        newer.push(i)
+                    } else {
+                        new.push(i)
+                    }
+                    outcomes[i] = Some(SaveOutcome::Written {
+                        stored: stored_response(&batch[i], status, now),
+                        event,
+                    });
+                }
+                (Decision::Duplicate, Some((stored, event))) => {
+                    outcomes[i] = Some(SaveOutcome::Duplicate {
+                        stored: stored.clone(),
+                        event: *event,
+                    });
+                }
+                (Decision::Duplicate, None) => return Err(sqlx::Error::RowNotFound),
+                (Decision::Stale(stored_revision), _) => {
+                    outcomes[i] = Some(SaveOutcome::Stale { stored_revision });
+                }
+            }
+        }
+
+        let size = |&i: &usize| response_size(&batch[i]);
+        for run in self.runs(&new, COLUMN_COUNT, size)? {
+            let mut query =
+                QueryBuilder::<MySql>::new(format!("INSERT INTO responses ({COLUMNS}) "));
+            push_responses(&mut query, batch, run, rows, &events, now);
+            query.build().persistent(false).execute(&mut *tx).await?;
+        }
+        // The rows are locked and exist: the upsert only ever updates.
+        for run in self.runs(&newer, COLUMN_COUNT, size)? {
+            let mut query =
+                QueryBuilder::<MySql>::new(format!("INSERT INTO responses ({COLUMNS}) "));
+            push_responses(&mut query, batch, run, rows, &events, now);
+            query.push(
+                " ON DUPLICATE KEY UPDATE revision = VALUES(revision),
+                     form_version = VALUES(form_version), user_id = VALUES(user_id),
+                     username = VALUES(username), submitted_at = VALUES(submitted_at),
+                     answers = VALUES(answers), metadata = VALUES(metadata),
+                     status = VALUES(status), flags = VALUES(flags),
+                     flag_event = VALUES(flag_event), received_at = VALUES(received_at),
+                     stored_at = VALUES(stored_at)",
+            );
+            query.build().persistent(false).execute(&mut *tx).await?;
+        }
+        self.record_flag_events(&mut tx, &outcomes).await?;
+        tx.commit().await?;
+        all_decided(outcomes)
+    }
+
+    /// Adds the flag event of each revision written now to `flag_events`, numbered with the
+    /// next commit sequence (taken last: its row lock is held until the commit).
+    async fn record_flag_events(
+        &self,
+        tx: &mut Transaction<'_, MySql>,
+        outcomes: &[Option<SaveOutcome>],
+    ) -> Result<(), sqlx::Error> {
+        let events = written_events(outcomes);
+        if events.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE flag_event_clock SET last_txid = LAST_INSERT_ID(last_txid + 1) WHERE id = 1",
+        )
+        .execute(&mut **tx)
+        .await?;
+        let txid: u64 = sqlx::query_scalar("SELECT LAST_INSERT_ID()")
+            .fetch_one(&mut **tx)
+            .await?;
+        let size = |event: &crate::messages::FlagEvent| {
+            json(&event.flags).len() + json(&event.answers).len()
+        };
+        for run in self.runs(&events, 10, size)? {
+            let mut query = QueryBuilder::<MySql>::new(
+                "INSERT INTO flag_events (txid, user_id, username, form_id, response_id, revision,
+                     kind, flags, answers, at) ",
+            );
+            query.push_values(run, |mut row, event| {
+                row.push_bind(txid)
+                    .push_bind(event.collector.user_id.as_str())
+                    .push_bind(event.collector.username.as_deref())
+                    .push_bind(event.form_id.as_str())
+                    .push_bind(event.response_id.as_str())
+                    .push_bind(event.revision.0 as i64)
+                    .push_bind(event.kind.as_str())
+                    .push_bind(json(&event.flags))
+                    .push_bind(json(&event.answers))
+                    .push_bind(event.at);
+            });
+            query.build().persistent(false).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `(form_id = ? AND response_id IN (…)) OR …`, one group per form: a range on the primary
+/// key that MySQL and MariaDB both use.
+fn push_keys(query: &mut QueryBuilder<MySql>, keys: &[(&str, &str)]) {
+    let mut by_form: Vec<(&str, Vec<&str>)> = Vec::new();
+    for &(form, id) in keys {
+        match by_form.last_mut() {
+            Some((last, ids)) if *last == form => ids.push(id),
+            _ => by_form.push((form, vec![id])),
+        }
+    }
+    query.push("(");
+    for (n, (form, ids)) in by_form.into_iter().enumerate() {
+        if n > 0 {
+            query.push(" OR ");
+        }
+        query
+            .push("(form_id = ")
+            .push_bind(form)
+            .push(" AND response_id IN ");
+        push_list(query, ids);
+        query.push(")");
+    }
+    query.push(")");
+}
+
+/// `VALUES (…), (…)` for the responses `indexes` of `batch`, in [`COLUMNS`] order.
+fn push_responses(
+    query: &mut QueryBuilder<MySql>,
+    batch: &[NewResponse<'_>],
+    indexes: &[usize],
+    rows: &[(i64, ResponseStatus)],
+    events: &[Option<FlagEventKind>],
+    now: DateTime<Utc>,
+) {
+    query.push_values(indexes, |mut row, &i| {
+        let new = &batch[i];
+        let message = new.message;
+        row.push_bind(message.response_id.as_str())
+            .push_bind(message.form_id.as_str())
+            .push_bind(rows[i].0)
+            .push_bind(new.form_version)
+            .push_bind(message.collector.user_id.as_str())
+            .push_bind(message.collector.username.as_deref())
+            .push_bind(message.submitted_at)
+            .push_bind(json(&message.answers))
+            .push_bind(json(&message.metadata))
+            .push_bind(rows[i].1.as_str())
+            .push_bind(json(&new.evaluation.flags))
+            .push_bind(events[i].map(FlagEventKind::as_str))
+            .push_bind(message.received_at)
+            .push_bind(now);
+    });
+}
+
+/// About how many bytes a response's values take in a statement.
+fn response_size(new: &NewResponse<'_>) -> usize {
+    let message = new.message;
+    json(&message.answers).len()
+        + json(&message.metadata).len()
+        + json(&new.evaluation.flags).len()
+        + message.collector.username.as_ref().map_or(0, String::len)
+        + 512
+}
+
+fn stored_responses(rows: &[MySqlRow]) -> Result<Vec<StoredResponse>, sqlx::Error> {
+    rows.iter()
+        .map(|row| from_row(row).map(|(stored, _)| stored))
+        .collect()
+}
+
+pub(super) fn from_row(
+    row: &MySqlRow,
+) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
+    let status = parse_status(row.try_get("status")?)?;
+    let event = parse_event(row.try_get("flag_event")?)?;
+    let revision: i64 = row.try_get("revision")?;
+    let stored = StoredResponse {
+        response_id: decode(ResponseId::parse(row.try_get::<String, _>("response_id")?))?,
+        form_id: decode(FormId::parse(row.try_get::<String, _>("form_id")?))?,
+        revision: Revision(revision as u64),
+        form_version: row.try_get("form_version")?,
+        status,
+        flags: parse_json(row.try_get("flags")?)?,
+        collector: Collector {
+            user_id: decode(UserId::parse(row.try_get::<String, _>("user_id")?))?,
+            username: row.try_get("username")?,
+        },
+        submitted_at: row.try_get("submitted_at")?,
+        answers: parse_json(row.try_get("answers")?)?,
+        metadata: parse_json(row.try_get("metadata")?)?,
+        received_at: row.try_get("received_at")?,
+        stored_at: row.try_get("stored_at")?,
+    };
+    Ok((stored, event))
+}

@@ -1,0 +1,84 @@
+//! Per-form sheet status in MySQL.
+
+use sqlx::{MySql, QueryBuilder, Row};
+
+use super::{MySqlStore, push_list};
+use crate::messages::FormId;
+use crate::store::sheet_status::{
+    REPORT_FRESH_SECONDS, SheetFailure, SheetState, SheetStatusStore,
+};
+
+#[async_trait::async_trait]
+impl SheetStatusStore for MySqlStore {
+    async fn report_sheet_failures(
+        &self,
+        instance: &str,
+        failing: &[SheetFailure],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut forget = QueryBuilder::<MySql>::new("DELETE FROM sheet_status WHERE instance = ");
+        forget.push_bind(instance);
+        if !failing.is_empty() {
+            forget.push(" AND form_id NOT IN ");
+            push_list(&mut forget, failing.iter().map(|f| f.form_id.as_str()));
+        }
+        forget.build().persistent(false).execute(&mut *tx).await?;
+        if !failing.is_empty() {
+            let mut query = QueryBuilder::<MySql>::new(
+                "INSERT INTO sheet_status (form_id, spreadsheet_id, tab, reason, about_this_sheet,
+                     failing_since, instance) ",
+            );
+            query.push_values(failing, |mut row, f| {
+                row.push_bind(f.form_id.as_str())
+                    .push_bind(f.spreadsheet_id.as_str())
+                    .push_bind(f.tab.as_str())
+                    .push_bind(f.reason.as_str())
+                    .push_bind(f.about_this_sheet)
+                    .push_bind(f.failing_since)
+                    .push_bind(instance);
+            });
+            query.push(
+                " ON DUPLICATE KEY UPDATE spreadsheet_id = VALUES(spreadsheet_id),
+                     tab = VALUES(tab), reason = VALUES(reason),
+                     about_this_sheet = VALUES(about_this_sheet),
+                     failing_since = VALUES(failing_since), instance = VALUES(instance),
+                     updated_at = CURRENT_TIMESTAMP(6)",
+            );
+            query.build().persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
+                 (SELECT COUNT(*) FROM sheet_outbox o WHERE o.form_id = ?) AS waiting,
+                 (SELECT COUNT(*) FROM sheet_parked p WHERE p.form_id = ?) AS parked
+             FROM (SELECT 1 AS one) AS one
+             LEFT JOIN sheet_status s
+               ON s.form_id = ? AND s.updated_at > CURRENT_TIMESTAMP(6) - INTERVAL ? SECOND",
+        )
+        .bind(form_id.as_str())
+        .bind(form_id.as_str())
+        .bind(form_id.as_str())
+        .bind(REPORT_FRESH_SECONDS as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        let failure = match row.try_get::<Option<String>, _>("reason")? {
+            None => None,
+            Some(reason) => Some(SheetFailure {
+                form_id: form_id.clone(),
+                spreadsheet_id: row.try_get("spreadsheet_id")?,
+                tab: row.try_get("tab")?,
+                reason,
+                about_this_sheet: row.try_get("about_this_sheet")?,
+                failing_since: row.try_get("failing_since")?,
+            }),
+        };
+        Ok(SheetState {
+            failure,
+            rows_waiting: row.try_get("waiting")?,
+            rows_parked: row.try_get("parked")?,
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! The flag history in PostgreSQL: the cursor's `txid` is the writing transaction's id.
+
+use sqlx::Row;
+use sqlx::types::Json;
+
+use super::PgStore;
+use crate::messages::{Collector, FlagEvent, FlagSummary, FormId, ResponseId, Revision, UserId};
+use crate::store::flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
+use crate::store::responses::parse_event;
+
+#[async_trait::async_trait]
+impl FlagHistoryStore for PgStore {
+    /// Only events of transactions older than every transaction still running
+    /// (`pg_snapshot_xmin`) are read: ids are taken before commit and transactions commit in
+    /// any order, so a bigserial alone could let an event appear behind a cursor.
+    async fn flag_history(
+        &self,
+        user_id: &UserId,
+        since: FlagCursor,
+        limit: i64,
+    ) -> Result<FlagHistoryPage, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT txid::text AS txid, event_id, user_id, username, form_id, response_id,
+                 revision, kind, flags, answers, at
+             FROM flag_events
+             WHERE user_id = $1
+               AND txid < pg_snapshot_xmin(pg_current_snapshot())
+               AND (txid, event_id) > ($2::text::xid8, $3)
+             ORDER BY txid, event_id
+             LIMIT $4",
+        )
+        .bind(user_id.as_str())
+        .bind(since.txid.to_string())
+        .bind(since.event_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let decode =
+                |error: crate::messages::InvalidIdentifier| sqlx::Error::Decode(Box::new(error));
+            let cursor = FlagCursor {
+                txid: row
+                    .try_get::<String, _>("txid")?
+                    .parse()
+                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+                event_id: row.try_get("event_id")?,
+            };
+            let kind = parse_event(Some(row.try_get("kind")?))?.ok_or(sqlx::Error::RowNotFound)?;
+            let Json(flags): Json<Vec<FlagSummary>> = row.try_get("flags")?;
+            let Json(answers) = row.try_get("answers")?;
+            let event = FlagEvent {
+                kind,
+                response_id: ResponseId::parse(row.try_get::<String, _>("response_id")?)
+                    .map_err(decode)?,
+                form_id: FormId::parse(row.try_get::<String, _>("form_id")?).map_err(decode)?,
+                revision: Revision(row.try_get::<i64, _>("revision")? as u64),
+                collector: Collector {
+                    user_id: UserId::parse(row.try_get::<String, _>("user_id")?).map_err(decode)?,
+                    username: row.try_get("username")?,
+                },
+                flags,
+                answers,
+                at: row.try_get("at")?,
+            };
+            events.push((cursor, event));
+        }
+        let next = events.last().map_or(since, |(cursor, _)| *cursor);
+        Ok(FlagHistoryPage { events, next })
+    }
+}

@@ -1,0 +1,401 @@
+//! Responses in PostgreSQL: multi-row statements over `UNNEST`ed arrays, one per step.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::PgStore;
+use crate::messages::{
+    Collector, Flag, FlagEventKind, FormId, ResponseId, ResponseStatus, Revision, StoredResponse,
+    UserId,
+};
+use crate::store::responses::{
+    Decision, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided, decide, decode,
+    json, key, owned_key, parse_event, parse_status, prepare, stored_response, written_events,
+};
+
+#[async_trait::async_trait]
+impl ResponseStore for PgStore {
+    /// One multi-row insert of them all (`ON CONFLICT DO NOTHING`), one locking read of those
+    /// already stored, one multi-row update of the newer ones.
+    async fn save_responses(
+        &self,
+        batch: &[NewResponse<'_>],
+    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+        let prepared = prepare(batch)?;
+        let (rows, order) = (&prepared.rows, &prepared.order);
+        let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; batch.len()];
+        let mut tx = self.pool.begin().await?;
+
+        let insert_events: Vec<Option<FlagEventKind>> = rows
+            .iter()
+            .map(|&(revision, status)| match decide(None, revision, status) {
+                Decision::Write(event) => event,
+                _ => None,
+            })
+            .collect();
+        let inserted = upsert_many(
+            &mut tx,
+            batch,
+            order,
+            rows,
+            &insert_events,
+            "INSERT INTO responses (response_id, form_id, revision, form_version, user_id,
+                 username, submitted_at, answers, metadata, status, flags, flag_event,
+                 received_at)
+             SELECT u.response_id, u.form_id, u.revision, u.form_version, u.user_id,
+                 u.username, u.submitted_at, u.answers::jsonb, u.metadata::jsonb, u.status,
+                 u.flags::jsonb, u.flag_event, u.received_at
+             FROM ROWS
+             ON CONFLICT (form_id, response_id) DO NOTHING
+             RETURNING form_id, response_id, stored_at",
+        )
+        .await?;
+        for &i in order {
+            if let Some(stored_at) = inserted.get(&owned_key(batch[i].message)) {
+                outcomes[i] = Some(SaveOutcome::Written {
+                    stored: stored_response(&batch[i], rows[i].1, *stored_at),
+                    event: insert_events[i],
+                });
+            }
+        }
+
+        let existing: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        if !existing.is_empty() {
+            let (forms, ids): (Vec<&str>, Vec<&str>) =
+                existing.iter().map(|&i| key(batch[i].message)).unzip();
+            let current = sqlx::query(
+                "SELECT r.form_id, r.response_id, r.revision, r.status
+                 FROM responses r
+                 JOIN UNNEST($1::text[], $2::text[]) AS k(form_id, response_id)
+                   ON r.form_id = k.form_id AND r.response_id = k.response_id
+                 ORDER BY r.form_id, r.response_id FOR UPDATE OF r",
+            )
+            .bind(&forms)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut current_by_id = std::collections::HashMap::new();
+            for row in &current {
+                let form: String = row.try_get("form_id")?;
+                let id: String = row.try_get("response_id")?;
+                let revision: i64 = row.try_get("revision")?;
+                let flagged = parse_status(row.try_get("status")?)? == ResponseStatus::Flagged;
+                current_by_id.insert((form, id), (revision, flagged));
+            }
+            let mut newer = Vec::new();
+            let mut update_events: Vec<Option<FlagEventKind>> = vec![None; batch.len()];
+            let mut duplicates = Vec::new();
+            for &i in &existing {
+                let stored = *current_by_id
+                    .get(&owned_key(batch[i].message))
+                    .ok_or(sqlx::Error::RowNotFound)?;
+                let (revision, status) = rows[i];
+                match decide(Some(stored), revision, status) {
+                    Decision::Write(event) => {
+                        update_events[i] = event;
+                        newer.push(i);
+                    }
+                    Decision::Duplicate => duplicates.push(i),
+                    Decision::Stale(stored_revision) => {
+                        outcomes[i] = Some(SaveOutcome::Stale { stored_revision });
+                    }
+                }
+            }
+            if !newer.is_empty() {
+                let updated = upsert_many(
+                    &mut tx,
+                    batch,
+                    &newer,
+                    rows,
+                    &update_events,
+                    "UPDATE responses SET form_id = u.form_id, revision = u.revision,
+                         form_version = u.form_version, user_id = u.user_id,
+                         username = u.username, submitted_at = u.submitted_at,
+                         answers = u.answers::jsonb, metadata = u.metadata::jsonb,
+                         status = u.status, flags = u.flags::jsonb, flag_event = u.flag_event,
+                         received_at = u.received_at, stored_at = now()
+                     FROM ROWS
+                     WHERE responses.form_id = u.form_id AND responses.response_id = u.response_id
+                     RETURNING responses.form_id, responses.response_id, responses.stored_at",
+                )
+                .await?;
+                for &i in &newer {
+                    let stored_at = *updated
+                        .get(&owned_key(batch[i].message))
+                        .ok_or(sqlx::Error::RowNotFound)?;
+                    outcomes[i] = Some(SaveOutcome::Written {
+                        stored: stored_response(&batch[i], rows[i].1, stored_at),
+                        event: update_events[i],
+                    });
+                }
+            }
+            for i in duplicates {
+                let message = batch[i].message;
+                let (stored, event) =
+                    read_response(&mut tx, &message.form_id, &message.response_id)
+                        .await?
+                        .ok_or(sqlx::Error::RowNotFound)?;
+                outcomes[i] = Some(SaveOutcome::Duplicate { stored, event });
+            }
+        }
+        record_flag_events(&mut tx, &outcomes).await?;
+        tx.commit().await?;
+        all_decided(outcomes)
+    }
+
+    /// A form's response, at its latest revision.
+    async fn response(
+        &self,
+        form_id: &FormId,
+        response_id: &ResponseId,
+    ) -> Result<Option<StoredResponse>, sqlx::Error> {
+        let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
+            .bind(form_id.as_str())
+            .bind(response_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| from_row(&row).map(|(stored, _)| stored))
+            .transpose()
+    }
+
+    /// The responses of any form with this id, at most `limit` (for the route that names no
+    /// form), in form order.
+    async fn responses_with_id(
+        &self,
+        response_id: &ResponseId,
+        limit: i64,
+    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT * FROM responses WHERE response_id = $1 ORDER BY form_id LIMIT $2")
+                .bind(response_id.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        stored_responses(&rows)
+    }
+
+    /// Where a form's response was last written in a sheet, if it was.
+    async fn sheet_position(
+        &self,
+        form_id: &FormId,
+        response_id: &ResponseId,
+    ) -> Result<Option<SheetPosition>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT spreadsheet_id, tab, row_number FROM sheet_rows
+             WHERE form_id = $1 AND response_id = $2 ORDER BY written_at DESC LIMIT 1",
+        )
+        .bind(form_id.as_str())
+        .bind(response_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(SheetPosition {
+                spreadsheet_id: row.try_get("spreadsheet_id")?,
+                tab: row.try_get("tab")?,
+                row: row.try_get("row_number")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The collector's responses that are flagged now (latest revision), oldest first, at most
+    /// `limit`.
+    async fn flagged_for_collector(
+        &self,
+        user_id: &UserId,
+        limit: i64,
+    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM responses
+             WHERE user_id = $1 AND status = 'flagged'
+             ORDER BY stored_at, response_id
+             LIMIT $2",
+        )
+        .bind(user_id.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        stored_responses(&rows)
+    }
+}
+
+/// Adds the flag event of each revision written now to `flag_events` (the collector's
+/// history), in the transaction that stores it: one row per event, whatever redeliveries do.
+async fn record_flag_events(
+    tx: &mut Transaction<'_, Postgres>,
+    outcomes: &[Option<SaveOutcome>],
+) -> Result<(), sqlx::Error> {
+    let events = written_events(outcomes);
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut user_ids = Vec::new();
+    let mut usernames = Vec::new();
+    let mut form_ids = Vec::new();
+    let mut response_ids = Vec::new();
+    let mut revisions = Vec::new();
+    let mut kinds = Vec::new();
+    let mut flags = Vec::new();
+    let mut answers = Vec::new();
+    for event in &events {
+        user_ids.push(event.collector.user_id.as_str());
+        usernames.push(event.collector.username.as_deref());
+        form_ids.push(event.form_id.as_str());
+        response_ids.push(event.response_id.as_str());
+        revisions.push(event.revision.0 as i64);
+        kinds.push(event.kind.as_str());
+        flags.push(json(&event.flags));
+        answers.push(json(&event.answers));
+    }
+    sqlx::query(
+        "INSERT INTO flag_events (user_id, form_id, response_id, revision, kind, flags, answers,
+             username)
+         SELECT u.user_id, u.form_id, u.response_id, u.revision, u.kind, u.flags::jsonb,
+             u.answers::jsonb, u.username
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+             $7::text[], $8::text[])
+             AS u(user_id, form_id, response_id, revision, kind, flags, answers, username)",
+    )
+    .bind(&user_ids)
+    .bind(&form_ids)
+    .bind(&response_ids)
+    .bind(&revisions)
+    .bind(&kinds)
+    .bind(&flags)
+    .bind(&answers)
+    .bind(&usernames)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, sqlx::Error> {
+    rows.iter()
+        .map(|row| from_row(row).map(|(stored, _)| stored))
+        .collect()
+}
+
+/// Runs `statement` with `ROWS` standing for the rows `indexes` of `batch` (an `UNNEST` of
+/// one array per column, aliased `u`); returns `stored_at` by `(form_id, response_id)`.
+async fn upsert_many(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[NewResponse<'_>],
+    indexes: &[usize],
+    rows: &[(i64, ResponseStatus)],
+    events: &[Option<FlagEventKind>],
+    statement: &str,
+) -> Result<std::collections::HashMap<(String, String), DateTime<Utc>>, sqlx::Error> {
+    let mut ids = Vec::new();
+    let mut form_ids = Vec::new();
+    let mut revisions = Vec::new();
+    let mut form_versions = Vec::new();
+    let mut user_ids = Vec::new();
+    let mut usernames = Vec::new();
+    let mut submitted = Vec::new();
+    let mut answers = Vec::new();
+    let mut metadata = Vec::new();
+    let mut statuses = Vec::new();
+    let mut flags = Vec::new();
+    let mut flag_events = Vec::new();
+    let mut received = Vec::new();
+    for &i in indexes {
+        let new = &batch[i];
+        let message = new.message;
+        ids.push(message.response_id.as_str());
+        form_ids.push(message.form_id.as_str());
+        revisions.push(rows[i].0);
+        form_versions.push(new.form_version);
+        user_ids.push(message.collector.user_id.as_str());
+        usernames.push(message.collector.username.as_deref());
+        submitted.push(message.submitted_at);
+        answers.push(json(&message.answers));
+        metadata.push(json(&message.metadata));
+        statuses.push(rows[i].1.as_str());
+        flags.push(json(&new.evaluation.flags));
+        flag_events.push(events[i].map(FlagEventKind::as_str));
+        received.push(message.received_at);
+    }
+    let sql = statement.replace(
+        "ROWS",
+        "UNNEST($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[],
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
+                $12::text[], $13::timestamptz[])
+         AS u(response_id, form_id, revision, form_version, user_id, username, submitted_at,
+              answers, metadata, status, flags, flag_event, received_at)",
+    );
+    // Built from this file's constant statements only.
+    let returned = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(&form_ids)
+        .bind(&revisions)
+        .bind(&form_versions)
+        .bind(&user_ids)
+        .bind(&usernames)
+        .bind(&submitted)
+        .bind(&answers)
+        .bind(&metadata)
+        .bind(&statuses)
+        .bind(&flags)
+        .bind(&flag_events)
+        .bind(&received)
+        .fetch_all(&mut **tx)
+        .await?;
+    returned
+        .iter()
+        .map(|row| {
+            Ok((
+                (row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?),
+                row.try_get(2)?,
+            ))
+        })
+        .collect()
+}
+
+async fn read_response(
+    tx: &mut Transaction<'_, Postgres>,
+    form_id: &FormId,
+    response_id: &ResponseId,
+) -> Result<Option<(StoredResponse, Option<FlagEventKind>)>, sqlx::Error> {
+    let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
+        .bind(form_id.as_str())
+        .bind(response_id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|row| from_row(&row)).transpose()
+}
+
+pub(super) fn from_row(
+    row: &PgRow,
+) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
+    let status = parse_status(row.try_get("status")?)?;
+    let event = parse_event(row.try_get("flag_event")?)?;
+    let Json(answers): Json<Map<String, Value>> = row.try_get("answers")?;
+    let Json(metadata): Json<Map<String, Value>> = row.try_get("metadata")?;
+    let Json(flags): Json<Vec<Flag>> = row.try_get("flags")?;
+    let revision: i64 = row.try_get("revision")?;
+    let stored = StoredResponse {
+        response_id: decode(ResponseId::parse(row.try_get::<String, _>("response_id")?))?,
+        form_id: decode(FormId::parse(row.try_get::<String, _>("form_id")?))?,
+        revision: Revision(revision as u64),
+        form_version: row.try_get("form_version")?,
+        status,
+        flags,
+        collector: Collector {
+            user_id: decode(UserId::parse(row.try_get::<String, _>("user_id")?))?,
+            username: row.try_get("username")?,
+        },
+        submitted_at: row.try_get("submitted_at")?,
+        answers,
+        metadata,
+        received_at: row.try_get("received_at")?,
+        stored_at: row.try_get("stored_at")?,
+    };
+    Ok((stored, event))
+}

@@ -1,0 +1,383 @@
+//! sheets-sync's tables in PostgreSQL, and tab locks as advisory locks.
+
+use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Row};
+
+use super::PgStore;
+use crate::messages::{FormId, ResponseId};
+use crate::store::sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
+
+#[async_trait::async_trait]
+impl SheetStore for PgStore {
+    /// Queues responses for their sheet (a response seen twice is queued once).
+    async fn enqueue_many_for_sheet(
+        &self,
+        responses: &[(&ResponseId, &FormId)],
+    ) -> Result<(), sqlx::Error> {
+        let distinct: std::collections::BTreeSet<(&str, &str)> = responses
+            .iter()
+            .map(|(response_id, form_id)| (response_id.as_str(), form_id.as_str()))
+            .collect();
+        let (ids, forms): (Vec<&str>, Vec<&str>) = distinct.into_iter().unzip();
+        // Queuing a response again unparks it: a newer revision may be accepted.
+        sqlx::query(
+            "WITH unparked AS (
+                 DELETE FROM sheet_parked p USING UNNEST($1::text[], $2::text[]) AS k(id, form)
+                 WHERE p.response_id = k.id AND p.form_id = k.form)
+             INSERT INTO sheet_outbox (response_id, form_id)
+             SELECT * FROM UNNEST($1::text[], $2::text[])
+             ON CONFLICT (form_id, response_id) DO UPDATE
+                SET enqueued_at = clock_timestamp()",
+        )
+        .bind(&ids)
+        .bind(&forms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks every stored response of a form for rewriting; returns how many.
+    async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "WITH unparked AS (DELETE FROM sheet_parked WHERE form_id = $1)
+             INSERT INTO sheet_outbox (response_id, form_id, force)
+             SELECT response_id, form_id, true FROM responses WHERE form_id = $1
+             ON CONFLICT (form_id, response_id) DO UPDATE
+                SET force = true, enqueued_at = clock_timestamp()",
+        )
+        .bind(form_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn pending_forms(&self) -> Result<Vec<PendingForm>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT form_id, count(*) AS waiting,
+                    EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at))::float8 AS oldest_age
+             FROM sheet_outbox GROUP BY form_id ORDER BY min(enqueued_at)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingForm {
+                    form_id: FormId::parse(row.try_get::<String, _>("form_id")?)
+                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    waiting: row.try_get("waiting")?,
+                    oldest_age_seconds: row.try_get("oldest_age")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` waiting responses of a form, oldest first, as stored now.
+    async fn pending_rows(
+        &self,
+        form_id: &FormId,
+        limit: i64,
+    ) -> Result<Vec<PendingRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            // The oldest markers first, then their responses by primary key: joined the
+            // other way round, the planner (with statistics behind a fast load) read every
+            // response of the form for each batch, which made a backlog quadratic.
+            "SELECT r.*, o.force, o.enqueued_at
+             FROM (SELECT * FROM sheet_outbox WHERE form_id = $1
+                   ORDER BY enqueued_at, response_id LIMIT $2) AS o
+             JOIN responses r ON r.form_id = o.form_id AND r.response_id = o.response_id
+             ORDER BY o.enqueued_at, o.response_id",
+        )
+        .bind(form_id.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingRow {
+                    response: super::responses::from_row(row)?.0,
+                    force: row.try_get("force")?,
+                    enqueued_at: row.try_get("enqueued_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The rows of a tab already written, for these responses: `(response_id, row, revision)`.
+    async fn sheet_rows(
+        &self,
+        spreadsheet_id: &str,
+        tab: &str,
+        response_ids: &[String],
+    ) -> Result<Vec<(String, i32, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            // A join, not `response_id = ANY($3)`: with the table's statistics behind a fast
+            // load, the planner scanned it comparing every row to every id (a profile showed
+            // it as the heaviest query of the pipeline).
+            "SELECT s.response_id, s.row_number, s.revision
+             FROM UNNEST($3::text[]) AS wanted(response_id)
+             JOIN sheet_rows s ON s.spreadsheet_id = $1 AND s.tab = $2
+                              AND s.response_id = wanted.response_id",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(response_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("response_id")?,
+                    row.try_get("row_number")?,
+                    row.try_get("revision")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// How many rows of a tab `sheet_rows` records.
+    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
+            .bind(spreadsheet_id)
+            .bind(tab)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Forgets every row recorded for a tab (the tab was deleted, renamed or emptied); returns
+    /// how many.
+    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
+            .bind(spreadsheet_id)
+            .bind(tab)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Makes `sheet_rows` of a tab say what the sheet holds (`(response_id, row)` as read from
+    /// its `response_id` column), in one transaction: a response found keeps its recorded
+    /// revision at its new row (or gets revision -1, unknown, when it was not recorded, so the
+    /// next batch rewrites it); a response recorded but not found is forgotten (a person deleted
+    /// or cleared its row: a new revision or an export appends it again). Returns how many
+    /// were forgotten.
+    async fn resync_sheet_rows(
+        &self,
+        form_id: &FormId,
+        spreadsheet_id: &str,
+        tab: &str,
+        found: &[(String, i32)],
+    ) -> Result<u64, sqlx::Error> {
+        let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+        let rows: Vec<i32> = found.iter().map(|(_, row)| *row).collect();
+        let mut tx = self.pool.begin().await?;
+        let forgotten = sqlx::query(
+            "DELETE FROM sheet_rows s WHERE s.spreadsheet_id = $1 AND s.tab = $2
+               AND NOT EXISTS (SELECT 1 FROM UNNEST($3::text[]) AS f(id) WHERE f.id = s.response_id)",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "INSERT INTO sheet_rows (spreadsheet_id, tab, form_id, response_id, row_number,
+                 revision)
+             SELECT $1, $2, $5, f.id, f.row_number, -1
+             FROM UNNEST($3::text[], $4::int[]) AS f(id, row_number)
+             ON CONFLICT (spreadsheet_id, tab, response_id) DO UPDATE
+                SET row_number = EXCLUDED.row_number",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(&ids)
+        .bind(&rows)
+        .bind(form_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(forgotten)
+    }
+
+    /// Records where responses were written (`(response_id, row, revision)`) and takes them off
+    /// the outbox, unless they were enqueued again meanwhile (a newer revision), in one
+    /// transaction. `inserted` are the rows appends inserted, in order (`(first row, count)`):
+    /// `values.append` with `INSERT_ROWS` inserts its rows, so every row recorded at or below
+    /// the first one moved down (an append lands in a gap a person left in the table).
+    async fn record_written(
+        &self,
+        form_id: &FormId,
+        spreadsheet_id: &str,
+        tab: &str,
+        written: &[(String, i32, i64)],
+        enqueued_before: &[(String, DateTime<Utc>)],
+        inserted: &[(i32, i32)],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for (first, count) in inserted {
+            sqlx::query(
+                "UPDATE sheet_rows SET row_number = row_number + $4
+                 WHERE spreadsheet_id = $1 AND tab = $2 AND row_number >= $3",
+            )
+            .bind(spreadsheet_id)
+            .bind(tab)
+            .bind(first)
+            .bind(count)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
+        let rows: Vec<i32> = written.iter().map(|(_, row, _)| *row).collect();
+        let revisions: Vec<i64> = written.iter().map(|(_, _, revision)| *revision).collect();
+        sqlx::query(
+            "INSERT INTO sheet_rows (spreadsheet_id, tab, form_id, response_id, row_number,
+                 revision)
+             SELECT $1, $2, $6, * FROM UNNEST($3::text[], $4::int[], $5::bigint[])
+             ON CONFLICT (spreadsheet_id, tab, response_id) DO UPDATE
+                SET row_number = EXCLUDED.row_number, revision = EXCLUDED.revision,
+                    written_at = now()",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(&ids)
+        .bind(&rows)
+        .bind(&revisions)
+        .bind(form_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let done_ids: Vec<&str> = enqueued_before.iter().map(|(id, _)| id.as_str()).collect();
+        let done_at: Vec<DateTime<Utc>> = enqueued_before.iter().map(|(_, at)| *at).collect();
+        sqlx::query(
+            "DELETE FROM sheet_outbox o USING UNNEST($1::text[], $2::timestamptz[]) AS d(id, at)
+             WHERE o.form_id = $3 AND o.response_id = d.id AND o.enqueued_at <= d.at",
+        )
+        .bind(&done_ids)
+        .bind(&done_at)
+        .bind(form_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM sheet_parked WHERE form_id = $2 AND response_id = ANY($1::text[])",
+        )
+        .bind(&ids)
+        .bind(form_id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    /// Takes responses a sheet permanently refused off the outbox, with the reason, unless a
+    /// newer revision was queued meanwhile (that one is tried instead). Returns how many were
+    /// parked.
+    async fn park_rows(
+        &self,
+        form_id: &FormId,
+        spreadsheet_id: &str,
+        tab: &str,
+        parked: &[ParkRow],
+    ) -> Result<u64, sqlx::Error> {
+        let ids: Vec<&str> = parked.iter().map(|p| p.response_id.as_str()).collect();
+        let revisions: Vec<i64> = parked.iter().map(|p| p.revision).collect();
+        let reasons: Vec<&str> = parked.iter().map(|p| p.reason.as_str()).collect();
+        let at: Vec<DateTime<Utc>> = parked.iter().map(|p| p.enqueued_at).collect();
+        let done = sqlx::query(
+            "WITH refused AS (
+                 SELECT * FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::timestamptz[])
+                     AS p(response_id, revision, reason, enqueued_at)
+             ), taken AS (
+                 DELETE FROM sheet_outbox o USING refused p
+                 WHERE o.form_id = $7 AND o.response_id = p.response_id
+                   AND o.enqueued_at <= p.enqueued_at
+                 RETURNING o.response_id, o.form_id
+             )
+             INSERT INTO sheet_parked (response_id, form_id, spreadsheet_id, tab, revision, reason)
+             SELECT t.response_id, t.form_id, $1, $2, p.revision, p.reason
+             FROM taken t JOIN refused p ON p.response_id = t.response_id
+             ON CONFLICT (form_id, response_id) DO UPDATE
+                SET spreadsheet_id = EXCLUDED.spreadsheet_id,
+                    tab = EXCLUDED.tab, revision = EXCLUDED.revision,
+                    reason = EXCLUDED.reason, parked_at = clock_timestamp()",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .bind(&ids)
+        .bind(&revisions)
+        .bind(&reasons)
+        .bind(&at)
+        .bind(form_id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Why the response's row is not in its sheet, when the sheet refused it (`None` when it is
+    /// written, waiting, or was never refused).
+    async fn sheet_parked(
+        &self,
+        form_id: &FormId,
+        response_id: &ResponseId,
+    ) -> Result<Option<ParkedRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT spreadsheet_id, tab, revision, reason, parked_at FROM sheet_parked
+             WHERE form_id = $1 AND response_id = $2",
+        )
+        .bind(form_id.as_str())
+        .bind(response_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ParkedRow {
+                spreadsheet_id: row.try_get("spreadsheet_id")?,
+                tab: row.try_get("tab")?,
+                revision: row.try_get("revision")?,
+                reason: row.try_get("reason")?,
+                parked_at: row.try_get("parked_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How many responses are parked (all forms).
+    async fn parked_count(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT count(*) FROM sheet_parked")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    async fn lock_session(&self) -> Result<Box<dyn TabLocks>, sqlx::Error> {
+        Ok(Box::new(PgTabLocks(self.pool.acquire().await?)))
+    }
+}
+
+/// Tab locks as session advisory locks, on a pooled connection of their own.
+struct PgTabLocks(PoolConnection<Postgres>);
+
+#[async_trait::async_trait]
+impl TabLocks for PgTabLocks {
+    /// The key is PostgreSQL's `hashtextextended`, which is stable across releases (hash
+    /// partitioning relies on it), so instances of different builds agree on it. Advisory
+    /// locks belong to the database, so two databases on one server never share one. Taking
+    /// a lock the session already holds stacks it: call this once per tab.
+    async fn try_lock_tab(&mut self, spreadsheet_id: &str, tab: &str) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended(
+                 'collect-sheet-tab:' || length($1) || ':' || $1 || ':' || $2, 0))",
+        )
+        .bind(spreadsheet_id)
+        .bind(tab)
+        .fetch_one(&mut *self.0)
+        .await
+    }
+
+    async fn alive(&mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.0)
+            .await
+            .map(|_| ())
+    }
+
+    fn discard(mut self: Box<Self>) {
+        self.0.close_on_drop();
+    }
+}

@@ -1,0 +1,662 @@
+//! The store's interface, the same on both engines: each check runs on PostgreSQL and on
+//! MySQL/MariaDB, each in a fresh database of its own (`TEST_DATABASE_SERVER`,
+//! `TEST_MYSQL_SERVER`, or the local servers).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use collect_shared::forms::Severity;
+use collect_shared::forms::{Form, FormDefinition};
+use collect_shared::messages::{
+    Collector, Flag, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision,
+    UserId,
+};
+use collect_shared::rules::Evaluation;
+use collect_shared::store::{FlagCursor, NewResponse, SaveOutcome, Store, StoreSettings};
+use serde_json::json;
+
+/// A database of the test's own on one engine, dropped at the end.
+struct Database {
+    url: String,
+    server: String,
+    name: String,
+}
+
+impl Database {
+    fn new(engine: &str) -> Self {
+        let server = match engine {
+            "postgres" => std::env::var("TEST_DATABASE_SERVER")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
+            _ => std::env::var("TEST_MYSQL_SERVER")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into()),
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("collect_test_{}", &id[..12]);
+        Self {
+            url: format!("{server}/{name}"),
+            server,
+            name,
+        }
+    }
+
+    async fn store(&self) -> Store {
+        Store::connect(&StoreSettings {
+            url: self.url.clone(),
+            max_connections: 5,
+            statement_timeout: Duration::from_secs(30),
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn drop(self) {
+        use sqlx::Connection;
+        if self.server.starts_with("postgres") {
+            let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", self.server))
+                .await
+                .unwrap();
+            let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        } else {
+            let mut admin = sqlx::MySqlConnection::connect(&self.server).await.unwrap();
+            let statement = format!("DROP DATABASE IF EXISTS `{}`", self.name);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Runs a check on both engines, as `<check>::postgres` and `<check>::mysql`.
+macro_rules! on_both_engines {
+    ($($check:ident),* $(,)?) => {$(
+        mod $check {
+            #[tokio::test]
+            async fn postgres() {
+                let database = super::Database::new("postgres");
+                super::$check(database.store().await).await;
+                database.drop().await;
+            }
+
+            #[tokio::test]
+            async fn mysql() {
+                let database = super::Database::new("mysql");
+                super::$check(database.store().await).await;
+                database.drop().await;
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    revisions,
+    batches_and_forms_sharing_ids,
+    flag_history,
+    forms_versions,
+    outbox_rows_and_parking,
+    tab_locks,
+    sheet_status,
+);
+
+fn form_id(id: &str) -> FormId {
+    FormId::parse(id).unwrap()
+}
+
+fn message(form: &str, id: &str, revision: u64, user: &str) -> ResponseMessage {
+    ResponseMessage {
+        form_id: form_id(form),
+        response_id: ResponseId::parse(id).unwrap(),
+        revision: Revision(revision),
+        collector: Collector {
+            user_id: UserId::parse(user).unwrap(),
+            username: Some("Ádá \u{1F600}".into()),
+        },
+        submitted_at: Some(Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap()),
+        answers: json!({"name": "Zoë", "income": 1200.5, "nested": {"b": [1, null], "a": true}})
+            .as_object()
+            .unwrap()
+            .clone(),
+        metadata: json!({"device": "x"}).as_object().unwrap().clone(),
+        received_at: Some(Utc.timestamp_micros(1_795_169_700_123_456).unwrap()),
+    }
+}
+
+fn flagged() -> Evaluation {
+    Evaluation {
+        flags: vec![Flag {
+            rule_id: "savings_not_negative".into(),
+            message: "savings must be >= 0".into(),
+            severity: Severity::Error,
+        }],
+    }
+}
+
+fn valid() -> Evaluation {
+    Evaluation { flags: vec![] }
+}
+
+async fn save(store: &Store, message: &ResponseMessage, evaluation: &Evaluation) -> SaveOutcome {
+    let mut outcomes = store
+        .save_responses(&[NewResponse {
+            message,
+            form_version: 1,
+            evaluation,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 1);
+    outcomes.remove(0)
+}
+
+async fn revisions(store: Store) {
+    let first = message("household_finance", "r-1", 2, "u-1");
+    let SaveOutcome::Written { stored, event } = save(&store, &first, &flagged()).await else {
+        panic!("the first revision is written");
+    };
+    assert_eq!(event, Some(FlagEventKind::Flagged));
+    assert_eq!(stored.status, ResponseStatus::Flagged);
+    let read = store
+        .response(&first.form_id, &first.response_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, stored, "what saving says is what a read says");
+    assert_eq!(read.answers, first.answers);
+    assert_eq!(read.collector.username.as_deref(), Some("Ádá \u{1F600}"));
+
+    // A redelivery: the same revision, nothing changes, the first event again.
+    let SaveOutcome::Duplicate {
+        stored: again,
+        event,
+    } = save(&store, &first, &valid()).await
+    else {
+        panic!("the same revision is a duplicate");
+    };
+    assert_eq!((again, event), (read.clone(), Some(FlagEventKind::Flagged)));
+
+    // An older revision is ignored.
+    let older = message("household_finance", "r-1", 1, "u-1");
+    assert_eq!(
+        save(&store, &older, &valid()).await,
+        SaveOutcome::Stale {
+            stored_revision: Revision(2)
+        }
+    );
+
+    // A newer valid one clears the flag.
+    let newer = message("household_finance", "r-1", 3, "u-1");
+    let SaveOutcome::Written { stored, event } = save(&store, &newer, &valid()).await else {
+        panic!("a newer revision is written");
+    };
+    assert_eq!(event, Some(FlagEventKind::Cleared));
+    assert_eq!(stored.revision, Revision(3));
+    assert_eq!(
+        store
+            .response(&newer.form_id, &newer.response_id)
+            .await
+            .unwrap()
+            .unwrap(),
+        stored
+    );
+    assert!(
+        store
+            .flagged_for_collector(&newer.collector.user_id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A revision over what the store holds is refused before it reaches it.
+    let huge = message("household_finance", "r-2", u64::MAX, "u-1");
+    let refused = store
+        .save_responses(&[NewResponse {
+            message: &huge,
+            form_version: 1,
+            evaluation: &valid(),
+        }])
+        .await;
+    assert!(refused.is_err());
+}
+
+async fn batches_and_forms_sharing_ids(store: Store) {
+    let form = |id: &str| Form {
+        id: form_id(id),
+        definition: FormDefinition {
+            title: id.into(),
+            questions: vec![],
+            rules: vec![],
+            metadata: vec![],
+            sheet: None,
+        },
+    };
+    store.put_form(&form("a")).await.unwrap();
+    store.put_form(&form("b")).await.unwrap();
+    // One batch: new responses of two forms with the same id, in no particular order.
+    let messages = [
+        message("b", "same", 1, "u-2"),
+        message("a", "same", 1, "u-2"),
+        message("a", "other", 4, "u-2"),
+    ];
+    let evaluations = [flagged(), valid(), flagged()];
+    let batch: Vec<NewResponse> = messages
+        .iter()
+        .zip(&evaluations)
+        .map(|(message, evaluation)| NewResponse {
+            message,
+            form_version: 1,
+            evaluation,
+        })
+        .collect();
+    let outcomes = store.save_responses(&batch).await.unwrap();
+    for (outcome, message) in outcomes.iter().zip(&messages) {
+        let SaveOutcome::Written { stored, .. } = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert_eq!(
+            (&stored.form_id, &stored.response_id),
+            (&message.form_id, &message.response_id)
+        );
+    }
+    // The same batch again, with one newer revision: the rest are duplicates.
+    let messages2 = [
+        message("b", "same", 2, "u-2"),
+        message("a", "same", 1, "u-2"),
+        message("a", "other", 4, "u-2"),
+    ];
+    let batch: Vec<NewResponse> = messages2
+        .iter()
+        .zip(&evaluations)
+        .map(|(message, evaluation)| NewResponse {
+            message,
+            form_version: 1,
+            evaluation,
+        })
+        .collect();
+    let outcomes = store.save_responses(&batch).await.unwrap();
+    assert!(matches!(
+        outcomes[0],
+        SaveOutcome::Written {
+            event: Some(FlagEventKind::Flagged),
+            ..
+        }
+    ));
+    assert!(matches!(
+        outcomes[1],
+        SaveOutcome::Duplicate { event: None, .. }
+    ));
+    assert!(matches!(
+        outcomes[2],
+        SaveOutcome::Duplicate {
+            event: Some(FlagEventKind::Flagged),
+            ..
+        }
+    ));
+    let same = store
+        .responses_with_id(&ResponseId::parse("same").unwrap(), 10)
+        .await
+        .unwrap();
+    let forms: Vec<(&str, u64)> = same
+        .iter()
+        .map(|r| (r.form_id.as_str(), r.revision.0))
+        .collect();
+    assert_eq!(forms, [("a", 1), ("b", 2)]);
+    // A response twice in one batch is refused.
+    let twice = [message("a", "x", 1, "u"), message("a", "x", 2, "u")];
+    let evaluation = valid();
+    let batch: Vec<NewResponse> = twice
+        .iter()
+        .map(|message| NewResponse {
+            message,
+            form_version: 1,
+            evaluation: &evaluation,
+        })
+        .collect();
+    assert!(store.save_responses(&batch).await.is_err());
+    let flagged_now = store
+        .flagged_for_collector(&UserId::parse("u-2").unwrap(), 10)
+        .await
+        .unwrap();
+    let ids: Vec<(&str, &str)> = flagged_now
+        .iter()
+        .map(|r| (r.form_id.as_str(), r.response_id.as_str()))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&("a", "other")) && ids.contains(&("b", "same")));
+}
+
+async fn flag_history(store: Store) {
+    let user = UserId::parse("u-3").unwrap();
+    for (n, evaluation) in [flagged(), valid(), flagged()].iter().enumerate() {
+        save(
+            &store,
+            &message("household_finance", "h", n as u64 + 1, "u-3"),
+            evaluation,
+        )
+        .await;
+    }
+    // A redelivery adds no event.
+    save(
+        &store,
+        &message("household_finance", "h", 3, "u-3"),
+        &flagged(),
+    )
+    .await;
+    let all = store
+        .flag_history(&user, FlagCursor::default(), 10)
+        .await
+        .unwrap();
+    let kinds: Vec<(FlagEventKind, u64)> = all
+        .events
+        .iter()
+        .map(|(_, event)| (event.kind, event.revision.0))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (FlagEventKind::Flagged, 1),
+            (FlagEventKind::Cleared, 2),
+            (FlagEventKind::Flagged, 3)
+        ]
+    );
+    assert_eq!(all.events[0].1.answers, message("f", "h", 1, "u").answers);
+    // Paged: two, then one, then none; the cursor reads back as written.
+    let first = store
+        .flag_history(&user, FlagCursor::default(), 2)
+        .await
+        .unwrap();
+    assert_eq!(first.events.len(), 2);
+    let cursor = FlagCursor::parse(&first.next.to_string()).unwrap();
+    let second = store.flag_history(&user, cursor, 2).await.unwrap();
+    assert_eq!(second.events.len(), 1);
+    assert_eq!(second.events[0].1.revision, Revision(3));
+    let third = store.flag_history(&user, second.next, 2).await.unwrap();
+    assert!(third.events.is_empty());
+    assert_eq!(third.next, second.next);
+    // Another collector's events are not in it.
+    assert!(
+        store
+            .flag_history(
+                &UserId::parse("someone-else").unwrap(),
+                FlagCursor::default(),
+                10
+            )
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}
+
+async fn forms_versions(store: Store) {
+    let mut form = collect_shared::forms::builtin().remove(0);
+    let stored = store.form(&form.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.form, form);
+    // The same definition again is a no-op; a changed one is the next version.
+    let put = store.put_form(&form).await.unwrap();
+    assert_eq!((put.version, put.created), (1, false));
+    form.definition.title = "Changed".into();
+    let put = store.put_form(&form).await.unwrap();
+    assert_eq!((put.version, put.created), (2, false));
+    assert_eq!(store.form_version(&form.id).await.unwrap(), Some(2));
+    let new = Form {
+        id: form_id("brand-new"),
+        definition: form.definition.clone(),
+    };
+    let put = store.put_form(&new).await.unwrap();
+    assert_eq!((put.version, put.created), (1, true));
+    assert_eq!(
+        store
+            .form(&form_id("nope"))
+            .await
+            .unwrap()
+            .map(|f| f.version),
+        None
+    );
+}
+
+async fn outbox_rows_and_parking(store: Store) {
+    let form = form_id("household_finance");
+    for id in ["o-1", "o-2", "o-3"] {
+        save(&store, &message("household_finance", id, 1, "u"), &valid()).await;
+    }
+    let ids: Vec<ResponseId> = ["o-1", "o-2", "o-3"]
+        .iter()
+        .map(|id| ResponseId::parse(*id).unwrap())
+        .collect();
+    let queued: Vec<(&ResponseId, &FormId)> = ids.iter().map(|id| (id, &form)).collect();
+    store.enqueue_many_for_sheet(&queued).await.unwrap();
+    store.enqueue_many_for_sheet(&queued[..1]).await.unwrap();
+    let pending = store.pending_forms().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].form_id.as_str(), pending[0].waiting),
+        ("household_finance", 3)
+    );
+    let rows = store.pending_rows(&form, 10).await.unwrap();
+    let order: Vec<&str> = rows
+        .iter()
+        .map(|r| r.response.response_id.as_str())
+        .collect();
+    assert_eq!(order, ["o-2", "o-3", "o-1"], "oldest marker first");
+    assert!(rows.iter().all(|r| !r.force));
+
+    // o-2 and o-3 written at rows 2 and 3; o-1 queued again meanwhile stays queued.
+    let (sheet, tab) = ("sheet-1", "Responses ü");
+    let before: Vec<(String, chrono::DateTime<Utc>)> = rows
+        .iter()
+        .map(|r| (r.response.response_id.to_string(), r.enqueued_at))
+        .collect();
+    store.enqueue_many_for_sheet(&queued[..1]).await.unwrap();
+    store
+        .record_written(
+            &form,
+            sheet,
+            tab,
+            &[
+                ("o-2".into(), 2, 1),
+                ("o-3".into(), 3, 1),
+                ("o-1".into(), 4, 1),
+            ],
+            &before,
+            &[],
+        )
+        .await
+        .unwrap();
+    let left = store.pending_rows(&form, 10).await.unwrap();
+    let left: Vec<&str> = left
+        .iter()
+        .map(|r| r.response.response_id.as_str())
+        .collect();
+    assert_eq!(left, ["o-1"]);
+    let mut found = store
+        .sheet_rows(
+            sheet,
+            tab,
+            &["o-1".into(), "o-2".into(), "o-3".into(), "zz".into()],
+        )
+        .await
+        .unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("o-1".into(), 4, 1),
+            ("o-2".into(), 2, 1),
+            ("o-3".into(), 3, 1)
+        ]
+    );
+    assert_eq!(store.sheet_row_count(sheet, tab).await.unwrap(), 3);
+    assert_eq!(
+        store.sheet_row_count(sheet, "Responses u").await.unwrap(),
+        0
+    );
+    let position = store
+        .sheet_position(&form, &ResponseId::parse("o-3").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((position.tab.as_str(), position.row), (tab, 3));
+
+    // An append that inserted 2 rows at row 3 moved o-3 and o-1 down.
+    store
+        .record_written(&form, sheet, tab, &[], &[], &[(3, 2)])
+        .await
+        .unwrap();
+    let mut found = store
+        .sheet_rows(sheet, tab, &["o-1".into(), "o-2".into(), "o-3".into()])
+        .await
+        .unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("o-1".into(), 6, 1),
+            ("o-2".into(), 2, 1),
+            ("o-3".into(), 5, 1)
+        ]
+    );
+
+    // A person sorted the sheet and deleted o-2's row: resync says what the sheet holds.
+    let forgotten = store
+        .resync_sheet_rows(
+            &form,
+            sheet,
+            tab,
+            &[("o-1".into(), 2), ("o-3".into(), 3), ("new".into(), 4)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1);
+    let mut found = store
+        .sheet_rows(
+            sheet,
+            tab,
+            &["o-1".into(), "o-2".into(), "o-3".into(), "new".into()],
+        )
+        .await
+        .unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("new".into(), 4, -1),
+            ("o-1".into(), 2, 1),
+            ("o-3".into(), 3, 1)
+        ]
+    );
+
+    // o-1 refused by its sheet: parked with the reason, off the outbox.
+    let waiting = store.pending_rows(&form, 10).await.unwrap();
+    let parked = store
+        .park_rows(
+            &form,
+            sheet,
+            tab,
+            &[collect_shared::store::ParkRow {
+                response_id: "o-1".into(),
+                revision: 1,
+                reason: "too big ✂".into(),
+                enqueued_at: waiting[0].enqueued_at,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked, 1);
+    assert_eq!(store.parked_count().await.unwrap(), 1);
+    let row = store
+        .sheet_parked(&form, &ResponseId::parse("o-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.reason.as_str(), row.revision, row.tab.as_str()),
+        ("too big ✂", 1, tab)
+    );
+    assert!(store.pending_forms().await.unwrap().is_empty());
+    let state = store.sheet_state(&form).await.unwrap();
+    assert_eq!((state.rows_waiting, state.rows_parked), (0, 1));
+
+    // An export queues every response again, forced, and unparks.
+    assert_eq!(store.enqueue_form_export(&form).await.unwrap(), 3);
+    assert_eq!(store.parked_count().await.unwrap(), 0);
+    let rows = store.pending_rows(&form, 10).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.force));
+    assert_eq!(store.forget_tab(sheet, tab).await.unwrap(), 3);
+}
+
+async fn tab_locks(store: Store) {
+    let mut mine = store.lock_session().await.unwrap();
+    let mut theirs = store.lock_session().await.unwrap();
+    assert!(mine.try_lock_tab("s", "Tab").await.unwrap());
+    assert!(
+        mine.try_lock_tab("s", "Tab").await.unwrap(),
+        "taken again by its holder"
+    );
+    assert!(!theirs.try_lock_tab("s", "Tab").await.unwrap());
+    assert!(theirs.try_lock_tab("s", "Tab 2").await.unwrap());
+    assert!(theirs.try_lock_tab("s2", "Tab").await.unwrap());
+    mine.alive().await.unwrap();
+    // A session that goes away frees its locks.
+    mine.discard();
+    let taken = collect_testkit_free_eventually(|| {
+        let store = store.clone();
+        async move {
+            let mut other = store.lock_session().await.unwrap();
+            let got = other.try_lock_tab("s", "Tab").await.unwrap();
+            other.discard();
+            got
+        }
+    })
+    .await;
+    assert!(taken, "the lock of a closed session is free");
+}
+
+/// Polls for up to 5 s (a closed connection's locks go when the server notices).
+async fn collect_testkit_free_eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn sheet_status(store: Store) {
+    use collect_shared::store::SheetFailure;
+    let failure = SheetFailure {
+        form_id: form_id("household_finance"),
+        spreadsheet_id: "gone".into(),
+        tab: "Responses".into(),
+        reason: "404: Requested entity was not found.".into(),
+        about_this_sheet: true,
+        failing_since: Utc.timestamp_micros(1_795_169_700_000_001).unwrap(),
+    };
+    store
+        .report_sheet_failures("i-1", std::slice::from_ref(&failure))
+        .await
+        .unwrap();
+    let state = store.sheet_state(&failure.form_id).await.unwrap();
+    assert_eq!(state.failure, Some(failure.clone()));
+    // Reported again with nothing failing: gone.
+    store.report_sheet_failures("i-1", &[]).await.unwrap();
+    assert_eq!(
+        store.sheet_state(&failure.form_id).await.unwrap().failure,
+        None
+    );
+}
