@@ -42,7 +42,7 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<IngestFigures
         "\n## 2. Ingest over HTTP keep-alive ({} connections, {} s per phase)",
         args.connections, args.seconds
     );
-    let setup = crate::services::stack().await?;
+    let setup = crate::services::stack(args.engines.first()).await?;
     let ingest = ready(&setup, setup.start_ingest().await).await;
     let base = ingest.url("");
     let purge = Purger::new(&setup).await?;

@@ -4,11 +4,13 @@
 //!    persistent 1 KB messages on a quorum queue, with a pipelined confirm window;
 //! 2. ingest over HTTP keep-alive: the seed route and the batch route at full speed, then the
 //!    seed route at half the full rate (open loop) for its latency;
-//! 3. end to end: N responses through ingest → validator → PostgreSQL → sheets-sync → emulator;
+//! 3. end to end: N responses through ingest → validator → the database → sheets-sync →
+//!    emulator, once per engine asked for (`--engine postgres,mysql`);
 //! 4. the peak RSS of each service, and the ratios against the targets.
 //!
 //! The services run as the release binaries beside this one (`scripts/bench.sh` builds them),
-//! against the local RabbitMQ and PostgreSQL, in a namespace and a database of their own.
+//! against the local RabbitMQ and PostgreSQL or MySQL/MariaDB, in a namespace and a database of
+//! their own.
 #![allow(clippy::print_stdout)]
 
 mod broker;
@@ -19,6 +21,7 @@ mod services;
 use std::time::Duration;
 
 use clap::Parser;
+use collect_testkit::Engine;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Collect's benchmark: prints figures and the ratios against the targets")]
@@ -41,6 +44,41 @@ pub struct Args {
     /// Which parts to run.
     #[arg(long, value_delimiter = ',', default_value = "broker,ingest,e2e")]
     pub parts: Vec<String>,
+    /// The database engines, comma-separated (`postgres`, `mysql`): the end-to-end part runs
+    /// once on each, in order; the ingest part on the first. Servers: `TEST_DATABASE_SERVER`
+    /// and `TEST_MYSQL_SERVER`, as for the tests (default the local ones). Given twice, the
+    /// last one counts.
+    #[arg(
+        long = "engine",
+        default_value = "postgres",
+        overrides_with = "engines"
+    )]
+    pub engines: Engines,
+}
+
+/// One or more engines, e.g. `postgres,mysql`.
+#[derive(Debug, Clone)]
+pub struct Engines(Vec<Engine>);
+
+impl Engines {
+    pub fn first(&self) -> Engine {
+        self.0[0]
+    }
+}
+
+impl std::str::FromStr for Engines {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let engines = text
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<Engine>, _>>()?;
+        if engines.is_empty() {
+            return Err("name at least one engine".into());
+        }
+        Ok(Self(engines))
+    }
 }
 
 impl Args {
@@ -57,11 +95,23 @@ impl Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     println!("# Collect benchmark");
+    let databases: Vec<String> = args
+        .engines
+        .0
+        .iter()
+        .map(|engine| {
+            format!(
+                "{engine} at {}",
+                collect_shared::config::redact_url(&engine.server())
+            )
+        })
+        .collect();
     println!(
-        "machine: {} cores, {}; RabbitMQ {}, PostgreSQL at 127.0.0.1:5432",
+        "machine: {} cores, {}; RabbitMQ {}, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         memory(),
         collect_testkit::amqp_url().replace("guest:guest@", ""),
+        databases.join(", "),
     );
     let mut peaks = services::Peaks::default();
 
@@ -75,11 +125,12 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let e2e = if args.runs("e2e") {
-        Some(pipeline::run(&args, &mut peaks).await?)
-    } else {
-        None
-    };
+    let mut e2e = Vec::new();
+    if args.runs("e2e") {
+        for &engine in &args.engines.0 {
+            e2e.push((engine, pipeline::run(&args, engine, &mut peaks).await?));
+        }
+    }
 
     println!("\n## Peak RSS (VmHWM)");
     for (service, bytes) in &peaks.0 {
@@ -115,10 +166,11 @@ async fn main() -> anyhow::Result<()> {
             verdict(i.half_p99_ms <= 20.0)
         );
     }
-    if let (Some(y), Some(e)) = (&yardstick, &e2e) {
+    for (engine, e) in &e2e {
+        let Some(y) = &yardstick else { break };
         let ratio = e.rate / y.end_to_end_rate;
         println!(
-            "end to end ÷ broker publish-to-consume: {:.0} / {:.0} = {ratio:.2}   target ≥ 0.40: {}",
+            "end to end on {engine} ÷ broker publish-to-consume: {:.0} / {:.0} = {ratio:.2}   target ≥ 0.40: {}",
             e.rate,
             y.end_to_end_rate,
             verdict(ratio >= 0.4)

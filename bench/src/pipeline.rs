@@ -1,4 +1,5 @@
-//! End to end: N responses through ingest → validator → PostgreSQL → sheets-sync → emulator.
+//! End to end: N responses through ingest → validator → the database (PostgreSQL or
+//! MySQL/MariaDB) → sheets-sync → emulator.
 //! Senders post batches over keep-alive connections as fast as ingest accepts them; the run
 //! ends when the last response is a row in the sheet. Latencies come from the store: each
 //! response's `received_at` (ingest), `stored_at` (the validator's commit) and its sheet row's
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use collect_testkit::Engine;
 use serde_json::Value;
 
 use crate::http_load::envelope;
@@ -23,16 +25,16 @@ pub struct EndToEnd {
 const SENDERS: usize = 8;
 const BATCH: usize = 250;
 
-pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<EndToEnd> {
+pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Result<EndToEnd> {
     let n = args.responses;
     println!(
-        "\n## 3. End to end: {n} responses, ingest → validator → PostgreSQL → sheets-sync → emulator"
+        "\n## 3. End to end on {engine}: {n} responses, ingest → validator → {engine} → sheets-sync → emulator"
     );
-    let setup = crate::services::stack().await?;
+    let setup = crate::services::stack(engine).await?;
     let ingest = ready(&setup, setup.start_ingest().await).await;
     let validator = ready(&setup, setup.start_validator().await).await;
     let sync = ready(&setup, setup.start_sheets_sync().await).await;
-    let pool = sqlx::PgPool::connect(&setup.database_url).await?;
+    let pool = collect_testkit::database_pool(&setup.database_url).await;
 
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -45,7 +47,7 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<EndToEnd> {
             tokio::spawn(async move { send(url, next, n, bar).await })
         })
         .collect();
-    let stored_bar = progress(n as u64, "committed to PostgreSQL");
+    let stored_bar = progress(n as u64, &format!("committed to {engine}"));
     let sheet_bar = progress(n as u64, "rows in the sheet");
     let bars = indicatif::MultiProgress::new();
     let sent_bar = bars.add(sent_bar);
@@ -57,12 +59,8 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<EndToEnd> {
     let mut peaks_seen = (0u64, 0u64, 0u64);
     let deadline = Duration::from_secs(3600);
     loop {
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM responses")
-            .fetch_one(&pool)
-            .await?;
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sheet_rows")
-            .fetch_one(&pool)
-            .await?;
+        let stored = collect_testkit::count(&pool, "SELECT count(*) FROM responses").await?;
+        let rows = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_rows").await?;
         stored_bar.set_position(stored as u64);
         sheet_bar.set_position(rows as u64);
         if accepted_at.is_none() && senders.iter().all(|s| s.is_finished()) {
@@ -101,26 +99,39 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<EndToEnd> {
         n as f64 / accepted
     );
     println!(
-        "committed to PostgreSQL: all in {committed:.1} s ({:.0}/s)",
+        "committed to {engine}: all in {committed:.1} s ({:.0}/s)",
         n as f64 / committed
     );
     println!(
         "in the sheet: all in {:.1} s: {rate:.0} responses/s end to end",
         total.as_secs_f64()
     );
-    let (c50, c99): (f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.99) WITHIN GROUP (ORDER BY d)
-         FROM (SELECT extract(epoch FROM stored_at - received_at) * 1000 AS d FROM responses) t",
-    )
-    .fetch_one(&pool)
-    .await?;
-    let (s50, s99): (f64, f64) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.99) WITHIN GROUP (ORDER BY d)
-         FROM (SELECT extract(epoch FROM s.written_at - r.received_at) * 1000 AS d
-               FROM sheet_rows s JOIN responses r USING (response_id)) t",
-    )
-    .fetch_one(&pool)
-    .await?;
+    // Milliseconds from ingest to the commit, and to the sheet, per response; percentiles
+    // interpolated as PostgreSQL's percentile_cont does.
+    let (committed_ms, written_ms) = match engine {
+        Engine::Postgres => (
+            "SELECT (extract(epoch FROM stored_at - received_at) * 1000)::float8
+             FROM responses WHERE received_at IS NOT NULL",
+            "SELECT (extract(epoch FROM s.written_at - r.received_at) * 1000)::float8
+             FROM sheet_rows s JOIN responses r USING (response_id) WHERE r.received_at IS NOT NULL",
+        ),
+        Engine::MySql => (
+            "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, received_at, stored_at) AS DOUBLE) / 1000
+             FROM responses WHERE received_at IS NOT NULL",
+            "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, r.received_at, s.written_at) AS DOUBLE) / 1000
+             FROM sheet_rows s JOIN responses r USING (response_id) WHERE r.received_at IS NOT NULL",
+        ),
+    };
+    let mut to_commit: Vec<f64> = sqlx::query_scalar(committed_ms).fetch_all(&pool).await?;
+    let mut to_sheet: Vec<f64> = sqlx::query_scalar(written_ms).fetch_all(&pool).await?;
+    let (c50, c99) = (
+        percentile(&mut to_commit, 0.5),
+        percentile(&mut to_commit, 0.99),
+    );
+    let (s50, s99) = (
+        percentile(&mut to_sheet, 0.5),
+        percentile(&mut to_sheet, 0.99),
+    );
     println!("received → committed: p50 {c50:.0} ms, p99 {c99:.0} ms");
     println!("received → in the sheet: p50 {s50:.0} ms, p99 {s99:.0} ms");
     let cells = setup
@@ -146,6 +157,18 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<EndToEnd> {
     }
     setup.remove().await;
     Ok(EndToEnd { rate })
+}
+
+/// The `p` percentile of `values`, interpolated between the two nearest (as PostgreSQL's
+/// `percentile_cont`); NaN for none.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = p * (values.len() - 1) as f64;
+    let (low, high) = (at.floor() as usize, at.ceil() as usize);
+    values[low] + (values[high] - values[low]) * (at - low as f64)
 }
 
 /// Takes the next batch of ids until `n` are sent; a batch not wholly accepted is sent again.

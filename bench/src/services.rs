@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use collect_shared::config::Namespace;
-use collect_testkit::{ServiceProcess, Stack};
+use collect_testkit::{Engine, ServiceProcess, Stack};
 
 pub const KEY: &str = "bench-key";
 pub const SPREADSHEET: &str = "bench-sheet";
@@ -24,15 +24,16 @@ impl Peaks {
     }
 }
 
-/// A namespace, a database and the emulator for one part of the benchmark; the services are
-/// the release binaries beside this one (`scripts/bench.sh` builds them all).
-pub async fn stack() -> anyhow::Result<Stack> {
+/// A namespace, a database on `engine` and the emulator for one part of the benchmark; the
+/// services are the release binaries beside this one (`scripts/bench.sh` builds them all).
+pub async fn stack(engine: Engine) -> anyhow::Result<Stack> {
     let exe = std::env::current_exe()?;
     let binaries = exe.parent().context("no directory")?.to_path_buf();
     let namespace: Namespace = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
     let mut stack = Stack::new(
+        engine,
         binaries,
         namespace,
         SPREADSHEET,

@@ -1,8 +1,10 @@
 //! Test support shared by the services' integration tests. Tests talk to the real RabbitMQ
-//! (and PostgreSQL); each one isolates itself in a namespace of its own.
+//! and PostgreSQL or MySQL/MariaDB ([`Engine`]); each one isolates itself in a namespace and a
+//! database of its own.
 
 #![allow(clippy::unwrap_used)]
 
+mod engine;
 mod process;
 mod proxy;
 mod stack;
@@ -20,6 +22,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 
+pub use engine::{Engine, count, database_pool, database_url, drop_database, url_via};
 pub use process::{ServiceProcess, check_lifecycle};
 pub use proxy::FaultProxy;
 pub use stack::Stack;
@@ -27,37 +30,6 @@ pub use stack::Stack;
 /// The broker the tests use: `AMQP_URL`, or the local RabbitMQ.
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// The PostgreSQL server the tests use: `TEST_DATABASE_SERVER`, or the local one.
-fn database_server() -> String {
-    std::env::var("TEST_DATABASE_SERVER")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-/// The URL of a database of this test's own (`collect_test_<random>`); the service under test
-/// creates it. Drop it with [`drop_database`].
-pub fn database_url() -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}/collect_test_{}", database_server(), &id[..12])
-}
-
-/// Drops a test database, closing whatever connections remain.
-pub async fn drop_database(url: &str) {
-    use sqlx::Connection;
-    let Some((_, name)) = url.rsplit_once('/') else {
-        return;
-    };
-    let Ok(mut admin) =
-        sqlx::PgConnection::connect(&format!("{}/postgres", database_server())).await
-    else {
-        return;
-    };
-    let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-        .execute(&mut admin)
-        .await;
-    let _ = admin.close().await;
 }
 
 /// A fresh namespace (`test-<random>`), so tests share the broker but never a queue.

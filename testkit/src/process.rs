@@ -83,7 +83,8 @@ impl ServiceProcess {
     }
 }
 
-/// A service as an operator runs it: it starts in its own namespace and database, answers
+/// A service as an operator runs it: it starts in its own namespace and database (on
+/// PostgreSQL), answers
 /// `/healthz`, becomes ready (its topology declared: the work queues exist), serves
 /// `/metrics`, and stops on SIGTERM with status 0 within 10 s.
 pub async fn check_lifecycle(binary: &str, listen_variable: &'static str) {
@@ -91,7 +92,7 @@ pub async fn check_lifecycle(binary: &str, listen_variable: &'static str) {
     use nix::sys::signal::Signal;
 
     let namespace = crate::namespace();
-    let database_url = crate::database_url();
+    let database_url = crate::database_url(crate::Engine::Postgres);
     let mut service = ServiceProcess::start(
         binary,
         &[

@@ -8,6 +8,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::Engine;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     /// Bytes flow both ways.
@@ -46,6 +48,11 @@ impl FaultProxy {
         Self::start("127.0.0.1:5672".parse().unwrap()).await
     }
 
+    /// A proxy in front of the test database server of `engine` (see [`Engine::server`]).
+    pub async fn for_database(engine: Engine) -> Self {
+        Self::start(engine.server_addr()).await
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -53,6 +60,11 @@ impl FaultProxy {
     /// The broker URL through this proxy.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// The database of `url` through this proxy (a proxy [`FaultProxy::for_database`]).
+    pub fn database_url(&self, url: &str) -> String {
+        crate::url_via(url, &self.addr.to_string())
     }
 
     pub fn cut(&self) {

@@ -9,9 +9,10 @@ use collect_shared::amqp::Topology;
 use collect_shared::config::Namespace;
 use sheets_emulator::Emulator;
 
-use crate::ServiceProcess;
+use crate::{Engine, ServiceProcess};
 
 pub struct Stack {
+    pub engine: Engine,
     pub namespace: Namespace,
     pub topology: Topology,
     /// The database, as the test reaches it.
@@ -35,10 +36,12 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// A fresh namespace and database, and the emulator with `spreadsheet` and a service
-    /// account key for sheets-sync. The services are the binaries in `binaries`; they reach
-    /// RabbitMQ at `amqp_url` and PostgreSQL at `database` (host:port; the real one if `None`).
+    /// A fresh namespace and a database on `engine`, and the emulator with `spreadsheet` and a
+    /// service account key for sheets-sync. The services are the binaries in `binaries`; they
+    /// reach RabbitMQ at `amqp_url` and the database server at `database` (host:port, e.g. a
+    /// [`crate::FaultProxy`]; the real one if `None`).
     pub async fn new(
+        engine: Engine,
         binaries: PathBuf,
         namespace: Namespace,
         spreadsheet: &str,
@@ -46,12 +49,9 @@ impl Stack {
         database: Option<String>,
     ) -> Self {
         let topology = Topology::new(namespace.clone());
-        let database_url = crate::database_url();
+        let database_url = crate::database_url(engine);
         let services_database_url = match database {
-            Some(host) => {
-                let (_, name) = database_url.rsplit_once('/').unwrap();
-                format!("postgres://postgres@{host}/{name}")
-            }
+            Some(host) => crate::url_via(&database_url, &host),
             None => database_url.clone(),
         };
         let emulator = Emulator::new();
@@ -64,6 +64,7 @@ impl Stack {
         let key_file = std::env::temp_dir().join(format!("collect-key-{namespace}.json"));
         std::fs::write(&key_file, key.to_string()).unwrap();
         Self {
+            engine,
             namespace,
             topology,
             database_url,

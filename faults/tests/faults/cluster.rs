@@ -44,8 +44,8 @@ impl Cluster {
         Self::start_via(validators, syncs, collect_testkit::amqp_url(), None).await
     }
 
-    /// With the services reaching RabbitMQ at `amqp_url` and PostgreSQL through `database`
-    /// (host:port), e.g. fault proxies.
+    /// With the services reaching RabbitMQ at `amqp_url` and the database server through
+    /// `database` (host:port), e.g. fault proxies.
     pub async fn start_via(
         validators: usize,
         syncs: usize,
@@ -53,6 +53,7 @@ impl Cluster {
         database: Option<String>,
     ) -> Self {
         let mut setup = Stack::new(
+            super::ENGINE,
             binaries(),
             collect_testkit::namespace(),
             SPREADSHEET,
@@ -187,7 +188,7 @@ impl Cluster {
     pub async fn verify(&mut self, sent: &Sent) {
         let accepted = &sent.accepted;
         assert!(!accepted.is_empty(), "something was accepted");
-        let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
+        let pool = collect_testkit::database_pool(&self.database_url).await;
         let deadline = Duration::from_secs(120);
         let started = std::time::Instant::now();
         loop {
@@ -208,8 +209,7 @@ impl Cluster {
                 .iter()
                 .filter(|(id, revision)| !sent.settled(id, **revision))
                 .count();
-            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM sheet_outbox")
-                .fetch_one(&pool)
+            let waiting = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_outbox")
                 .await
                 .unwrap_or(-1);
             let queued = self
@@ -239,7 +239,7 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        // PostgreSQL: once each, at the accepted revision (or a later one sent), the status the
+        // The database: once each, at the accepted revision (or a later one sent), the status the
         // rules give. Responses never accepted may be there too, if their request landed.
         let stored: Vec<(String, i64, String)> =
             sqlx::query_as("SELECT response_id, revision, status FROM responses")

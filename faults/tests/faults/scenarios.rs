@@ -4,7 +4,8 @@ use collect_testkit::{FaultProxy, eventually};
 use nix::sys::signal::Signal;
 use sheets_emulator::Faults;
 
-use crate::cluster::{Cluster, SPREADSHEET, TAB, responses};
+use super::ENGINE;
+use super::cluster::{Cluster, SPREADSHEET, TAB, responses};
 
 /// Waits until the sheet has some rows: the pipeline is mid-load.
 async fn mid_load(cluster: &Cluster) {
@@ -132,12 +133,12 @@ async fn f7_sheets_replies_lost() {
     cluster.stop().await;
 }
 
-/// F1 and F4: RabbitMQ, then PostgreSQL, cut off from every service under load and back
+/// F1 and F4: RabbitMQ, then the database, cut off from every service under load and back
 /// (through fault proxies, so the shared servers stay up for the tests beside this one).
 #[tokio::test]
 async fn f1_f4_broker_then_database_cut_off_under_load() {
     let broker = FaultProxy::for_broker().await;
-    let database = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let database = FaultProxy::for_database(ENGINE).await;
     let mut cluster =
         Cluster::start_via(1, 1, broker.amqp_url(), Some(database.addr().to_string())).await;
     let accepted = cluster
@@ -183,7 +184,7 @@ async fn f8_scaled_out_with_faults() {
 /// unacked; their successors finish the work once the database is back.
 #[tokio::test]
 async fn shutdown_while_waiting_for_the_database() {
-    let database = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let database = FaultProxy::for_database(ENGINE).await;
     let mut cluster = Cluster::start_via(
         1,
         1,

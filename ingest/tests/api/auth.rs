@@ -1,7 +1,7 @@
 use collect_shared::config::Namespace;
 use ingest::Application;
 
-use crate::helpers::{KEY, OTHER_KEY, Options, config, envelope, error_of, spawn_app};
+use super::helpers::{KEY, OTHER_KEY, Options, config, envelope, error_of, spawn_app};
 
 const ROUTE: &str = "/v1/forms/household-finance/responses";
 
@@ -71,7 +71,7 @@ async fn submissions_need_a_configured_bearer_key() {
 #[tokio::test]
 async fn ingest_refuses_to_start_without_keys_unless_auth_is_off() {
     let namespace: Namespace = collect_testkit::namespace();
-    let database_url = collect_testkit::database_url();
+    let database_url = collect_testkit::database_url(super::ENGINE);
     let mut without_keys = config(&namespace, &database_url, &Options::default());
     without_keys.api_keys = vec![" ".into(), String::new()];
     let error = Application::build(without_keys.clone())

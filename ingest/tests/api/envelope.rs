@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{envelope, error_of, spawn_app};
+use super::helpers::{envelope, error_of, spawn_app};
 
 const ROUTE: &str = "/v1/forms/household-finance/responses";
 

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Options, envelope, error_of, spawn_app, spawn_app_with};
+use super::helpers::{Options, envelope, error_of, spawn_app, spawn_app_with};
 
 const ROUTE: &str = "/v1/forms/household-finance/responses";
 
@@ -97,7 +97,7 @@ async fn bodies_over_the_limit_are_413() {
     let response = app
         .client
         .post(app.url(ROUTE))
-        .bearer_auth(crate::helpers::KEY)
+        .bearer_auth(super::helpers::KEY)
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
@@ -139,7 +139,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let response = app
         .client
         .get(app.url(ROUTE))
-        .bearer_auth(crate::helpers::KEY)
+        .bearer_auth(super::helpers::KEY)
         .send()
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{KEY, TestApp, spawn_app};
+use super::helpers::{KEY, TestApp, spawn_app};
 
 fn form(rules: Vec<Value>) -> Value {
     json!({
@@ -138,6 +138,8 @@ async fn spreadsheet_ids_and_tabs_are_checked_before_they_reach_a_url() {
         ),
         (json!({"tab": "a\u{7}b"}), "sheet.tab"),
         (json!({"tab": " "}), "sheet.tab"),
+        (json!({"tab": "Responses "}), "sheet.tab"),
+        (json!({"tab": " Responses"}), "sheet.tab"),
     ] {
         let (status, answer) = put(&app, "sheets", &with_sheet(sheet.clone())).await;
         assert_eq!(status, 422, "{sheet}: {answer}");

@@ -77,7 +77,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .namespace
         .clone()
         .unwrap_or_else(collect_testkit::namespace);
-    let database_url = collect_testkit::database_url();
+    let database_url = collect_testkit::database_url(super::ENGINE);
     let app = Application::build(config(&namespace, &database_url, &options))
         .await
         .expect("ingest starts");

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{KEY, envelope, spawn_app};
+use super::helpers::{KEY, envelope, spawn_app};
 
 /// The routes the README's "HTTP API" table lists, as `METHOD /path`.
 fn readme_routes() -> BTreeSet<String> {
@@ -33,7 +33,7 @@ fn documented_routes(document: &Value) -> BTreeSet<String> {
     routes
 }
 
-async fn fetch_document(app: &crate::helpers::TestApp) -> Value {
+async fn fetch_document(app: &super::helpers::TestApp) -> Value {
     // No API key: the document is public, like /healthz.
     let response = app
         .client
@@ -76,7 +76,7 @@ async fn the_openapi_document_describes_every_route_and_only_those() {
         let mut request = app
             .client
             .request(method.clone(), app.url(&path))
-            .bearer_auth(crate::helpers::KEY);
+            .bearer_auth(super::helpers::KEY);
         if method == reqwest::Method::POST || method == reqwest::Method::PUT {
             request = request
                 .header("content-type", "application/json")

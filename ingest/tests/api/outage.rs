@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use collect_testkit::{FaultProxy, eventually};
 use serde_json::Value;
 
-use crate::helpers::{Options, envelope, error_of, spawn_app_with};
+use super::helpers::{Options, envelope, error_of, spawn_app_with};
 
 const ROUTE: &str = "/v1/forms/household-finance/responses";
 

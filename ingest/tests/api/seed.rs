@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::helpers::{error_of, seed_payload, spawn_app};
+use super::helpers::{error_of, seed_payload, spawn_app};
 
 #[tokio::test]
 async fn the_seed_payload_is_published_as_the_expected_envelope() {

@@ -7,13 +7,13 @@ use collect_shared::amqp::Topology;
 use collect_testkit::{FaultProxy, Probe, ServiceProcess, eventually, remove_namespace};
 use nix::sys::signal::Signal;
 
-use crate::helpers::{KEY, envelope};
+use super::helpers::{KEY, envelope};
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let proxy = FaultProxy::for_broker().await;
     let namespace = collect_testkit::namespace();
-    let database_url = collect_testkit::database_url();
+    let database_url = collect_testkit::database_url(super::ENGINE);
     let mut ingest = ServiceProcess::start(
         env!("CARGO_BIN_EXE_ingest"),
         &[

@@ -7,7 +7,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 
-use crate::helpers::{Options, spawn_app_with};
+use super::helpers::{Options, spawn_app_with};
 
 /// A queue left on the broker with other arguments (here a classic `N.validator`) cannot be
 /// redeclared: ingest says so plainly in `/readyz` instead of failing obscurely.

@@ -313,6 +313,16 @@ impl FormDefinition {
                 "tab must not contain control characters".into(),
             );
         }
+        // MySQL compares text ignoring trailing spaces, so "Responses " would be "Responses"
+        // there; and a space at either end of a tab name is hard to see in a sheet.
+        if let Some(tab) = self.sheet.as_ref().and_then(|sheet| sheet.tab.as_ref())
+            && tab.trim() != tab
+        {
+            return error(
+                "sheet.tab".into(),
+                "tab must not start or end with a space".into(),
+            );
+        }
         // It goes into the Sheets API's URL path: only what Google's ids are made of.
         if let Some(id) = self
             .sheet

@@ -222,6 +222,27 @@ async fn revisions(store: Store) {
         }])
         .await;
     assert!(refused.is_err());
+
+    // A time the store cannot hold (ingest refuses it; another publisher may not) is a
+    // permanent error on both engines, never a panic.
+    let mut ancient = message("household_finance", "r-3", 1, "u-1");
+    ancient.submitted_at = Some(Utc.with_ymd_and_hms(-5000, 1, 1, 0, 0, 0).unwrap());
+    let refused = store
+        .save_responses(&[NewResponse {
+            message: &ancient,
+            form_version: 1,
+            evaluation: &valid(),
+        }])
+        .await
+        .unwrap_err();
+    assert!(collect_shared::store::is_permanent(&refused), "{refused}");
+    assert!(
+        store
+            .response(&ancient.form_id, &ancient.response_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn batches_and_forms_sharing_ids(store: Store) {

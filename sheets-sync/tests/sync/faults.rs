@@ -3,7 +3,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sheets_emulator::Faults;
 
-use crate::helpers::{OTHER_SPREADSHEET, Pipeline, SPREADSHEET, rows_by_id, send};
+use super::helpers::{OTHER_SPREADSHEET, Pipeline, SPREADSHEET, rows_by_id, send};
 
 const TAB: &str = "household-finance";
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use collect_testkit::eventually;
 use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, metric, send};
+use super::helpers::{Pipeline, metric, send};
 
 #[tokio::test]
 async fn a_form_whose_spreadsheet_is_missing_is_reported_per_form_and_the_others_flow() {

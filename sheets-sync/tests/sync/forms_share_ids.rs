@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, envelope, rows_by_id};
+use super::helpers::{Pipeline, envelope, rows_by_id};
 
 fn visits_form() -> Value {
     json!({
@@ -75,7 +75,7 @@ async fn the_same_response_id_in_two_forms_is_two_responses_with_their_own_rows(
         202
     );
     let household_rows = rows_by_id(
-        &crate::helpers::eventually_tab(&pipeline, "household-finance", |rows| {
+        &super::helpers::eventually_tab(&pipeline, "household-finance", |rows| {
             rows.len() == 3 && rows_by_id(rows)["r-1"][1] == json!(6)
         })
         .await,

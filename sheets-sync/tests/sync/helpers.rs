@@ -39,7 +39,7 @@ impl Pipeline {
     pub async fn start_with(sheets_sync: bool) -> Self {
         collect_shared::telemetry::init_tracing(collect_shared::config::LogFormat::Text);
         let namespace = collect_testkit::namespace();
-        let database_url = collect_testkit::database_url();
+        let database_url = collect_testkit::database_url(super::ENGINE);
 
         let emulator = Emulator::new();
         emulator.create_spreadsheet(SPREADSHEET);
@@ -374,10 +374,9 @@ pub async fn eventually_tab(
     tab: &str,
     done: impl Fn(&[Vec<Value>]) -> bool,
 ) -> Vec<Vec<Value>> {
-    let pool = sqlx::PgPool::connect(&pipeline.database_url).await.unwrap();
+    let pool = collect_testkit::database_pool(&pipeline.database_url).await;
     let cells = eventually(Duration::from_secs(60), "the tab as expected", || async {
-        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM sheet_outbox")
-            .fetch_one(&pool)
+        let waiting = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_outbox")
             .await
             .ok()?;
         let cells = pipeline.tab(tab);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, SPREADSHEET, column, envelope, eventually_tab, send};
+use super::helpers::{Pipeline, SPREADSHEET, column, envelope, eventually_tab, send};
 
 const TAB: &str = "household-finance";
 const BATCH: &str = "/v1/forms/household-finance/responses:batch";

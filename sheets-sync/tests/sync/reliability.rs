@@ -9,7 +9,7 @@ use collect_testkit::eventually;
 use serde_json::{Value, json};
 use sheets_emulator::Faults;
 
-use crate::helpers::{Pipeline, column, envelope, metric, rows_by_id, send};
+use super::helpers::{Pipeline, column, envelope, metric, rows_by_id, send};
 
 const TAB: &str = "household-finance";
 const BATCH: &str = "/v1/forms/household-finance/responses:batch";

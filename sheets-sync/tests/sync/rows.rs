@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use sheets_emulator::Cell;
 
-use crate::helpers::{Pipeline, SPREADSHEET, column, envelope, rows_by_id};
+use super::helpers::{Pipeline, SPREADSHEET, column, envelope, rows_by_id};
 
 const TAB: &str = "household-finance";
 const BATCH: &str = "/v1/forms/household-finance/responses:batch";

@@ -4,7 +4,7 @@ use collect_testkit::{ServiceProcess, eventually};
 use nix::sys::signal::Signal;
 use sheets_emulator::Faults;
 
-use crate::helpers::{Pipeline, rows_by_id, send};
+use super::helpers::{Pipeline, rows_by_id, send};
 
 const TAB: &str = "household-finance";
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::helpers::{KEY, Pipeline, rule_ids};
+use super::helpers::{KEY, Pipeline, rule_ids};
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/bad-input")

@@ -1,18 +1,18 @@
 use std::time::Duration;
 
-use collect_testkit::{FaultProxy, eventually};
+use collect_testkit::{Engine, FaultProxy, eventually};
 use serde_json::json;
 
-use crate::helpers::{Pipeline, seed, start_validator, validator_config};
+use super::ENGINE;
+use super::helpers::{Pipeline, seed, start_validator, validator_config};
 
-/// PostgreSQL going away: messages wait and are retried, never dead-lettered, and the
+/// The database going away: messages wait and are retried, never dead-lettered, and the
 /// validator carries on by itself when it is back.
 #[tokio::test]
 async fn while_the_database_is_down_messages_wait_then_are_stored() {
     let pipeline = Pipeline::start_with(0).await;
-    let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let (_, database) = pipeline.database_url.rsplit_once('/').unwrap();
-    let through_proxy = format!("postgres://postgres@{}/{database}", proxy.addr());
+    let proxy = FaultProxy::for_database(ENGINE).await;
+    let through_proxy = proxy.database_url(&pipeline.database_url);
     let validator = start_validator(validator_config(
         &pipeline.namespace,
         &through_proxy,
@@ -74,13 +74,19 @@ async fn while_the_database_is_down_messages_wait_then_are_stored() {
     pipeline.stop().await;
 }
 
-/// A statement that hangs (here behind a person's transaction that locks the table) is
+/// A statement that hangs (here behind a person's session that locks the table) is
 /// cancelled by `DATABASE_STATEMENT_TIMEOUT_MS` and retried, rather than holding the batch
 /// for ever; once the lock is gone the response is stored.
 #[tokio::test]
 async fn a_statement_stuck_behind_a_lock_times_out_and_is_retried() {
-    use sqlx::Connection;
-
+    // The lock every write to `responses` waits behind, and how the person lets it go.
+    let (lock, unlock): (&[&'static str], &'static str) = match ENGINE {
+        Engine::Postgres => (
+            &["BEGIN", "LOCK TABLE responses IN ACCESS EXCLUSIVE MODE"],
+            "ROLLBACK",
+        ),
+        Engine::MySql => (&["LOCK TABLES responses WRITE"], "UNLOCK TABLES"),
+    };
     let pipeline = Pipeline::start_with(0).await;
     let mut config = validator_config(
         &pipeline.namespace,
@@ -98,14 +104,14 @@ async fn a_statement_stuck_behind_a_lock_times_out_and_is_retried() {
     );
     pipeline.stored("r-before", 1_795_169_700_000).await;
 
-    let mut person = sqlx::PgConnection::connect(&pipeline.database_url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut person).await.unwrap();
-    sqlx::query("LOCK TABLE responses IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut person)
-        .await
-        .unwrap();
+    let pool = collect_testkit::database_pool(&pipeline.database_url).await;
+    let mut person = pool.acquire().await.unwrap();
+    for statement in lock {
+        sqlx::raw_sql(*statement)
+            .execute(&mut *person)
+            .await
+            .unwrap();
+    }
     assert_eq!(
         pipeline
             .post("/collect", &seed("r-during", "u", json!({})))
@@ -122,7 +128,9 @@ async fn a_statement_stuck_behind_a_lock_times_out_and_is_retried() {
         },
     )
     .await;
-    sqlx::query("ROLLBACK").execute(&mut person).await.unwrap();
+    sqlx::raw_sql(unlock).execute(&mut *person).await.unwrap();
+    drop(person);
+    pool.close().await;
     pipeline.stored("r-during", 1_795_169_700_000).await;
     validator.0.cancel();
     validator.1.await.unwrap().unwrap();

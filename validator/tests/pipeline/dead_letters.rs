@@ -3,7 +3,7 @@ use std::process::Command;
 use collect_testkit::publish_raw;
 use serde_json::{Value, json};
 
-use crate::helpers::Pipeline;
+use super::helpers::Pipeline;
 
 /// Runs `validator dead-letters ...` on this pipeline's namespace; its stdout lines as JSON.
 fn tool(pipeline: &Pipeline, args: &[&str]) -> Vec<Value> {

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, rule_ids, seed};
+use super::helpers::{Pipeline, rule_ids, seed};
 
 #[tokio::test]
 async fn the_seed_rules_flag_end_to_end_and_the_flag_goes_to_its_collector() {

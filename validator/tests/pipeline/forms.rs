@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, rule_ids};
+use super::helpers::{Pipeline, rule_ids};
 
 fn store_visit_form() -> Value {
     json!({

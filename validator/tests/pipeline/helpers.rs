@@ -48,7 +48,7 @@ impl Pipeline {
         // Shown when a test fails (RUST_LOG filters; default info).
         collect_shared::telemetry::init_tracing(collect_shared::config::LogFormat::Text);
         let namespace = collect_testkit::namespace();
-        let database_url = collect_testkit::database_url();
+        let database_url = collect_testkit::database_url(super::ENGINE);
         let config = ingest::IngestConfig::try_parse_from([
             "ingest",
             "--listen",

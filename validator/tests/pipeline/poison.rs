@@ -1,11 +1,37 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use collect_testkit::publish_raw;
+use collect_testkit::{Engine, publish_raw};
 use lapin::types::AMQPValue;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, seed};
+use super::ENGINE;
+use super::helpers::{Pipeline, seed};
+
+/// On MySQL, makes the database refuse the responses `ids` as it refuses data it cannot hold: a
+/// data exception (SQLSTATE 22000) on their insert, from a trigger of the test's own.
+///
+/// The responses these tests send are ones PostgreSQL refuses by itself (U+0000 in `jsonb`:
+/// 22P05), and MySQL/MariaDB takes (its JSON holds `\u0000`); on PostgreSQL nothing is added.
+async fn refuse_on_mysql(database_url: &str, ids: &[&str]) {
+    if ENGINE != Engine::MySql {
+        return;
+    }
+    let ids: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    let trigger = format!(
+        "CREATE TRIGGER the_test_refuses_these BEFORE INSERT ON responses FOR EACH ROW
+         IF NEW.response_id IN ({}) THEN
+             SIGNAL SQLSTATE '22000' SET MESSAGE_TEXT = 'the test refuses this response';
+         END IF",
+        ids.join(", ")
+    );
+    let pool = collect_testkit::database_pool(database_url).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(trigger))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
 
 /// A dead letter's `x-collect-reason`.
 fn reason(headers: &lapin::types::FieldTable) -> String {
@@ -18,6 +44,7 @@ fn reason(headers: &lapin::types::FieldTable) -> String {
 #[tokio::test]
 async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
     let pipeline = Pipeline::start().await;
+    refuse_on_mysql(&pipeline.database_url, &["r-nul"]).await;
     let mut dead = pipeline.dead_probe().await;
     let exchange = pipeline.topology.responses_exchange();
     let garbage: Vec<Vec<u8>> = vec![
@@ -26,7 +53,8 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
         json!({"form_id": "household-finance", "collector": {"user_id": "u"}}).to_string().into_bytes(),
         json!({"form_id": "no-such-form", "response_id": "r-x", "collector": {"user_id": "u"}}).to_string().into_bytes(),
         json!({"form_id": "household-finance", "response_id": "r-y", "collector": {"user_id": "u"}, "revision": u64::MAX}).to_string().into_bytes(),
-        // What ingest refuses, but another backend may publish: PostgreSQL cannot store it.
+        // What ingest refuses, but another backend may publish: PostgreSQL cannot store them
+        // (on MySQL, the first is refused by the test's trigger).
         json!({"form_id": "household-finance", "response_id": "r-nul", "collector": {"user_id": "u"}, "answers": {"name": "a\u{0}b"}}).to_string().into_bytes(),
         json!({"form_id": "household-finance", "response_id": "r-old", "collector": {"user_id": "u"}, "submitted_at": "-5000-01-01T00:00:00Z"}).to_string().into_bytes(),
     ];
@@ -35,6 +63,7 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
     }
 
     let mut reasons = BTreeSet::new();
+    let mut reason_of = HashMap::new();
     let mut bodies = Vec::new();
     for _ in 0..garbage.len() {
         let message = dead.next_raw().await;
@@ -45,6 +74,12 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
             Some(AMQPValue::LongString(queue)) if queue.to_string() == pipeline.topology.validator_queue()
         ));
         reasons.insert(reason.split(':').next().unwrap().to_owned());
+        if let Some(id) = serde_json::from_slice::<Value>(&message.data)
+            .ok()
+            .and_then(|body| Some(body["response_id"].as_str()?.to_owned()))
+        {
+            reason_of.insert(id, reason);
+        }
         bodies.push(message.data);
     }
     bodies.sort();
@@ -60,14 +95,31 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
         reasons.iter().any(|r| r.starts_with("revision")),
         "{reasons:?}"
     );
-    assert!(
-        reasons.contains("PostgreSQL refused it (22P05)"),
-        "U+0000 in jsonb: {reasons:?}"
-    );
-    assert!(
-        reasons.contains("PostgreSQL refused it (22008)"),
-        "a time out of range: {reasons:?}"
-    );
+    let (nul, old) = (&reason_of["r-nul"], &reason_of["r-old"]);
+    match ENGINE {
+        Engine::Postgres => {
+            assert!(
+                nul.starts_with("PostgreSQL refused it (22P05)"),
+                "U+0000 in jsonb: {nul}"
+            );
+            assert!(
+                old.starts_with("PostgreSQL refused it (22008)"),
+                "a time out of range: {old}"
+            );
+        }
+        Engine::MySql => {
+            assert!(
+                nul.starts_with("MySQL refused it (22000)"),
+                "refused by the trigger: {nul}"
+            );
+            // DATETIME holds the years 0000 to 9999: the engine refuses the year -5000 before
+            // any statement is built (a permanent encode error).
+            assert!(
+                old.contains("submitted_at -5000-01-01 00:00:00 UTC of response r-old is out of range for MySQL"),
+                "a time out of range: {old}"
+            );
+        }
+    }
     assert!(
         dead.next_raw_within(Duration::from_millis(500))
             .await
@@ -105,8 +157,9 @@ fn message(response_id: &str, answers: serde_json::Value) -> Vec<u8> {
 }
 
 /// One delivery the database refuses for its data (U+0000 in an answer: `jsonb` cannot hold
-/// it) among ten good ones, all handed to the worker as one batch: the ten are stored, the bad
-/// one goes to `N.dead` with PostgreSQL's reason, and nothing is left unacked.
+/// it; on MySQL, the test's trigger refuses it) among ten good ones, all handed to the worker
+/// as one batch: the ten are stored, the bad one goes to `N.dead` with the engine's reason, and
+/// nothing is left unacked.
 #[tokio::test]
 async fn a_response_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_is_stored() {
     use collect_shared::amqp::{Broker, BrokerSettings, PublishSettings, Publisher};
@@ -114,6 +167,7 @@ async fn a_response_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_
     use lapin::options::BasicGetOptions;
 
     let pipeline = Pipeline::start_with(0).await;
+    refuse_on_mysql(&pipeline.database_url, &["r-mix-5"]).await;
     let mut dead = pipeline.dead_probe().await;
     let exchange = pipeline.topology.responses_exchange();
     let queue = pipeline.topology.validator_queue();
@@ -195,10 +249,11 @@ async fn a_response_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_
         message("r-mix-5", json!({"name": "Asha\u{0}Rao", "age": 34}))
     );
     let reason = reason(&letter.properties.headers().clone().unwrap_or_default());
-    assert!(
-        reason.starts_with("PostgreSQL refused it (22P05)"),
-        "{reason}"
-    );
+    let expected = match ENGINE {
+        Engine::Postgres => "PostgreSQL refused it (22P05)",
+        Engine::MySql => "MySQL refused it (22000)",
+    };
+    assert!(reason.starts_with(expected), "{reason}");
     assert!(
         dead.next_raw_within(Duration::from_millis(500))
             .await

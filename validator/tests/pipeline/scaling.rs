@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{Pipeline, start_validator, validator_config};
+use super::helpers::{Pipeline, start_validator, validator_config};
 
 #[tokio::test]
 async fn two_validators_store_every_response_once_at_its_latest_revision() {
@@ -35,17 +35,17 @@ async fn two_validators_store_every_response_once_at_its_latest_revision() {
         let stored = pipeline.stored(&format!("r-{i}"), 3).await;
         assert_eq!(stored["status"], "valid", "r-{i}");
     }
-    let pool = sqlx::PgPool::connect(&pipeline.database_url).await.unwrap();
+    let pool = collect_testkit::database_pool(&pipeline.database_url).await;
     let (rows, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT response_id) FROM responses")
             .fetch_one(&pool)
             .await
             .unwrap();
     assert_eq!((rows, distinct), (total as i64, total as i64));
-    let not_latest: i64 = sqlx::query_scalar("SELECT count(*) FROM responses WHERE revision <> 3")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let not_latest =
+        collect_testkit::count(&pool, "SELECT count(*) FROM responses WHERE revision <> 3")
+            .await
+            .unwrap();
     assert_eq!(not_latest, 0);
     pool.close().await;
 

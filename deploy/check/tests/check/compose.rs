@@ -2,10 +2,53 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::support::{binary, listen_port, text, yaml};
+use crate::support::{binary, listen_port, read, text, yaml};
 
 fn compose() -> Value {
     yaml("docker-compose.yml")
+}
+
+/// The variable that switches the services to MySQL/MariaDB (with `--profile mysql`).
+const DATABASE_SWITCH: &str = "COLLECT_DATABASE_URL";
+
+/// `value` as compose interpolates it, given the variables `set` in its shell: `${NAME}`,
+/// `${NAME:-default}` (the default when unset or empty) and `$$`; anything else is refused.
+fn interpolate(value: &str, set: &BTreeMap<&str, &str>) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let inner = rest
+            .strip_prefix('{')
+            .and_then(|r| r.split_once('}'))
+            .unwrap_or_else(|| panic!("only ${{NAME}} and ${{NAME:-default}}: {value}"));
+        let (name, default) = match inner.0.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner.0, None),
+        };
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+            "{value}"
+        );
+        match set.get(name).filter(|v| !v.is_empty()) {
+            Some(given) => out.push_str(given),
+            None => {
+                out.push_str(default.unwrap_or_else(|| panic!("{name} has no default in {value}")))
+            }
+        }
+        rest = inner.1;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn services() -> serde_json::Map<String, Value> {
@@ -24,14 +67,20 @@ fn collect_services() -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// A service's environment as compose gives it when no variable is set in its shell.
 fn environment(service: &Value) -> BTreeMap<String, String> {
+    environment_with(service, &BTreeMap::new())
+}
+
+/// A service's environment as compose gives it with the shell variables `set`.
+fn environment_with(service: &Value, set: &BTreeMap<&str, &str>) -> BTreeMap<String, String> {
     service["environment"]
         .as_object()
         .unwrap_or_else(|| panic!("environment as a map: {service}"))
         .iter()
         .map(|(name, value)| {
             let value = match value {
-                Value::String(text) => text.clone(),
+                Value::String(text) => interpolate(text, set),
                 other => other.to_string(),
             };
             (name.clone(), value)
@@ -39,9 +88,24 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The services of a profile (`None`: those that always run).
+fn profile(services: &serde_json::Map<String, Value>, profile: Option<&str>) -> BTreeSet<String> {
+    services
+        .iter()
+        .filter(|(_, service)| match (service.get("profiles"), profile) {
+            (None, None) => true,
+            (Some(profiles), Some(profile)) => profiles
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p == profile)),
+            _ => false,
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 #[test]
 fn compose_runs_the_whole_pipeline() {
-    let names: BTreeSet<String> = services().keys().cloned().collect();
+    let names = profile(&services(), None);
     let expected: BTreeSet<String> = [
         "rabbitmq",
         "postgres",
@@ -218,6 +282,66 @@ fn compose_wires_the_services_to_each_other() {
     assert_eq!(written, format!("emulator-key:{key_directory}"));
     assert_eq!(read, format!("emulator-key:{key_directory}:ro"));
     assert!(compose()["volumes"].get("emulator-key").is_some());
+}
+
+/// `--profile mysql` adds MariaDB, and only that; `COLLECT_DATABASE_URL` (as the file's header
+/// gives it) moves the three services that keep state onto it, and each accepts the URL.
+#[test]
+fn compose_switches_the_services_to_mariadb_with_the_mysql_profile() {
+    let services = services();
+    let with_profiles: BTreeSet<String> = services
+        .iter()
+        .filter(|(_, service)| service.get("profiles").is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert_eq!(with_profiles, ["mariadb".to_owned()].into());
+    assert_eq!(
+        services["mariadb"]["profiles"],
+        serde_json::json!(["mysql"])
+    );
+    let mariadb = &services["mariadb"];
+    let image = text(&mariadb["image"], "image");
+    assert!(image.starts_with("mariadb:"), "{image}");
+    assert_eq!(
+        mariadb["healthcheck"]["test"],
+        serde_json::json!(["CMD", "healthcheck.sh", "--connect", "--innodb_initialized"])
+    );
+    assert_eq!(mariadb["ports"], serde_json::json!(["3306:3306"]));
+    assert!(compose()["volumes"].get("mariadb-data").is_some());
+    assert_eq!(
+        mariadb["volumes"],
+        serde_json::json!(["mariadb-data:/var/lib/mysql"])
+    );
+
+    let settings = environment(mariadb);
+    let url = format!(
+        "mysql://root:{}@mariadb:3306/{}",
+        settings["MARIADB_ROOT_PASSWORD"], settings["MARIADB_DATABASE"]
+    );
+    let command = format!("{DATABASE_SWITCH}={url} docker compose --profile mysql up --build");
+    assert!(
+        read("docker-compose.yml").contains(&command),
+        "the header shows how to switch: {command}"
+    );
+    let set = BTreeMap::from([(DATABASE_SWITCH, url.as_str())]);
+    for name in ["ingest", "validator", "sheets-sync"] {
+        let environment = environment_with(&services[name], &set);
+        assert_eq!(environment["DATABASE_URL"], url, "{name}");
+        binary(name).parse(&environment).unwrap();
+    }
+    // Nothing else moves: the switch is the only variable compose reads from its shell.
+    for (name, service) in &services {
+        for (variable, value) in service["environment"].as_object().into_iter().flatten() {
+            let value = value.as_str().unwrap_or_default();
+            if value.contains('$') {
+                assert_eq!(
+                    (variable.as_str(), value.contains(DATABASE_SWITCH)),
+                    ("DATABASE_URL", true),
+                    "{name}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

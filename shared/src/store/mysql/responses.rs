@@ -13,7 +13,8 @@ use sqlx::{MySql, QueryBuilder, Row, Transaction};
 use super::forms::parse_json;
 use super::{MySqlStore, is_duplicate_key, push_list};
 use crate::messages::{
-    Collector, FlagEventKind, FormId, ResponseId, ResponseStatus, Revision, StoredResponse, UserId,
+    Collector, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision,
+    StoredResponse, UserId,
 };
 use crate::store::responses::{
     Decision, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition, all_decided,
@@ -33,6 +34,9 @@ impl ResponseStore for MySqlStore {
         batch: &[NewResponse<'_>],
     ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
         let prepared = prepare(batch)?;
+        for new in batch {
+            check_times(new.message)?;
+        }
         let mut attempt = 0;
         loop {
             match self.try_save(batch, &prepared).await {
@@ -304,6 +308,30 @@ fn push_responses(
             .push_bind(message.received_at)
             .push_bind(now);
     });
+}
+
+/// Refuses a time `DATETIME` cannot hold (the years 0000 to 9999; ingest refuses others, but
+/// another publisher may send one) as a permanent error, before a statement is built: the
+/// query builder would panic on it.
+fn check_times(message: &ResponseMessage) -> Result<(), sqlx::Error> {
+    use chrono::Datelike;
+    for (field, time) in [
+        ("submitted_at", message.submitted_at),
+        ("received_at", message.received_at),
+    ] {
+        if let Some(time) = time
+            && !(0..=9999).contains(&time.year())
+        {
+            return Err(sqlx::Error::Encode(
+                format!(
+                    "{field} {time} of response {} is out of range for MySQL (the years 0000 to 9999)",
+                    message.response_id
+                )
+                .into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// About how many bytes a response's values take in a statement.
