@@ -4,6 +4,7 @@
 //! What both share (the types, the revision rules, the cursor) lives here; the SQL of each
 //! engine lives in its own module, with its own migrations.
 
+mod columns;
 mod flag_history;
 mod forms;
 pub mod mysql;

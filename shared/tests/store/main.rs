@@ -73,6 +73,35 @@ impl Database {
     }
 }
 
+/// Services that start at once on a new database: each store is usable as soon as its connect
+/// returns (the database created once, the migrations run once, under the migrator's lock).
+async fn first_starts_at_once(engine: &str) {
+    let database = Database::new(engine);
+    let stores = futures::future::join_all((0..3).map(|_| database.store())).await;
+    for store in &stores {
+        let state = store
+            .sheet_state(&FormId::parse("household_finance").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (state.rows_waiting, state.rows_parked, state.failure),
+            (0, 0, None)
+        );
+        store.report_sheet_failures("i", &[]).await.unwrap();
+    }
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn first_starts_at_once_postgres() {
+    first_starts_at_once("postgres").await;
+}
+
+#[tokio::test]
+async fn first_starts_at_once_mysql() {
+    first_starts_at_once("mysql").await;
+}
+
 /// Runs a check on both engines, as `<check>::postgres` and `<check>::mysql`.
 macro_rules! on_both_engines {
     ($($check:ident),* $(,)?) => {$(

@@ -2,13 +2,12 @@
 //! transaction took from `flag_event_clock` (see the migration), so rows become visible in
 //! cursor order and a reader needs no snapshot horizon.
 
+use crate::store::columns;
 use sqlx::Row;
 
 use super::MySqlStore;
-use super::forms::parse_json;
-use crate::messages::{Collector, FlagEvent, FormId, ResponseId, Revision, UserId};
+use crate::messages::UserId;
 use crate::store::flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
-use crate::store::responses::{decode, parse_event};
 
 #[async_trait::async_trait]
 impl FlagHistoryStore for MySqlStore {
@@ -39,21 +38,7 @@ impl FlagHistoryStore for MySqlStore {
                 txid: row.try_get("txid")?,
                 event_id: row.try_get("event_id")?,
             };
-            let kind = parse_event(Some(row.try_get("kind")?))?.ok_or(sqlx::Error::RowNotFound)?;
-            let event = FlagEvent {
-                kind,
-                response_id: decode(ResponseId::parse(row.try_get::<String, _>("response_id")?))?,
-                form_id: decode(FormId::parse(row.try_get::<String, _>("form_id")?))?,
-                revision: Revision(row.try_get::<i64, _>("revision")? as u64),
-                collector: Collector {
-                    user_id: decode(UserId::parse(row.try_get::<String, _>("user_id")?))?,
-                    username: row.try_get("username")?,
-                },
-                flags: parse_json(row.try_get("flags")?)?,
-                answers: parse_json(row.try_get("answers")?)?,
-                at: row.try_get("at")?,
-            };
-            events.push((cursor, event));
+            events.push(columns::flag_event(row, cursor)?);
         }
         let next = events.last().map_or(since, |(cursor, _)| *cursor);
         Ok(FlagHistoryPage { events, next })

@@ -20,7 +20,14 @@ use sqlx::QueryBuilder;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
+use super::columns::columns_for;
 use super::{Engine, StoreSettings};
+
+// JSON is text Collect wrote.
+columns_for!(sqlx::mysql::MySqlRow, |self, column| {
+    let text: &str = sqlx::Row::try_get(self, column)?;
+    serde_json::from_str(text).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+});
 
 /// The store on MySQL or MariaDB, through a connection pool.
 #[derive(Clone, Debug)]
@@ -58,6 +65,22 @@ impl MySqlStore {
             let mut migrating = sqlx::MySqlConnection::connect_with(&options)
                 .await
                 .with_context(|| format!("cannot connect to {url}"))?;
+            // sqlx's migrator locks with `GET_LOCK(…, -1)`, which MariaDB answers at once with
+            // NULL (a negative timeout is not "for ever" there), so two services starting on a
+            // new database would both apply a migration. This lock, with a timeout MariaDB and
+            // MySQL both take, makes them wait for each other.
+            let locked: Option<i64> = sqlx::query_scalar(
+                "SELECT GET_LOCK(CONCAT('collect-migrate:', SHA1(DATABASE())), ?)",
+            )
+            .bind(MIGRATION_LOCK_WAIT.as_secs())
+            .fetch_one(&mut migrating)
+            .await
+            .context("cannot take the migration lock")?;
+            anyhow::ensure!(
+                locked == Some(1),
+                "another service held the migration lock of {url} for {:?}",
+                MIGRATION_LOCK_WAIT
+            );
             sqlx::migrate!("./migrations-mysql")
                 .run(&mut migrating)
                 .await
@@ -134,6 +157,9 @@ impl Engine for MySqlStore {
             .map(|_| ())
     }
 }
+
+/// How long a service waits for another one's migrations.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// At most this many placeholders in one statement (the protocol allows 65,535).
 const MAX_PLACEHOLDERS: usize = 60_000;

@@ -4,22 +4,20 @@
 //! another transaction inserts one of the new responses in between, the insert fails on its
 //! key and the whole batch is tried again (its read then waits for, and sees, that row).
 
+use crate::store::columns;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::mysql::MySqlRow;
-use sqlx::{MySql, QueryBuilder, Row, Transaction};
+use sqlx::{MySql, QueryBuilder, Transaction};
 
-use super::forms::parse_json;
 use super::{MySqlStore, is_duplicate_key, push_list};
 use crate::messages::{
-    Collector, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision,
-    StoredResponse, UserId,
+    FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, StoredResponse, UserId,
 };
 use crate::store::responses::{
     Decision, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition, all_decided,
-    decide, decode, json, key, owned_key, parse_event, parse_status, prepare, stored_response,
-    written_events,
+    decide, json, key, owned_key, prepare, stored_response, written_events,
 };
 
 /// The columns written for a response, in the order [`push_response`] binds them.
@@ -87,14 +85,7 @@ impl ResponseStore for MySqlStore {
         .bind(response_id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(SheetPosition {
-                spreadsheet_id: row.try_get("spreadsheet_id")?,
-                tab: row.try_get("tab")?,
-                row: row.try_get("row_number")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(columns::position).transpose()
     }
 
     async fn flagged_for_collector(
@@ -353,25 +344,5 @@ fn stored_responses(rows: &[MySqlRow]) -> Result<Vec<StoredResponse>, sqlx::Erro
 pub(super) fn from_row(
     row: &MySqlRow,
 ) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
-    let status = parse_status(row.try_get("status")?)?;
-    let event = parse_event(row.try_get("flag_event")?)?;
-    let revision: i64 = row.try_get("revision")?;
-    let stored = StoredResponse {
-        response_id: decode(ResponseId::parse(row.try_get::<String, _>("response_id")?))?,
-        form_id: decode(FormId::parse(row.try_get::<String, _>("form_id")?))?,
-        revision: Revision(revision as u64),
-        form_version: row.try_get("form_version")?,
-        status,
-        flags: parse_json(row.try_get("flags")?)?,
-        collector: Collector {
-            user_id: decode(UserId::parse(row.try_get::<String, _>("user_id")?))?,
-            username: row.try_get("username")?,
-        },
-        submitted_at: row.try_get("submitted_at")?,
-        answers: parse_json(row.try_get("answers")?)?,
-        metadata: parse_json(row.try_get("metadata")?)?,
-        received_at: row.try_get("received_at")?,
-        stored_at: row.try_get("stored_at")?,
-    };
-    Ok((stored, event))
+    columns::response(row)
 }

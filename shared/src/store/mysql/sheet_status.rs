@@ -1,5 +1,6 @@
 //! Per-form sheet status in MySQL.
 
+use crate::store::columns;
 use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{MySqlStore, push_list};
@@ -64,17 +65,7 @@ impl SheetStatusStore for MySqlStore {
         .bind(REPORT_FRESH_SECONDS as i64)
         .fetch_one(&self.pool)
         .await?;
-        let failure = match row.try_get::<Option<String>, _>("reason")? {
-            None => None,
-            Some(reason) => Some(SheetFailure {
-                form_id: form_id.clone(),
-                spreadsheet_id: row.try_get("spreadsheet_id")?,
-                tab: row.try_get("tab")?,
-                reason,
-                about_this_sheet: row.try_get("about_this_sheet")?,
-                failing_since: row.try_get("failing_since")?,
-            }),
-        };
+        let failure = columns::failure(&row, form_id)?;
         Ok(SheetState {
             failure,
             rows_waiting: row.try_get("waiting")?,

@@ -6,6 +6,7 @@
 //! and MariaDB 10.0 a session may hold many. They are server-wide, so the name includes the
 //! database's.
 
+use crate::store::columns;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -328,16 +329,7 @@ impl SheetStore for MySqlStore {
         .bind(response_id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(ParkedRow {
-                spreadsheet_id: row.try_get("spreadsheet_id")?,
-                tab: row.try_get("tab")?,
-                revision: row.try_get("revision")?,
-                reason: row.try_get("reason")?,
-                parked_at: row.try_get("parked_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(columns::parked).transpose()
     }
 
     async fn parked_count(&self) -> Result<i64, sqlx::Error> {

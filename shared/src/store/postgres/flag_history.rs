@@ -1,12 +1,11 @@
 //! The flag history in PostgreSQL: the cursor's `txid` is the writing transaction's id.
 
+use crate::store::columns;
 use sqlx::Row;
-use sqlx::types::Json;
 
 use super::PgStore;
-use crate::messages::{Collector, FlagEvent, FlagSummary, FormId, ResponseId, Revision, UserId};
+use crate::messages::UserId;
 use crate::store::flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
-use crate::store::responses::parse_event;
 
 #[async_trait::async_trait]
 impl FlagHistoryStore for PgStore {
@@ -37,7 +36,7 @@ impl FlagHistoryStore for PgStore {
         .await?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let decode =
+            let _decode =
                 |error: crate::messages::InvalidIdentifier| sqlx::Error::Decode(Box::new(error));
             let cursor = FlagCursor {
                 txid: row
@@ -46,24 +45,7 @@ impl FlagHistoryStore for PgStore {
                     .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
                 event_id: row.try_get("event_id")?,
             };
-            let kind = parse_event(Some(row.try_get("kind")?))?.ok_or(sqlx::Error::RowNotFound)?;
-            let Json(flags): Json<Vec<FlagSummary>> = row.try_get("flags")?;
-            let Json(answers) = row.try_get("answers")?;
-            let event = FlagEvent {
-                kind,
-                response_id: ResponseId::parse(row.try_get::<String, _>("response_id")?)
-                    .map_err(decode)?,
-                form_id: FormId::parse(row.try_get::<String, _>("form_id")?).map_err(decode)?,
-                revision: Revision(row.try_get::<i64, _>("revision")? as u64),
-                collector: Collector {
-                    user_id: UserId::parse(row.try_get::<String, _>("user_id")?).map_err(decode)?,
-                    username: row.try_get("username")?,
-                },
-                flags,
-                answers,
-                at: row.try_get("at")?,
-            };
-            events.push((cursor, event));
+            events.push(columns::flag_event(row, cursor)?);
         }
         let next = events.last().map_or(since, |(cursor, _)| *cursor);
         Ok(FlagHistoryPage { events, next })

@@ -35,8 +35,6 @@ impl FormStore for PgStore {
             .await
     }
 
-    /// Stores a definition. The version goes up only when the definition changed, so the same
-    /// `PUT` twice is a no-op.
     async fn put_form(&self, form: &Form) -> Result<PutForm, sqlx::Error> {
         let written = sqlx::query(
             "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)
@@ -61,7 +59,6 @@ impl FormStore for PgStore {
         }
     }
 
-    /// Stores a definition unless the form exists (the built-in forms at start).
     async fn ensure_form(&self, form: &Form) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)

@@ -12,7 +12,12 @@ use std::time::Duration;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::columns::columns_for;
 use super::{Engine, StoreSettings};
+
+columns_for!(sqlx::postgres::PgRow, |self, column| {
+    sqlx::Row::try_get::<sqlx::types::Json<T>, _>(self, column).map(|json| json.0)
+});
 
 /// The store on PostgreSQL, through a connection pool.
 #[derive(Clone, Debug)]

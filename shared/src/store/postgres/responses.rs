@@ -1,19 +1,15 @@
 //! Responses in PostgreSQL: multi-row statements over `UNNEST`ed arrays, one per step.
 
+use crate::store::columns;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
-use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::PgStore;
-use crate::messages::{
-    Collector, Flag, FlagEventKind, FormId, ResponseId, ResponseStatus, Revision, StoredResponse,
-    UserId,
-};
+use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredResponse, UserId};
 use crate::store::responses::{
-    Decision, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided, decide, decode,
-    json, key, owned_key, parse_event, parse_status, prepare, stored_response, written_events,
+    Decision, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided, decide, json,
+    key, owned_key, parse_status, prepare, stored_response, written_events,
 };
 
 #[async_trait::async_trait]
@@ -150,7 +146,6 @@ impl ResponseStore for PgStore {
         all_decided(outcomes)
     }
 
-    /// A form's response, at its latest revision.
     async fn response(
         &self,
         form_id: &FormId,
@@ -165,8 +160,6 @@ impl ResponseStore for PgStore {
             .transpose()
     }
 
-    /// The responses of any form with this id, at most `limit` (for the route that names no
-    /// form), in form order.
     async fn responses_with_id(
         &self,
         response_id: &ResponseId,
@@ -181,7 +174,6 @@ impl ResponseStore for PgStore {
         stored_responses(&rows)
     }
 
-    /// Where a form's response was last written in a sheet, if it was.
     async fn sheet_position(
         &self,
         form_id: &FormId,
@@ -195,18 +187,9 @@ impl ResponseStore for PgStore {
         .bind(response_id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(SheetPosition {
-                spreadsheet_id: row.try_get("spreadsheet_id")?,
-                tab: row.try_get("tab")?,
-                row: row.try_get("row_number")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(columns::position).transpose()
     }
 
-    /// The collector's responses that are flagged now (latest revision), oldest first, at most
-    /// `limit`.
     async fn flagged_for_collector(
         &self,
         user_id: &UserId,
@@ -374,28 +357,5 @@ async fn read_response(
 pub(super) fn from_row(
     row: &PgRow,
 ) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
-    let status = parse_status(row.try_get("status")?)?;
-    let event = parse_event(row.try_get("flag_event")?)?;
-    let Json(answers): Json<Map<String, Value>> = row.try_get("answers")?;
-    let Json(metadata): Json<Map<String, Value>> = row.try_get("metadata")?;
-    let Json(flags): Json<Vec<Flag>> = row.try_get("flags")?;
-    let revision: i64 = row.try_get("revision")?;
-    let stored = StoredResponse {
-        response_id: decode(ResponseId::parse(row.try_get::<String, _>("response_id")?))?,
-        form_id: decode(FormId::parse(row.try_get::<String, _>("form_id")?))?,
-        revision: Revision(revision as u64),
-        form_version: row.try_get("form_version")?,
-        status,
-        flags,
-        collector: Collector {
-            user_id: decode(UserId::parse(row.try_get::<String, _>("user_id")?))?,
-            username: row.try_get("username")?,
-        },
-        submitted_at: row.try_get("submitted_at")?,
-        answers,
-        metadata,
-        received_at: row.try_get("received_at")?,
-        stored_at: row.try_get("stored_at")?,
-    };
-    Ok((stored, event))
+    columns::response(row)
 }

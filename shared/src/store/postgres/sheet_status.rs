@@ -1,5 +1,6 @@
 //! Per-form sheet status in PostgreSQL.
 
+use crate::store::columns;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -11,8 +12,6 @@ use crate::store::sheet_status::{
 
 #[async_trait::async_trait]
 impl SheetStatusStore for PgStore {
-    /// Reports this instance's failing forms: each upserted (refreshing it), and this
-    /// instance's earlier reports of other forms removed (they write again).
     async fn report_sheet_failures(
         &self,
         instance: &str,
@@ -57,7 +56,6 @@ impl SheetStatusStore for PgStore {
         tx.commit().await
     }
 
-    /// The form's sheet as last reported, with its waiting and parked rows.
     async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, sqlx::Error> {
         let row = sqlx::query(
             "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
@@ -71,17 +69,7 @@ impl SheetStatusStore for PgStore {
         .bind(REPORT_FRESH_SECONDS)
         .fetch_one(&self.pool)
         .await?;
-        let failure = match row.try_get::<Option<String>, _>("reason")? {
-            None => None,
-            Some(reason) => Some(SheetFailure {
-                form_id: form_id.clone(),
-                spreadsheet_id: row.try_get("spreadsheet_id")?,
-                tab: row.try_get("tab")?,
-                reason,
-                about_this_sheet: row.try_get("about_this_sheet")?,
-                failing_since: row.try_get("failing_since")?,
-            }),
-        };
+        let failure = columns::failure(&row, form_id)?;
         Ok(SheetState {
             failure,
             rows_waiting: row.try_get("waiting")?,

@@ -1,5 +1,6 @@
 //! sheets-sync's tables in PostgreSQL, and tab locks as advisory locks.
 
+use crate::store::columns;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
@@ -10,7 +11,6 @@ use crate::store::sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetSto
 
 #[async_trait::async_trait]
 impl SheetStore for PgStore {
-    /// Queues responses for their sheet (a response seen twice is queued once).
     async fn enqueue_many_for_sheet(
         &self,
         responses: &[(&ResponseId, &FormId)],
@@ -37,7 +37,6 @@ impl SheetStore for PgStore {
         Ok(())
     }
 
-    /// Marks every stored response of a form for rewriting; returns how many.
     async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
             "WITH unparked AS (DELETE FROM sheet_parked WHERE form_id = $1)
@@ -72,7 +71,6 @@ impl SheetStore for PgStore {
             .collect()
     }
 
-    /// Up to `limit` waiting responses of a form, oldest first, as stored now.
     async fn pending_rows(
         &self,
         form_id: &FormId,
@@ -103,7 +101,6 @@ impl SheetStore for PgStore {
             .collect()
     }
 
-    /// The rows of a tab already written, for these responses: `(response_id, row, revision)`.
     async fn sheet_rows(
         &self,
         spreadsheet_id: &str,
@@ -135,7 +132,6 @@ impl SheetStore for PgStore {
             .collect()
     }
 
-    /// How many rows of a tab `sheet_rows` records.
     async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT count(*) FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
             .bind(spreadsheet_id)
@@ -144,8 +140,6 @@ impl SheetStore for PgStore {
             .await
     }
 
-    /// Forgets every row recorded for a tab (the tab was deleted, renamed or emptied); returns
-    /// how many.
     async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, sqlx::Error> {
         let done = sqlx::query("DELETE FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
             .bind(spreadsheet_id)
@@ -155,12 +149,6 @@ impl SheetStore for PgStore {
         Ok(done.rows_affected())
     }
 
-    /// Makes `sheet_rows` of a tab say what the sheet holds (`(response_id, row)` as read from
-    /// its `response_id` column), in one transaction: a response found keeps its recorded
-    /// revision at its new row (or gets revision -1, unknown, when it was not recorded, so the
-    /// next batch rewrites it); a response recorded but not found is forgotten (a person deleted
-    /// or cleared its row: a new revision or an export appends it again). Returns how many
-    /// were forgotten.
     async fn resync_sheet_rows(
         &self,
         form_id: &FormId,
@@ -200,11 +188,6 @@ impl SheetStore for PgStore {
         Ok(forgotten)
     }
 
-    /// Records where responses were written (`(response_id, row, revision)`) and takes them off
-    /// the outbox, unless they were enqueued again meanwhile (a newer revision), in one
-    /// transaction. `inserted` are the rows appends inserted, in order (`(first row, count)`):
-    /// `values.append` with `INSERT_ROWS` inserts its rows, so every row recorded at or below
-    /// the first one moved down (an append lands in a gap a person left in the table).
     async fn record_written(
         &self,
         form_id: &FormId,
@@ -267,9 +250,6 @@ impl SheetStore for PgStore {
         tx.commit().await
     }
 
-    /// Takes responses a sheet permanently refused off the outbox, with the reason, unless a
-    /// newer revision was queued meanwhile (that one is tried instead). Returns how many were
-    /// parked.
     async fn park_rows(
         &self,
         form_id: &FormId,
@@ -311,8 +291,6 @@ impl SheetStore for PgStore {
         Ok(done.rows_affected())
     }
 
-    /// Why the response's row is not in its sheet, when the sheet refused it (`None` when it is
-    /// written, waiting, or was never refused).
     async fn sheet_parked(
         &self,
         form_id: &FormId,
@@ -326,19 +304,9 @@ impl SheetStore for PgStore {
         .bind(response_id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(ParkedRow {
-                spreadsheet_id: row.try_get("spreadsheet_id")?,
-                tab: row.try_get("tab")?,
-                revision: row.try_get("revision")?,
-                reason: row.try_get("reason")?,
-                parked_at: row.try_get("parked_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(columns::parked).transpose()
     }
 
-    /// How many responses are parked (all forms).
     async fn parked_count(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT count(*) FROM sheet_parked")
             .fetch_one(&self.pool)

@@ -1,0 +1,146 @@
+//! Reading a row's columns the same way on both engines: each engine says how it reads a
+//! column of each kind ([`Columns`]), and the rows Collect reads back (a response, a parked
+//! row, a flag event, …) are decoded once, here.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+
+use super::flag_history::FlagCursor;
+use super::responses::{SheetPosition, decode, parse_event, parse_status};
+use super::sheet_status::SheetFailure;
+use super::sheets::ParkedRow;
+use crate::messages::{
+    Collector, FlagEvent, FlagEventKind, FormId, ResponseId, Revision, StoredResponse, UserId,
+};
+
+/// A row of either engine, column by column.
+pub(crate) trait Columns {
+    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+    fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
+    fn int(&self, column: &str) -> Result<i32, sqlx::Error>;
+    fn bigint(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn boolean(&self, column: &str) -> Result<bool, sqlx::Error>;
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error>;
+    fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
+    /// A JSON column (`jsonb` on PostgreSQL, JSON text on MySQL).
+    fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, sqlx::Error>;
+}
+
+/// A stored response and the flag event its revision caused.
+pub(crate) fn response(
+    row: &impl Columns,
+) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
+    let stored = StoredResponse {
+        response_id: decode(ResponseId::parse(row.text("response_id")?))?,
+        form_id: decode(FormId::parse(row.text("form_id")?))?,
+        revision: Revision(row.bigint("revision")? as u64),
+        form_version: row.int("form_version")?,
+        status: parse_status(&row.text("status")?)?,
+        flags: row.json("flags")?,
+        collector: Collector {
+            user_id: decode(UserId::parse(row.text("user_id")?))?,
+            username: row.optional_text("username")?,
+        },
+        submitted_at: row.optional_time("submitted_at")?,
+        answers: row.json("answers")?,
+        metadata: row.json("metadata")?,
+        received_at: row.optional_time("received_at")?,
+        stored_at: row.time("stored_at")?,
+    };
+    let event = parse_event(row.optional_text("flag_event")?.as_deref())?;
+    Ok((stored, event))
+}
+
+/// A flag event of the history, after the cursor its engine read.
+pub(crate) fn flag_event(
+    row: &impl Columns,
+    cursor: FlagCursor,
+) -> Result<(FlagCursor, FlagEvent), sqlx::Error> {
+    let kind = parse_event(Some(&row.text("kind")?))?.ok_or(sqlx::Error::RowNotFound)?;
+    let event = FlagEvent {
+        kind,
+        response_id: decode(ResponseId::parse(row.text("response_id")?))?,
+        form_id: decode(FormId::parse(row.text("form_id")?))?,
+        revision: Revision(row.bigint("revision")? as u64),
+        collector: Collector {
+            user_id: decode(UserId::parse(row.text("user_id")?))?,
+            username: row.optional_text("username")?,
+        },
+        flags: row.json("flags")?,
+        answers: row.json("answers")?,
+        at: row.time("at")?,
+    };
+    Ok((cursor, event))
+}
+
+pub(crate) fn parked(row: &impl Columns) -> Result<ParkedRow, sqlx::Error> {
+    Ok(ParkedRow {
+        spreadsheet_id: row.text("spreadsheet_id")?,
+        tab: row.text("tab")?,
+        revision: row.bigint("revision")?,
+        reason: row.text("reason")?,
+        parked_at: row.time("parked_at")?,
+    })
+}
+
+pub(crate) fn position(row: &impl Columns) -> Result<SheetPosition, sqlx::Error> {
+    Ok(SheetPosition {
+        spreadsheet_id: row.text("spreadsheet_id")?,
+        tab: row.text("tab")?,
+        row: row.int("row_number")?,
+    })
+}
+
+/// The failure of a form's sheet, when the row has one (`reason` not null).
+pub(crate) fn failure(
+    row: &impl Columns,
+    form_id: &FormId,
+) -> Result<Option<SheetFailure>, sqlx::Error> {
+    let Some(reason) = row.optional_text("reason")? else {
+        return Ok(None);
+    };
+    Ok(Some(SheetFailure {
+        form_id: form_id.clone(),
+        spreadsheet_id: row.text("spreadsheet_id")?,
+        tab: row.text("tab")?,
+        reason,
+        about_this_sheet: row.boolean("about_this_sheet")?,
+        failing_since: row.time("failing_since")?,
+    }))
+}
+
+/// Implements [`Columns`] for an engine's row type, given how it reads JSON.
+macro_rules! columns_for {
+    ($row:ty, |$self_:ident, $column:ident| $json:expr) => {
+        impl $crate::store::columns::Columns for $row {
+            fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn int(&self, column: &str) -> Result<i32, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn bigint(&self, column: &str) -> Result<i64, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn boolean(&self, column: &str) -> Result<bool, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn time(&self, column: &str) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn optional_time(
+                &self,
+                column: &str,
+            ) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn json<T: serde::de::DeserializeOwned>(&$self_, $column: &str) -> Result<T, sqlx::Error> {
+                $json
+            }
+        }
+    };
+}
+pub(crate) use columns_for;
