@@ -224,8 +224,9 @@ impl ResponseMessage {
 }
 
 /// A value the store cannot hold, and where it is: PostgreSQL's `text` and `jsonb` refuse the
-/// character U+0000, and a time outside RFC 3339's years 0000 to 9999 is refused too (PostgreSQL
-/// ends at 4713 BC). Ingest answers `422` with `field`, so such a response never reaches a queue.
+/// character U+0000, and a time outside the years 1000 to 9999 is refused too (what both
+/// engines hold: MySQL's `DATETIME` supports the years 1000 to 9999, and sqlx reads an earlier
+/// year back as NULL). Ingest answers `422` with `field`, so such a response never reaches a queue.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct Unstorable {
@@ -248,16 +249,16 @@ impl ResponseEnvelope {
     }
 }
 
-/// A time the store can hold: RFC 3339's years, 0000 to 9999.
+/// A time both engines hold: the years 1000 to 9999.
 pub fn check_time_storable(time: &DateTime<Utc>, field: &str) -> Result<(), Unstorable> {
     use chrono::Datelike;
-    if (0..=9999).contains(&time.year()) {
+    if (1000..=9999).contains(&time.year()) {
         Ok(())
     } else {
         Err(Unstorable {
             field: field.to_owned(),
             message: format!(
-                "{field} must be between the years 0000 and 9999 (RFC 3339), got the year {}",
+                "{field} must be between the years 1000 and 9999, got the year {}",
                 time.year()
             ),
         })
@@ -499,7 +500,11 @@ mod tests {
             Err("submitted_at".into())
         );
         assert_eq!(
-            field(json!({"submitted_at": "0000-01-01T00:00:00Z"})),
+            field(json!({"submitted_at": "0999-12-31T23:59:59Z"})),
+            Err("submitted_at".into())
+        );
+        assert_eq!(
+            field(json!({"submitted_at": "1000-01-01T00:00:00Z"})),
             Ok(())
         );
         assert_eq!(

@@ -267,8 +267,11 @@ impl From<SheetPosition> for SheetLocation {
 pub struct CollectorFlags {
     pub user_id: UserId,
     pub responses: Vec<FlaggedResponse>,
-    /// More than the 1000 listed are flagged.
+    /// More are flagged than this page lists: ask again with `after=next`.
     pub truncated: bool,
+    /// The cursor of the next page (`?after=`); absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

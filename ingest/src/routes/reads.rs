@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use collect_shared::forms::Severity;
 use collect_shared::messages::{FlagSummary, ResponseId, StoredResponse, UserId};
-use collect_shared::store::FlagCursor;
+use collect_shared::store::{FlagCursor, FlaggedCursor};
 
 use super::{
     AppState, CollectorFlags, ErrorBody, FlagHistory, FlagHistoryEvent, FlaggedResponse,
@@ -192,16 +192,21 @@ pub async fn flag_history(
     }))
 }
 
-/// The collector's responses that are flagged now (latest revision), with their flags.
+/// The collector's responses that are flagged now (latest revision), with their flags, oldest
+/// first, `limit` at a time after the cursor `after`.
 #[utoipa::path(
     get,
     path = "/v1/collectors/{user_id}/flags",
     tag = "responses",
-    params(("user_id" = String, Path, description = "The collector")),
+    params(
+        ("user_id" = String, Path, description = "The collector"),
+        ("after" = Option<String>, Query, description = "A cursor (`next` of an earlier page); absent: from the oldest"),
+        ("limit" = Option<u32>, Query, description = "At most this many responses (1 to 1000, default 1000)"),
+    ),
     responses(
-        (status = 200, description = "At most 1000, oldest first", body = CollectorFlags),
+        (status = 200, description = "Oldest first; `next` when more follow", body = CollectorFlags),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: not a valid user id", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: a bad `user_id`, `after` or `limit`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
@@ -210,18 +215,42 @@ pub async fn flag_history(
 pub async fn collector_flags(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<CollectorFlags>, ApiError> {
     let id = UserId::parse(user_id.as_str())
         .map_err(|error| ApiError::invalid("user_id", error.to_string()))?;
-    let flagged = state
+    let after = match query.get("after").map(String::as_str) {
+        None | Some("") => FlaggedCursor::default(),
+        Some(text) => FlaggedCursor::parse(text).ok_or_else(|| {
+            ApiError::invalid("after", "after must be a cursor from this route (`next`)")
+        })?,
+    };
+    let limit = match query.get("limit") {
+        None => FLAGS_LIMIT,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=FLAGS_LIMIT).contains(limit))
+            .ok_or_else(|| {
+                ApiError::invalid("limit", format!("limit must be 1 to {FLAGS_LIMIT}"))
+            })?,
+    };
+    let mut flagged = state
         .store
-        .flagged_for_collector(&id, FLAGS_LIMIT + 1)
+        .flagged_for_collector(&id, &after, limit + 1)
         .await
         .map_err(ApiError::database)?;
-    let truncated = flagged.len() as i64 > FLAGS_LIMIT;
+    let more = flagged.len() as i64 > limit;
+    flagged.truncate(limit as usize);
+    let next = more
+        .then(|| {
+            flagged
+                .last()
+                .map(|last| FlaggedCursor::after(last).to_string())
+        })
+        .flatten();
     let responses = flagged
         .into_iter()
-        .take(FLAGS_LIMIT as usize)
         .map(|stored| FlaggedResponse {
             flags: stored
                 .flags
@@ -242,6 +271,7 @@ pub async fn collector_flags(
     Ok(Json(CollectorFlags {
         user_id: id,
         responses,
-        truncated,
+        truncated: more,
+        next,
     }))
 }

@@ -20,7 +20,7 @@ use crate::telemetry::Check;
 
 pub use flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
 pub use forms::{FormCache, FormLookupError, FormStore, PutForm, StoredForm};
-pub use responses::{NewResponse, ResponseStore, SaveOutcome, SheetPosition};
+pub use responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition};
 pub use sheet_status::{SheetFailure, SheetState, SheetStatusStore};
 pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
 

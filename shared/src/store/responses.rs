@@ -80,13 +80,71 @@ pub trait ResponseStore {
         response_id: &ResponseId,
     ) -> Result<Option<SheetPosition>, sqlx::Error>;
 
-    /// The collector's responses that are flagged now (latest revision), oldest first, at most
-    /// `limit`.
+    /// The collector's responses that are flagged now (latest revision), after `after` in
+    /// the order (`stored_at`, `form_id`, `response_id`), at most `limit`.
     async fn flagged_for_collector(
         &self,
         user_id: &UserId,
+        after: &FlaggedCursor,
         limit: i64,
     ) -> Result<Vec<StoredResponse>, sqlx::Error>;
+}
+
+/// Where a reader of a collector's flagged responses is: after the response stored at
+/// `stored_at` with this key. Written `<stored_at in microseconds>.<form_id>.<response_id>`
+/// (a form id has no `.`; the response id is the rest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlaggedCursor {
+    pub(crate) stored_at: DateTime<Utc>,
+    pub(crate) form_id: String,
+    pub(crate) response_id: String,
+}
+
+impl Default for FlaggedCursor {
+    /// Before every response (`stored_at` is the database's clock, after 1970).
+    fn default() -> Self {
+        Self {
+            stored_at: DateTime::<Utc>::UNIX_EPOCH,
+            form_id: String::new(),
+            response_id: String::new(),
+        }
+    }
+}
+
+impl FlaggedCursor {
+    /// After this response.
+    pub fn after(response: &StoredResponse) -> Self {
+        Self {
+            stored_at: response.stored_at,
+            form_id: response.form_id.to_string(),
+            response_id: response.response_id.to_string(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, '.');
+        let micros: i64 = parts.next()?.parse().ok()?;
+        let form_id = FormId::parse(parts.next()?).ok()?;
+        let response_id = ResponseId::parse(parts.next()?).ok()?;
+        Some(Self {
+            stored_at: DateTime::<Utc>::from_timestamp_micros(micros)
+                .filter(|at| (1..=9999).contains(&chrono::Datelike::year(at)))?,
+            form_id: form_id.to_string(),
+            response_id: response_id.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for FlaggedCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}",
+            self.stored_at.timestamp_micros(),
+            self.form_id,
+            self.response_id
+        )
+    }
 }
 
 /// What one revision does to the stored response.
@@ -270,6 +328,32 @@ mod tests {
         );
         assert_eq!(decide(Some((2, true)), 2, V), Decision::Duplicate);
         assert_eq!(decide(Some((3, false)), 2, F), Decision::Stale(Revision(3)));
+    }
+
+    #[test]
+    fn flagged_cursors_read_back_as_written() {
+        let cursor = FlaggedCursor {
+            stored_at: DateTime::<Utc>::from_timestamp_micros(1_795_169_700_123_456)
+                .expect("a time"),
+            form_id: "household-finance".into(),
+            response_id: "r.1.x".into(),
+        };
+        assert_eq!(
+            cursor.to_string(),
+            "1795169700123456.household-finance.r.1.x"
+        );
+        assert_eq!(FlaggedCursor::parse(&cursor.to_string()), Some(cursor));
+        for bad in [
+            "",
+            "1",
+            "1.f",
+            "x.f.r",
+            "1.f.",
+            "1.f g.r",
+            "-99999999999999999.f.r",
+        ] {
+            assert_eq!(FlaggedCursor::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

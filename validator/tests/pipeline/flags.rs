@@ -142,6 +142,59 @@ async fn the_seed_rules_flag_end_to_end_and_the_flag_goes_to_its_collector() {
         events.keys().map(String::as_str).collect::<Vec<_>>()
     );
     assert_eq!(listed["truncated"], false);
+    assert_eq!(listed.get("next"), None);
+    // The same list page by page: two at a time, in the same order, none twice, no cap.
+    let in_order: Vec<&str> = listed["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["response_id"].as_str().unwrap())
+        .collect();
+    assert!(in_order.len() > 2, "{in_order:?}");
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page: Value = pipeline
+            .get(&format!(
+                "/v1/collectors/u-table/flags?limit=2&after={after}"
+            ))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<String> = page["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["response_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(ids.len() <= 2, "{page}");
+        paged.extend(ids);
+        match page.get("next").and_then(Value::as_str) {
+            Some(next) => {
+                assert_eq!(page["truncated"], true);
+                after = next.to_owned();
+            }
+            None => {
+                assert_eq!(page["truncated"], false);
+                break;
+            }
+        }
+    }
+    assert_eq!(paged, in_order);
+    for (query, field) in [
+        ("after=nonsense", "after"),
+        ("after=1.no+such+form.x", "after"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+    ] {
+        let response = pipeline
+            .get(&format!("/v1/collectors/u-table/flags?{query}"))
+            .await;
+        assert_eq!(response.status(), 422, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["field"], field, "{query}");
+    }
     let empty: Value = pipeline
         .get("/v1/collectors/u-other/flags")
         .await

@@ -112,7 +112,7 @@ async fn poison_messages_land_in_dead_with_their_reason_and_never_loop() {
                 nul.starts_with("MySQL refused it (22000)"),
                 "refused by the trigger: {nul}"
             );
-            // DATETIME holds the years 0000 to 9999: the engine refuses the year -5000 before
+            // DATETIME holds the years 1000 to 9999: the engine refuses the year -5000 before
             // any statement is built (a permanent encode error).
             assert!(
                 old.contains("submitted_at -5000-01-01 00:00:00 UTC of response r-old is out of range for MySQL"),

@@ -7,6 +7,10 @@
 //! value that does not fit is an error, never truncated), in UTC, with the statement and lock
 //! wait deadlines of `DATABASE_STATEMENT_TIMEOUT_MS`. Multi-row statements are cut to stay
 //! under the server's `max_allowed_packet` and the protocol's 65,535 placeholders.
+//!
+//! Times are bound as `NaiveDateTime` in UTC, never as `DateTime<Utc>`: sqlx sends the latter
+//! typed as `TIMESTAMP`, whose range ends in 2038, and MariaDB stores such a value outside it
+//! as NULL, without an error.
 
 mod flag_history;
 mod forms;

@@ -16,8 +16,8 @@ use crate::messages::{
     FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, StoredResponse, UserId,
 };
 use crate::store::responses::{
-    Decision, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition, all_decided,
-    decide, json, key, owned_key, prepare, stored_response, written_events,
+    Decision, FlaggedCursor, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition,
+    all_decided, decide, json, key, owned_key, prepare, stored_response, written_events,
 };
 
 /// The columns written for a response, in the order [`push_response`] binds them.
@@ -91,15 +91,23 @@ impl ResponseStore for MySqlStore {
     async fn flagged_for_collector(
         &self,
         user_id: &UserId,
+        after: &FlaggedCursor,
         limit: i64,
     ) -> Result<Vec<StoredResponse>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT * FROM responses
              WHERE user_id = ? AND status = 'flagged'
-             ORDER BY stored_at, response_id
+               AND (stored_at > ? OR (stored_at = ? AND (form_id > ?
+                    OR (form_id = ? AND response_id > ?))))
+             ORDER BY stored_at, form_id, response_id
              LIMIT ?",
         )
         .bind(user_id.as_str())
+        .bind(after.stored_at.naive_utc())
+        .bind(after.stored_at.naive_utc())
+        .bind(&after.form_id)
+        .bind(&after.form_id)
+        .bind(&after.response_id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -239,7 +247,7 @@ impl MySqlStore {
                     .push_bind(event.kind.as_str())
                     .push_bind(json(&event.flags))
                     .push_bind(json(&event.answers))
-                    .push_bind(event.at);
+                    .push_bind(event.at.naive_utc());
             });
             query.build().persistent(false).execute(&mut **tx).await?;
         }
@@ -290,18 +298,19 @@ fn push_responses(
             .push_bind(new.form_version)
             .push_bind(message.collector.user_id.as_str())
             .push_bind(message.collector.username.as_deref())
-            .push_bind(message.submitted_at)
+            .push_bind(message.submitted_at.map(|t| t.naive_utc()))
             .push_bind(json(&message.answers))
             .push_bind(json(&message.metadata))
             .push_bind(rows[i].1.as_str())
             .push_bind(json(&new.evaluation.flags))
             .push_bind(events[i].map(FlagEventKind::as_str))
-            .push_bind(message.received_at)
-            .push_bind(now);
+            .push_bind(message.received_at.map(|t| t.naive_utc()))
+            .push_bind(now.naive_utc());
     });
 }
 
-/// Refuses a time `DATETIME` cannot hold (the years 0000 to 9999; ingest refuses others, but
+/// Refuses a time `DATETIME` cannot hold (it supports the years 1000 to 9999, and sqlx reads an
+/// earlier year back as NULL; ingest refuses others, but
 /// another publisher may send one) as a permanent error, before a statement is built: the
 /// query builder would panic on it.
 fn check_times(message: &ResponseMessage) -> Result<(), sqlx::Error> {
@@ -311,11 +320,11 @@ fn check_times(message: &ResponseMessage) -> Result<(), sqlx::Error> {
         ("received_at", message.received_at),
     ] {
         if let Some(time) = time
-            && !(0..=9999).contains(&time.year())
+            && !(1000..=9999).contains(&time.year())
         {
             return Err(sqlx::Error::Encode(
                 format!(
-                    "{field} {time} of response {} is out of range for MySQL (the years 0000 to 9999)",
+                    "{field} {time} of response {} is out of range for MySQL (the years 1000 to 9999)",
                     message.response_id
                 )
                 .into(),

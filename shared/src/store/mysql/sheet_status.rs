@@ -35,7 +35,7 @@ impl SheetStatusStore for MySqlStore {
                     .push_bind(f.tab.as_str())
                     .push_bind(f.reason.as_str())
                     .push_bind(f.about_this_sheet)
-                    .push_bind(f.failing_since)
+                    .push_bind(f.failing_since.naive_utc())
                     .push_bind(instance);
             });
             query.push(

@@ -303,7 +303,7 @@ impl SheetStore for MySqlStore {
                     .push_bind(tab)
                     .push_bind(p.revision)
                     .push_bind(p.reason.as_str())
-                    .push_bind(Utc::now());
+                    .push_bind(Utc::now().naive_utc());
             });
             query.push(
                 " ON DUPLICATE KEY UPDATE spreadsheet_id = VALUES(spreadsheet_id),

@@ -8,8 +8,8 @@ use sqlx::{Postgres, Row, Transaction};
 use super::PgStore;
 use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredResponse, UserId};
 use crate::store::responses::{
-    Decision, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided, decide, json,
-    key, owned_key, parse_status, prepare, stored_response, written_events,
+    Decision, FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided,
+    decide, json, key, owned_key, parse_status, prepare, stored_response, written_events,
 };
 
 #[async_trait::async_trait]
@@ -193,15 +193,20 @@ impl ResponseStore for PgStore {
     async fn flagged_for_collector(
         &self,
         user_id: &UserId,
+        after: &FlaggedCursor,
         limit: i64,
     ) -> Result<Vec<StoredResponse>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT * FROM responses
              WHERE user_id = $1 AND status = 'flagged'
-             ORDER BY stored_at, response_id
-             LIMIT $2",
+               AND (stored_at, form_id, response_id) > ($2, $3, $4)
+             ORDER BY stored_at, form_id, response_id
+             LIMIT $5",
         )
         .bind(user_id.as_str())
+        .bind(after.stored_at)
+        .bind(&after.form_id)
+        .bind(&after.response_id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
