@@ -216,21 +216,35 @@ impl Cluster {
                 .flags
                 .queue_depth(&self.topology.validator_queue())
                 .await;
-            let rows = self
-                .emulator
-                .tab_values(SPREADSHEET, TAB)
-                .map_or(0, |t| t.len());
+            let cells = self.emulator.tab_values(SPREADSHEET, TAB);
+            let rows = cells.as_ref().map_or(0, Vec::len);
+            // Rows not yet at their stored revision: the outbox can be empty while a saved
+            // event is still on its way to sheets-sync (in N.sheets, or redelivered after a
+            // restart), so an empty outbox alone is not quiet.
+            let behind = cells.as_ref().map_or(usize::MAX, |cells| {
+                cells
+                    .iter()
+                    .skip(1)
+                    .filter(|row| {
+                        let id = row.first().and_then(Value::as_str).unwrap_or_default();
+                        stored
+                            .get(id)
+                            .is_none_or(|revision| row.get(1) != Some(&json!(*revision)))
+                    })
+                    .count()
+            });
             if missing == 0
                 && unsettled == 0
                 && waiting == 0
                 && queued == 0
                 && rows == stored.len() + 1
+                && behind == 0
             {
                 break;
             }
             assert!(
                 started.elapsed() < deadline,
-                "not quiet after {deadline:?}: {} accepted ({} sent), {} stored, {missing} accepted but not stored, {unsettled} not at an expected revision, {queued} ready in N.validator, {waiting} waiting for the sheet, {} sheet rows",
+                "not quiet after {deadline:?}: {} accepted ({} sent), {} stored, {missing} accepted but not stored, {unsettled} not at an expected revision, {queued} ready in N.validator, {waiting} waiting for the sheet, {} sheet rows ({behind} behind their stored revision)",
                 accepted.len(),
                 sent.attempted.len(),
                 stored.len(),
