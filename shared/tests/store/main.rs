@@ -578,15 +578,7 @@ async fn outbox_rows_and_parking(store: Store) {
         .map(|r| r.response.response_id.as_str())
         .collect();
     assert_eq!(left, ["o-1"]);
-    let mut found = store
-        .sheet_rows(
-            sheet,
-            tab,
-            &["o-1".into(), "o-2".into(), "o-3".into(), "zz".into()],
-        )
-        .await
-        .unwrap();
-    found.sort();
+    let found = rows_of(&store, sheet, tab, &["o-1", "o-2", "o-3", "zz"]).await;
     assert_eq!(
         found,
         [
@@ -612,11 +604,7 @@ async fn outbox_rows_and_parking(store: Store) {
         .record_written(&form, sheet, tab, &[], &[], &[(3, 2)])
         .await
         .unwrap();
-    let mut found = store
-        .sheet_rows(sheet, tab, &["o-1".into(), "o-2".into(), "o-3".into()])
-        .await
-        .unwrap();
-    found.sort();
+    let found = rows_of(&store, sheet, tab, &["o-1", "o-2", "o-3"]).await;
     assert_eq!(
         found,
         [
@@ -637,15 +625,7 @@ async fn outbox_rows_and_parking(store: Store) {
         .await
         .unwrap();
     assert_eq!(forgotten, 1);
-    let mut found = store
-        .sheet_rows(
-            sheet,
-            tab,
-            &["o-1".into(), "o-2".into(), "o-3".into(), "new".into()],
-        )
-        .await
-        .unwrap();
-    found.sort();
+    let found = rows_of(&store, sheet, tab, &["o-1", "o-2", "o-3", "new"]).await;
     assert_eq!(
         found,
         [
@@ -693,6 +673,14 @@ async fn outbox_rows_and_parking(store: Store) {
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r.force));
     assert_eq!(store.forget_tab(sheet, tab).await.unwrap(), 3);
+}
+
+/// The recorded rows of these responses in a tab, sorted.
+async fn rows_of(store: &Store, sheet: &str, tab: &str, ids: &[&str]) -> Vec<(String, i32, i64)> {
+    let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
+    let mut found = store.sheet_rows(sheet, tab, &ids).await.unwrap();
+    found.sort();
+    found
 }
 
 async fn tab_locks(store: Store) {
