@@ -227,6 +227,7 @@ pub async fn remove_namespace(namespace: &Namespace) {
     for queue in [
         topology.validator_queue(),
         topology.sheets_queue(),
+        topology.webhooks_queue(),
         topology.dead_queue(),
     ] {
         if let Ok(channel) = connection.create_channel().await {

@@ -141,9 +141,9 @@ impl Worker {
                     message_id: stored.response_id.as_str(),
                     body: &body,
                     headers: None,
-                    // Collectors' apps bind their own queues; with none bound, the event is
-                    // not kept (the flags route lists what is flagged).
-                    mandatory: false,
+                    // `N.webhooks` is always bound, so an unroutable event means the topology
+                    // is broken: better a publish that fails (and is retried) than a lost event.
+                    mandatory: true,
                 })
                 .await;
             if !published {

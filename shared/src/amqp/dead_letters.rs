@@ -155,6 +155,9 @@ fn describe(topology: &Topology, delivery: &Delivery) -> DeadLetter {
         Some(queue) if queue == topology.sheets_queue() => {
             routing_key.map(|key| (topology.saved_exchange(), key))
         }
+        Some(queue) if queue == topology.webhooks_queue() => {
+            routing_key.map(|key| (topology.flags_exchange(), key))
+        }
         Some(_) => None,
         // Dead-lettered by RabbitMQ itself (the delivery limit): `x-death` says from where.
         None => match headers.get("x-death") {

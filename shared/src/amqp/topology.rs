@@ -46,6 +46,12 @@ impl Topology {
     pub fn flags_exchange(&self) -> String {
         self.name("flags")
     }
+    /// Quorum queue bound to `flags` with `#`: every flag event is kept here whether or not a
+    /// collector's app listens, and ingest's webhook dispatcher consumes it. Because it always
+    /// exists, the validator publishes flag events with `mandatory`.
+    pub fn webhooks_queue(&self) -> String {
+        self.name("webhooks")
+    }
     /// Topic exchange of stored rows; the routing key is the form id.
     pub fn saved_exchange(&self) -> String {
         self.name("saved")
@@ -106,9 +112,13 @@ impl Topology {
             "#",
         )
         .await?;
-        self.declare_queue(channel, &self.sheets_queue(), work_queue_arguments)
+        self.declare_queue(channel, &self.sheets_queue(), work_queue_arguments.clone())
             .await?;
         self.bind(channel, &self.sheets_queue(), &self.saved_exchange(), "#")
+            .await?;
+        self.declare_queue(channel, &self.webhooks_queue(), work_queue_arguments)
+            .await?;
+        self.bind(channel, &self.webhooks_queue(), &self.flags_exchange(), "#")
             .await?;
         Ok(())
     }

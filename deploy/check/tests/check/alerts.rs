@@ -222,6 +222,7 @@ fn alerts_name_real_queues_and_dependencies() {
     let queues: BTreeSet<String> = [
         topology.validator_queue(),
         topology.sheets_queue(),
+        topology.webhooks_queue(),
         topology.dead_queue(),
     ]
     .into();

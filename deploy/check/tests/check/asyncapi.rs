@@ -111,6 +111,7 @@ fn channels_are_the_topology() {
     let expected: BTreeSet<String> = [
         topology.validator_queue(),
         topology.sheets_queue(),
+        topology.webhooks_queue(),
         topology.dead_queue(),
     ]
     .into();
