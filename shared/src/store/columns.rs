@@ -9,6 +9,7 @@ use super::flag_history::FlagCursor;
 use super::responses::{SheetPosition, decode, parse_event, parse_status};
 use super::sheet_status::SheetFailure;
 use super::sheets::ParkedRow;
+use super::webhooks::{ClaimedDelivery, Delivery, DeliveryCounts, Webhook, WebhookId, parse_state};
 use crate::messages::{
     Collector, FlagEvent, FlagEventKind, FormId, ResponseId, Revision, StoredResponse, UserId,
 };
@@ -18,6 +19,7 @@ pub(crate) trait Columns {
     fn text(&self, column: &str) -> Result<String, sqlx::Error>;
     fn optional_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
     fn int(&self, column: &str) -> Result<i32, sqlx::Error>;
+    fn optional_int(&self, column: &str) -> Result<Option<i32>, sqlx::Error>;
     fn bigint(&self, column: &str) -> Result<i64, sqlx::Error>;
     fn boolean(&self, column: &str) -> Result<bool, sqlx::Error>;
     fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error>;
@@ -109,6 +111,56 @@ pub(crate) fn failure(
     }))
 }
 
+/// A webhook, with its delivery counts (`pending`, `delivered`, `dead`).
+pub(crate) fn webhook(row: &impl Columns) -> Result<Webhook, sqlx::Error> {
+    let form_id = row.optional_text("form_id")?;
+    Ok(Webhook {
+        id: decode(WebhookId::parse(row.text("id")?))?,
+        url: row.text("url")?,
+        form_id: form_id.map(|id| decode(FormId::parse(id))).transpose()?,
+        user_ids: row.json("user_ids")?,
+        secret: row.text("secret")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+        deliveries: DeliveryCounts {
+            pending: row.bigint("pending")?,
+            delivered: row.bigint("delivered")?,
+            dead: row.bigint("dead")?,
+        },
+    })
+}
+
+pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery, sqlx::Error> {
+    Ok(Delivery {
+        webhook_id: decode(WebhookId::parse(row.text("webhook_id")?))?,
+        delivery_id: row.text("delivery_id")?,
+        payload: row.json("payload")?,
+        state: parse_state(&row.text("state")?)?,
+        attempts: row.int("attempts")?,
+        next_attempt_at: row.time("next_attempt_at")?,
+        last_attempt_at: row.optional_time("last_attempt_at")?,
+        last_status: row
+            .optional_int("last_status")?
+            .map(|status| decode(u16::try_from(status)))
+            .transpose()?,
+        last_error: row.optional_text("last_error")?,
+        created_at: row.time("created_at")?,
+        delivered_at: row.optional_time("delivered_at")?,
+    })
+}
+
+/// A claimed delivery, with its webhook's `url` and `secret`.
+pub(crate) fn claimed(row: &impl Columns) -> Result<ClaimedDelivery, sqlx::Error> {
+    Ok(ClaimedDelivery {
+        webhook_id: decode(WebhookId::parse(row.text("webhook_id")?))?,
+        delivery_id: row.text("delivery_id")?,
+        payload: row.json("payload")?,
+        attempts: row.int("attempts")?,
+        url: row.text("url")?,
+        secret: row.text("secret")?,
+    })
+}
+
 /// Implements [`Columns`] for an engine's row type, given how it reads JSON.
 macro_rules! columns_for {
     ($row:ty, |$self_:ident, $column:ident| $json:expr) => {
@@ -120,6 +172,9 @@ macro_rules! columns_for {
                 sqlx::Row::try_get(self, column)
             }
             fn int(&self, column: &str) -> Result<i32, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn optional_int(&self, column: &str) -> Result<Option<i32>, sqlx::Error> {
                 sqlx::Row::try_get(self, column)
             }
             fn bigint(&self, column: &str) -> Result<i64, sqlx::Error> {

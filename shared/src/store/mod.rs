@@ -12,6 +12,7 @@ pub mod postgres;
 mod responses;
 mod sheet_status;
 mod sheets;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,11 @@ pub use forms::{FormCache, FormLookupError, FormStore, PutForm, StoredForm};
 pub use responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition};
 pub use sheet_status::{SheetFailure, SheetState, SheetStatusStore};
 pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
+pub use webhooks::{
+    ClaimedDelivery, Delivery, DeliveryCounts, DeliveryCursor, DeliveryPage, DeliveryState,
+    InvalidWebhookId, MAX_ERROR_CHARS, NewDelivery, NewWebhook, Webhook, WebhookId, WebhookStore,
+    is_delivery_id,
+};
 
 /// One database engine: everything the services ask of the store.
 #[async_trait::async_trait]
@@ -32,6 +38,7 @@ pub trait Engine:
     + SheetStore
     + SheetStatusStore
     + FlagHistoryStore
+    + WebhookStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -125,6 +125,8 @@ macro_rules! on_both_engines {
     )*};
 }
 
+mod webhooks;
+
 on_both_engines!(
     revisions,
     batches_and_forms_sharing_ids,

@@ -6,6 +6,7 @@ mod forms;
 mod responses;
 mod sheet_status;
 mod sheets;
+mod webhooks;
 
 use std::time::Duration;
 
