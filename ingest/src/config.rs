@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -17,7 +18,9 @@ pub struct IngestConfig {
     #[arg(long, env = "INGEST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Comma-separated bearer tokens that clients may use.
+    /// Comma-separated API keys (bearer tokens), each `KEY` (an admin key), `admin:KEY`,
+    /// `reader:KEY`, `collector:KEY` or `collector@USER_ID:KEY` (a collector key bound to one
+    /// collector); blanks are ignored.
     #[arg(
         long,
         env = "COLLECT_API_KEYS",
@@ -26,7 +29,13 @@ pub struct IngestConfig {
     )]
     pub api_keys: Vec<String>,
 
-    /// `off` runs without authentication (demos and tests only).
+    /// A file of more API keys, read at start: one entry a line, in the syntax of
+    /// `COLLECT_API_KEYS`; blank lines and lines starting with `#` are ignored.
+    #[arg(long, env = "COLLECT_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// `off` runs without authentication (demos and tests only): every request may do
+    /// everything.
     #[arg(long, env = "COLLECT_AUTH", value_enum, default_value_t = AuthMode::On)]
     pub auth: AuthMode,
 
@@ -45,6 +54,11 @@ pub struct IngestConfig {
     /// On SIGTERM, how long in-flight requests may take to finish before the process exits.
     #[arg(long, env = "COLLECT_SHUTDOWN_TIMEOUT_MS", default_value_t = 9000)]
     pub shutdown_timeout_ms: u64,
+
+    /// How often a `flags:watch` stream reads the flag history when no wake-up came from
+    /// `N.flags` (the broker down, say): the most an event can be late by.
+    #[arg(long, env = "FLAGS_WATCH_POLL_MS", default_value_t = 1000)]
+    pub flags_watch_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,14 +73,5 @@ impl IngestConfig {
             confirm_timeout: Duration::from_millis(self.publish_timeout_ms),
             window: self.publish_window,
         }
-    }
-
-    /// The configured keys without blanks (`a,,b` and a trailing comma are fine).
-    pub fn keys(&self) -> Vec<&str> {
-        self.api_keys
-            .iter()
-            .map(|key| key.trim())
-            .filter(|key| !key.is_empty())
-            .collect()
     }
 }

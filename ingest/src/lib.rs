@@ -8,6 +8,7 @@ mod error;
 mod openapi;
 mod routes;
 mod seed;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     broker: Broker,
+    watch: watch::FlagWatch,
     shutdown_timeout: Duration,
 }
 
@@ -57,12 +59,12 @@ impl Application {
         config: IngestConfig,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let keys = config.keys();
-        if config.auth == AuthMode::On && keys.is_empty() {
-            anyhow::bail!(
-                "COLLECT_API_KEYS is empty: set at least one API key, or COLLECT_AUTH=off to run without authentication"
-            );
-        }
+        // The keys and their roles, from COLLECT_API_KEYS and COLLECT_API_KEYS_FILE: a
+        // malformed entry, or no key at all, stops the start.
+        let keys = match config.auth {
+            AuthMode::On => auth::ApiKeys::load(&config.api_keys, config.api_keys_file.as_deref())?,
+            AuthMode::Off => auth::ApiKeys::default(),
+        };
         let listener = server::bind(config.listen, "INGEST_LISTEN").await?;
 
         let store = Store::connect_with_retry(&config.common.store_settings(), shutdown).await?;
@@ -78,6 +80,12 @@ impl Application {
             topology.clone(),
         ));
         let publisher = Publisher::new(broker.clone(), config.publish_settings(), "collect-ingest");
+        let watch = watch::FlagWatch::start(
+            broker.clone(),
+            &topology,
+            store.clone(),
+            Duration::from_millis(config.flags_watch_poll_ms.max(10)),
+        );
         let state = routes::AppState {
             publisher,
             exchange: topology.responses_exchange().into(),
@@ -85,6 +93,7 @@ impl Application {
             store: store.clone(),
             max_body_bytes: config.max_body_bytes,
             batches: Arc::new(tokio::sync::Semaphore::new(routes::BATCHES_AT_ONCE)),
+            watch: watch.clone(),
         };
 
         // Each `routes!` registers a path's handlers and their OpenAPI description together.
@@ -98,16 +107,21 @@ impl Application {
             .routes(routes!(routes::get_form_response))
             .routes(routes!(routes::collector_flags))
             .routes(routes!(routes::flag_history))
+            .routes(routes!(routes::watch_flags))
             .routes(routes!(routes::submit))
             .routes(routes!(routes::submit_batch))
             .with_state(state);
+        // Which roles may call each route, read from the `security` of its OpenAPI
+        // description: a route without one stops the build (also with COLLECT_AUTH=off).
+        let roles = auth::RouteRoles::from_openapi(api.get_openapi())?;
         if config.auth == AuthMode::On {
             api = api.route_layer(from_fn_with_state(
-                auth::ApiKeys::new(keys),
-                auth::require_api_key,
+                auth::Auth::new(keys, roles),
+                auth::authorize,
             ));
         } else {
             tracing::warn!("COLLECT_AUTH=off: the API accepts requests without an API key");
+            api = api.route_layer(from_fn(auth::allow_all));
         }
         let readiness = Readiness::new()
             .with_check("broker", broker.readiness_check())
@@ -136,6 +150,7 @@ impl Application {
             listener,
             router,
             broker,
+            watch,
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
         })
     }
@@ -154,7 +169,18 @@ impl Application {
     /// requests finish (with their confirms) for up to the shutdown timeout, and closes the
     /// broker connection.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        server::serve(self.listener, self.router, shutdown, self.shutdown_timeout).await?;
+        // Flag streams never end by themselves: end them when shutdown begins, so that the
+        // graceful shutdown does not wait for them.
+        let watch = self.watch.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            watch.stop();
+        });
+        let served =
+            server::serve(self.listener, self.router, shutdown, self.shutdown_timeout).await;
+        self.watch.stop();
+        served?;
         self.broker.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -18,7 +18,11 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         title = "Collect ingest API",
         description = "Survey responses in; every 202 means RabbitMQ confirmed the persistent \
                        message. Every route but /healthz, /readyz, /metrics and /openapi.json \
-                       needs `Authorization: Bearer <key>` with one of COLLECT_API_KEYS. \
+                       needs `Authorization: Bearer <key>` with one of COLLECT_API_KEYS (or \
+                       COLLECT_API_KEYS_FILE): 401 without a known key. Each key has a role, \
+                       `admin`, `reader` or `collector` (a collector key may be bound to one \
+                       user_id); an operation's `bearer` scopes are the roles that may call it, \
+                       and any other key gets 403 `forbidden`. \
                        Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`.",
         license(name = "MIT")
     ),
@@ -32,15 +36,21 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 )]
 pub struct ApiDoc;
 
-/// The `api_key` security scheme the authenticated routes name.
+/// The `bearer` security scheme the authenticated routes name, with the roles that may call
+/// each as its scopes (`security(("bearer" = ["admin", "collector"]))`): the API key check
+/// reads them from the document (`auth::RouteRoles`).
 struct BearerKey;
 
 impl Modify for BearerKey {
     fn modify(&self, openapi: &mut OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
-        scheme.description = Some("One of the keys in COLLECT_API_KEYS".to_owned());
-        components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+        scheme.description = Some(
+            "One of the keys in COLLECT_API_KEYS or COLLECT_API_KEYS_FILE. The scopes of an \
+             operation's requirement are the roles that may call it: admin, reader, collector"
+                .to_owned(),
+        );
+        components.add_security_scheme(crate::auth::SCHEME, SecurityScheme::Http(scheme));
     }
 }
 

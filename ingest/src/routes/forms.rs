@@ -34,13 +34,14 @@ use crate::error::ApiError;
         (status = 200, description = "Replaced (or unchanged)", body = StoredForm),
         (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route (only admin keys may)", body = ErrorBody),
         (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the definition is wrong (`questions[1].id`, `rules[0].expression` with line and column, ...)", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin"]))
 )]
 pub async fn put_form(
     State(state): State<AppState>,
@@ -109,7 +110,8 @@ pub async fn put_form(
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    // Collectors' apps read the form to show it.
+    security(("bearer" = ["admin", "reader", "collector"]))
 )]
 pub async fn get_form(
     State(state): State<AppState>,
@@ -136,11 +138,12 @@ pub async fn get_form(
     responses(
         (status = 200, description = "The form's sheet", body = SheetView),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route (only admin and reader keys may)", body = ErrorBody),
         (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin", "reader"]))
 )]
 pub async fn get_sheet(
     State(state): State<AppState>,
@@ -190,11 +193,12 @@ fn form_body(form: &Form, version: i32) -> StoredForm {
     responses(
         (status = 202, description = "Queued", body = ExportQueued),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route (only admin keys may)", body = ErrorBody),
         (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin"]))
 )]
 pub async fn export_sheet(
     State(state): State<AppState>,
@@ -214,13 +218,14 @@ pub async fn export_sheet(
         (status = 202, description = "Queued", body = ExportQueued),
         (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route (only admin keys may)", body = ErrorBody),
         (status = 404, description = "`unknown_form`: no such form (`field: table_name`)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: not `{\"table_name\": ...}`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin"]))
 )]
 pub async fn google_sheet(
     State(state): State<AppState>,

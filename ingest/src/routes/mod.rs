@@ -4,6 +4,7 @@ mod bodies;
 mod forms;
 mod reads;
 mod submit;
+mod watch;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub use bodies::*;
 pub use forms::{export_sheet, get_form, get_sheet, google_sheet, put_form};
 pub use reads::{collector_flags, flag_history, get_form_response, get_response};
 pub use submit::{collect, submit, submit_batch};
+pub use watch::{__path_watch_flags, watch_flags};
 
 // The handlers' OpenAPI descriptions (generated next to each handler by `utoipa::path`).
 pub use forms::{
@@ -41,6 +43,8 @@ pub struct AppState {
     /// Batch requests being read and published at once ([`BATCHES_AT_ONCE`]): the rest wait
     /// their turn, which bounds the memory a burst of large batches takes.
     pub batches: Arc<tokio::sync::Semaphore>,
+    /// The live flag stream's hub.
+    pub watch: crate::watch::FlagWatch,
 }
 
 /// How many batch requests are read and published at once. Eight batches of 100 keep more

@@ -14,6 +14,7 @@ use super::{
     AppState, CollectorFlags, ErrorBody, FlagHistory, FlagHistoryEvent, FlaggedResponse,
     ResponseView,
 };
+use crate::auth::Principal;
 use crate::error::ApiError;
 
 /// Most flagged responses one answer lists.
@@ -31,14 +32,16 @@ const FLAGS_LIMIT: i64 = 1000;
     responses(
         (status = 200, description = "The stored response", body = ResponseView),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector than the response's (`field: collector.user_id`)", body = ErrorBody),
         (status = 404, description = "`unknown_form`: no such form; `unknown_response`: not stored (yet): the validator stores it within moments of its `202`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin", "reader", "collector"]))
 )]
 pub async fn get_form_response(
     State(state): State<AppState>,
+    principal: Principal,
     Path((form_id, response_id)): Path<(String, String)>,
 ) -> Result<Json<ResponseView>, ApiError> {
     let form = state.form(&form_id).await?;
@@ -49,7 +52,7 @@ pub async fn get_form_response(
         .await
         .map_err(ApiError::database)?
         .ok_or_else(|| unknown_response(&response_id))?;
-    view(&state, stored).await.map(Json)
+    view(&state, &principal, stored).await.map(Json)
 }
 
 /// A stored response found by its id alone: the form's route without the form, kept for
@@ -62,15 +65,17 @@ pub async fn get_form_response(
     responses(
         (status = 200, description = "The stored response (one form has this id)", body = ResponseView),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector than the response's (`field: collector.user_id`)", body = ErrorBody),
         (status = 404, description = "`unknown_response`: not stored (yet): the validator stores it within moments of its `202`", body = ErrorBody),
         (status = 409, description = "`ambiguous_response`: responses of several forms have this id; the message names them: use `/v1/forms/{form_id}/responses/{response_id}`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin", "reader", "collector"]))
 )]
 pub async fn get_response(
     State(state): State<AppState>,
+    principal: Principal,
     Path(response_id): Path<String>,
 ) -> Result<Json<ResponseView>, ApiError> {
     let id = ResponseId::parse(response_id.as_str()).map_err(|_| unknown_response(&response_id))?;
@@ -92,7 +97,7 @@ pub async fn get_response(
         .with_field("response_id"));
     }
     let stored = found.pop().ok_or_else(|| unknown_response(&response_id))?;
-    view(&state, stored).await.map(Json)
+    view(&state, &principal, stored).await.map(Json)
 }
 
 fn unknown_response(response_id: &str) -> ApiError {
@@ -104,8 +109,14 @@ fn unknown_response(response_id: &str) -> ApiError {
     .with_field("response_id")
 }
 
-/// The stored response with where it is in its sheet.
-async fn view(state: &AppState, stored: StoredResponse) -> Result<ResponseView, ApiError> {
+/// The stored response with where it is in its sheet, if the key may read it: a collector key
+/// bound to one collector reads only that collector's responses.
+async fn view(
+    state: &AppState,
+    principal: &Principal,
+    stored: StoredResponse,
+) -> Result<ResponseView, ApiError> {
+    principal.may_act_for_field(stored.collector.user_id.as_str(), "collector.user_id")?;
     let sheet = state
         .store
         .sheet_position(&stored.form_id, &stored.response_id)
@@ -141,17 +152,20 @@ const HISTORY_DEFAULT: i64 = 100;
     responses(
         (status = 200, description = "Events after `since`, oldest first, and `next`", body = FlagHistory),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector (`field: user_id`)", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `user_id`, `since` or `limit`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin", "reader", "collector"]))
 )]
 pub async fn flag_history(
     State(state): State<AppState>,
+    principal: Principal,
     Path(user_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<FlagHistory>, ApiError> {
+    principal.may_act_for(&user_id)?;
     let id = UserId::parse(user_id.as_str())
         .map_err(|error| ApiError::invalid("user_id", error.to_string()))?;
     let since = match query.get("since").map(String::as_str) {
@@ -206,17 +220,20 @@ pub async fn flag_history(
     responses(
         (status = 200, description = "Oldest first; `next` when more follow", body = CollectorFlags),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector (`field: user_id`)", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `user_id`, `after` or `limit`", body = ErrorBody),
         (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin", "reader", "collector"]))
 )]
 pub async fn collector_flags(
     State(state): State<AppState>,
+    principal: Principal,
     Path(user_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<CollectorFlags>, ApiError> {
+    principal.may_act_for(&user_id)?;
     let id = UserId::parse(user_id.as_str())
         .map_err(|error| ApiError::invalid("user_id", error.to_string()))?;
     let after = match query.get("after").map(String::as_str) {

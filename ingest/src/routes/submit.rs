@@ -14,6 +14,7 @@ use super::{
     Accepted, AppState, BatchAnswer, BatchResult, ErrorBody, Failed, FailedStatus, Rejected,
     RejectedStatus, SeedPayload,
 };
+use crate::auth::Principal;
 use crate::body::{from_value, read_json};
 use crate::error::{ApiError, RETRY_AFTER_SECONDS};
 use crate::seed::envelope_from_seed;
@@ -33,6 +34,7 @@ pub const MAX_BATCH: usize = 1000;
         (status = 202, description = "Accepted: the broker confirmed it", body = Accepted),
         (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a key whose role may not submit, or a collector key bound to another collector than the payload's `user_id` (`field: user_id`)", body = ErrorBody),
         (status = 408, description = "The request took over 30 s"),
         (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
@@ -40,16 +42,19 @@ pub const MAX_BATCH: usize = 1000;
         (status = 503, description = "`broker_unavailable` or `database_unavailable`: nothing was accepted, retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin", "collector"]))
 )]
 pub async fn collect(
     State(state): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let form = state.form(HOUSEHOLD_FINANCE).await?;
     let payload = read_json(&headers, body, state.max_body_bytes).await?;
     let envelope = envelope_from_seed(&form, payload)?;
+    // The seed payload names its collector by its top-level `user_id`.
+    principal.may_act_for(envelope.collector.user_id.as_str())?;
     let accepted = state.accept(&form, envelope).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
@@ -68,6 +73,7 @@ pub async fn collect(
         (status = 202, description = "Accepted: the broker confirmed it", body = Accepted),
         (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a key whose role may not submit, or a collector key bound to another collector than the envelope's (`field: collector.user_id`)", body = ErrorBody),
         (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
         (status = 408, description = "The request took over 30 s"),
         (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
@@ -76,10 +82,11 @@ pub async fn collect(
         (status = 503, description = "`broker_unavailable` or `database_unavailable`: nothing was accepted, retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin", "collector"]))
 )]
 pub async fn submit(
     State(state): State<AppState>,
+    principal: Principal,
     Path(form_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -87,6 +94,7 @@ pub async fn submit(
     let form = state.form(&form_id).await?;
     let payload = read_json(&headers, body, state.max_body_bytes).await?;
     let envelope = parse_envelope(&form, payload)?;
+    principal.may_act_for_field(envelope.collector.user_id.as_str(), "collector.user_id")?;
     let accepted = state.accept(&form, envelope).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
@@ -108,6 +116,7 @@ pub async fn submit(
         (status = 202, description = "Every item accepted or rejected", body = BatchAnswer),
         (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a key whose role may not submit, or a collector key bound to another collector than some item's (`field: [index].collector.user_id`): nothing of the batch is accepted", body = ErrorBody),
         (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
         (status = 408, description = "The request took over 30 s"),
         (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
@@ -116,10 +125,11 @@ pub async fn submit(
         (status = 503, description = "Some item was not confirmed (`failed`), with `error`; send the batch again", body = BatchAnswer,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),
-    security(("api_key" = []))
+    security(("bearer" = ["admin", "collector"]))
 )]
 pub async fn submit_batch(
     State(state): State<AppState>,
+    principal: Principal,
     Path(form_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -147,38 +157,57 @@ pub async fn submit_batch(
             ),
         ));
     }
-    let outcomes = futures::future::join_all(items.into_iter().enumerate().map(|(index, item)| {
-        let state = &state;
-        let form = &form;
-        async move {
-            let envelope = match parse_envelope(form, item) {
-                Ok(envelope) => envelope,
-                Err(error) => {
-                    let mut error = error;
-                    error.field = Some(match error.field.take() {
-                        Some(field) if !field.is_empty() => format!("[{index}].{field}"),
-                        _ => format!("[{index}]"),
-                    });
-                    return BatchResult::Rejected(Rejected {
-                        index,
-                        status: RejectedStatus::Rejected,
-                        error: error.body(),
-                    });
-                }
-            };
-            let response_id = envelope.response_id.clone();
-            match state.accept(form, envelope).await {
-                Ok(accepted) => BatchResult::Accepted(accepted),
-                Err(error) => BatchResult::Failed(Failed {
-                    response_id,
-                    form_id: form.id.clone(),
-                    status: FailedStatus::Failed,
-                    error: error.body(),
-                }),
-            }
+    let parsed: Vec<Result<ResponseEnvelope, ApiError>> = items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            parse_envelope(&form, item).map_err(|mut error| {
+                error.field = Some(match error.field.take() {
+                    Some(field) if !field.is_empty() => format!("[{index}].{field}"),
+                    _ => format!("[{index}]"),
+                });
+                error
+            })
+        })
+        .collect();
+    // A collector key bound to one collector submits only that collector's responses: one item
+    // of another refuses the whole batch, before anything is published.
+    for (index, envelope) in parsed.iter().enumerate() {
+        if let Ok(envelope) = envelope
+            && let Err(error) = principal
+                .may_act_for_field(envelope.collector.user_id.as_str(), "collector.user_id")
+        {
+            return Err(error.with_field(format!("[{index}].collector.user_id")));
         }
-    }))
-    .await;
+    }
+    let outcomes =
+        futures::future::join_all(parsed.into_iter().enumerate().map(|(index, parsed)| {
+            let state = &state;
+            let form = &form;
+            async move {
+                let envelope = match parsed {
+                    Ok(envelope) => envelope,
+                    Err(error) => {
+                        return BatchResult::Rejected(Rejected {
+                            index,
+                            status: RejectedStatus::Rejected,
+                            error: error.body(),
+                        });
+                    }
+                };
+                let response_id = envelope.response_id.clone();
+                match state.accept(form, envelope).await {
+                    Ok(accepted) => BatchResult::Accepted(accepted),
+                    Err(error) => BatchResult::Failed(Failed {
+                        response_id,
+                        form_id: form.id.clone(),
+                        status: FailedStatus::Failed,
+                        error: error.body(),
+                    }),
+                }
+            }
+        }))
+        .await;
     let count = |wanted: fn(&BatchResult) -> bool| outcomes.iter().filter(|r| wanted(r)).count();
     let mut body = BatchAnswer {
         accepted: count(|r| matches!(r, BatchResult::Accepted(_))),

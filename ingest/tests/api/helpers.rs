@@ -10,8 +10,21 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Admin keys (bare keys are admin keys).
 pub const KEY: &str = "test-key-1";
 pub const OTHER_KEY: &str = "test-key-2";
+/// A `reader` key, an unbound `collector` key, and a `collector` key bound to [`BOUND_USER`].
+pub const READER_KEY: &str = "test-reader-key";
+pub const COLLECTOR_KEY: &str = "test-collector-key";
+pub const BOUND_KEY: &str = "test-collector-u-1-key";
+pub const BOUND_USER: &str = "u-1";
+
+/// `COLLECT_API_KEYS` of every test's ingest: each role.
+pub fn api_keys() -> String {
+    format!(
+        "{KEY},{OTHER_KEY},reader:{READER_KEY},collector:{COLLECTOR_KEY},collector@{BOUND_USER}:{BOUND_KEY}"
+    )
+}
 
 /// How a test wants its ingest.
 pub struct Options {
@@ -60,7 +73,7 @@ pub fn config(namespace: &Namespace, database_url: &str, options: &Options) -> I
         "--amqp-url",
         &options.amqp_url,
         "--api-keys",
-        &format!("{KEY},{OTHER_KEY}"),
+        &api_keys(),
         "--auth",
         "on",
         "--publish-timeout-ms",
@@ -159,10 +172,15 @@ pub fn seed_payload() -> Value {
 
 /// A v1 envelope.
 pub fn envelope(response_id: &str, revision: u64) -> Value {
+    envelope_of("u-17", response_id, revision)
+}
+
+/// A v1 envelope of the collector `user_id`.
+pub fn envelope_of(user_id: &str, response_id: &str, revision: u64) -> Value {
     json!({
         "response_id": response_id,
         "revision": revision,
-        "collector": {"user_id": "u-17", "username": "asha"},
+        "collector": {"user_id": user_id, "username": "asha"},
         "submitted_at": "2026-11-20T10:15:00Z",
         "answers": {"monthly_income": 52000, "monthly_savings": 8000},
         "metadata": {"location": "Pune", "response_family_id": "f-3"}

@@ -64,7 +64,7 @@ async fn the_openapi_document_describes_every_route_and_only_those() {
         documented, listed,
         "the document against the README's table"
     );
-    assert_eq!(documented.len(), 16, "{documented:?}");
+    assert_eq!(documented.len(), 17, "{documented:?}");
 
     for route in &documented {
         let (method, template) = route.split_once(' ').unwrap();
@@ -84,7 +84,16 @@ async fn the_openapi_document_describes_every_route_and_only_those() {
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        // A live stream (`flags:watch`) never ends: its status is enough.
+        let streams = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|value| value == "text/event-stream");
+        let body: Value = if streams {
+            Value::Null
+        } else {
+            response.json().await.unwrap_or(Value::Null)
+        };
         assert_ne!(status, 405, "{route} answered 405: {body}");
         assert!(
             !(status == 404 && body["error"]["code"] == "not_found"),
@@ -112,27 +121,60 @@ async fn the_openapi_document_describes_every_route_and_only_those() {
     app.stop().await;
 }
 
-/// Every authenticated route says so (and the public ones do not), every `$ref` resolves, and
-/// every operation documents its success status.
+/// Every authenticated route says so, with the roles that may call it (and the public ones do
+/// not), every `$ref` resolves, and every operation documents its success status.
 #[tokio::test]
 async fn the_openapi_document_is_complete() {
     let app = spawn_app().await;
     let document = fetch_document(&app).await;
     let public: BTreeSet<&str> = ["/healthz", "/readyz", "/metrics", "/openapi.json"].into();
+    let schemes = document["components"]["securitySchemes"]
+        .as_object()
+        .unwrap();
     assert_eq!(
-        document["components"]["securitySchemes"]["api_key"],
-        json!({"type": "http", "scheme": "bearer", "description": "One of the keys in COLLECT_API_KEYS"})
+        schemes.keys().collect::<Vec<_>>(),
+        ["bearer"],
+        "one security scheme"
     );
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    let description = schemes["bearer"]["description"].as_str().unwrap();
+    for named in ["COLLECT_API_KEYS", "admin", "reader", "collector"] {
+        assert!(description.contains(named), "{description}");
+    }
+    let all_roles: BTreeSet<&str> = ["admin", "reader", "collector"].into();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             let security = &operation["security"];
             if public.contains(path.as_str()) {
                 assert!(security.is_null(), "{method} {path} is public: {security}");
             } else {
-                assert_eq!(security, &json!([{"api_key": []}]), "{method} {path}");
+                // Exactly one requirement, of the bearer scheme, its scopes the roles that may
+                // call the route: known roles, admin always among them, reader only on reads.
+                let requirement = security
+                    .as_array()
+                    .filter(|requirements| requirements.len() == 1)
+                    .and_then(|requirements| requirements[0].as_object())
+                    .filter(|requirement| requirement.len() == 1)
+                    .unwrap_or_else(|| panic!("{method} {path}: {security}"));
+                let scopes = requirement["bearer"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{method} {path}: {security}"));
+                let roles: BTreeSet<&str> = scopes.iter().map(|r| r.as_str().unwrap()).collect();
+                assert_eq!(roles.len(), scopes.len(), "{method} {path}: {security}");
+                assert!(roles.is_subset(&all_roles), "{method} {path}: {security}");
+                assert!(roles.contains("admin"), "{method} {path}: {security}");
+                assert!(
+                    method == "get" || !roles.contains("reader"),
+                    "{method} {path}: a reader only reads"
+                );
                 assert!(
                     operation["responses"].get("401").is_some(),
                     "{method} {path} documents 401"
+                );
+                assert!(
+                    roles == all_roles || operation["responses"].get("403").is_some(),
+                    "{method} {path} documents 403 for the roles it refuses"
                 );
             }
             let responses = operation["responses"].as_object().unwrap();

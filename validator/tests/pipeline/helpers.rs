@@ -20,7 +20,10 @@ pub struct Pipeline {
     pub namespace: Namespace,
     pub topology: Topology,
     pub database_url: String,
+    /// Where the services reach RabbitMQ.
+    pub amqp: String,
     pub client: reqwest::Client,
+    /// ingest first, then the validators.
     services: Vec<Running>,
 }
 
@@ -45,57 +48,65 @@ impl Pipeline {
     }
 
     pub async fn start_with(validators: usize) -> Self {
+        Self::start_on(validators, amqp_url()).await
+    }
+
+    /// Like [`Pipeline::start_with`], with every service reaching RabbitMQ at `amqp` (a
+    /// [`collect_testkit::FaultProxy`]'s, say).
+    pub async fn start_on(validators: usize, amqp: String) -> Self {
         // Shown when a test fails (RUST_LOG filters; default info).
         collect_shared::telemetry::init_tracing(collect_shared::config::LogFormat::Text);
         let namespace = collect_testkit::namespace();
         let database_url = collect_testkit::database_url(super::ENGINE);
-        let config = ingest::IngestConfig::try_parse_from([
-            "ingest",
-            "--listen",
-            "127.0.0.1:0",
-            "--namespace",
-            namespace.as_str(),
-            "--database-url",
-            &database_url,
-            "--amqp-url",
-            &amqp_url(),
-            "--api-keys",
-            KEY,
-            "--auth",
-            "on",
-        ])
-        .unwrap();
-        let app = ingest::Application::build(config).await.unwrap();
-        let ingest = app.local_addr();
-        let shutdown = CancellationToken::new();
-        let mut services = vec![(
-            shutdown.clone(),
-            tokio::spawn(app.run_until_stopped(shutdown)),
-        )];
+        let (ingest, running) = start_ingest(&namespace, &database_url, &amqp, 0).await;
+        let mut services = vec![running];
         for _ in 0..validators {
-            services.push(
-                start_validator(validator_config(&namespace, &database_url, &amqp_url())).await,
-            );
+            services
+                .push(start_validator(validator_config(&namespace, &database_url, &amqp)).await);
         }
         let pipeline = Self {
             ingest,
             topology: Topology::new(namespace.clone()),
             namespace,
             database_url,
+            amqp,
             client: reqwest::Client::new(),
             services,
         };
+        pipeline.wait_until_ready().await;
+        pipeline
+    }
+
+    async fn wait_until_ready(&self) {
         eventually(Duration::from_secs(20), "ingest ready", || async {
-            let response = pipeline
-                .client
-                .get(pipeline.url("/readyz"))
-                .send()
-                .await
-                .ok()?;
+            let response = self.client.get(self.url("/readyz")).send().await.ok()?;
             (response.status() == 200).then_some(())
         })
         .await;
-        pipeline
+    }
+
+    /// Stops ingest (as SIGTERM would) and returns once it has stopped.
+    pub async fn stop_ingest(&mut self) {
+        let (shutdown, task) = &mut self.services[0];
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("ingest stops within 20 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Starts ingest again on the port it had.
+    pub async fn start_ingest_again(&mut self) {
+        let (_, running) = start_ingest(
+            &self.namespace,
+            &self.database_url,
+            &self.amqp,
+            self.ingest.port(),
+        )
+        .await;
+        self.services[0] = running;
+        self.wait_until_ready().await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -189,6 +200,37 @@ impl Pipeline {
         remove_namespace(&self.namespace).await;
         collect_testkit::drop_database(&self.database_url).await;
     }
+}
+
+/// ingest in process, on `port` (0: any).
+async fn start_ingest(
+    namespace: &Namespace,
+    database_url: &str,
+    amqp: &str,
+    port: u16,
+) -> (SocketAddr, Running) {
+    let listen = format!("127.0.0.1:{port}");
+    let config = ingest::IngestConfig::try_parse_from([
+        "ingest",
+        "--listen",
+        &listen,
+        "--namespace",
+        namespace.as_str(),
+        "--database-url",
+        database_url,
+        "--amqp-url",
+        amqp,
+        "--api-keys",
+        KEY,
+        "--auth",
+        "on",
+    ])
+    .unwrap();
+    let app = ingest::Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    (addr, (shutdown, task))
 }
 
 pub async fn start_validator(config: ValidatorConfig) -> Running {

@@ -17,3 +17,4 @@ mod helpers;
 mod poison;
 mod revisions;
 mod scaling;
+mod watch;

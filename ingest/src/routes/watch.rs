@@ -1,0 +1,107 @@
+//! `GET /v1/collectors/{user_id}/flags:watch`: a collector's flag events as Server-Sent Events.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use collect_shared::messages::UserId;
+use collect_shared::store::FlagCursor;
+use futures::{Stream, StreamExt as _};
+
+use super::{AppState, ErrorBody, FlagHistoryEvent};
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// How soon a client should reconnect after the stream ends (the SSE `retry` field).
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// Comments sent while nothing happens, so that proxies keep the connection open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The collector's flag events as they are committed, as Server-Sent Events: each event is
+/// `event: flagged` or `event: cleared`, `data:` the event as `N.flags` carries it, and `id:`
+/// its cursor in the flag history. The stream first sends the history after the starting
+/// point, then each new event within about a second of the validator's commit. A client that
+/// reconnects with `Last-Event-ID` (every SSE client does) misses nothing and gets nothing
+/// twice.
+#[utoipa::path(
+    get,
+    path = "/v1/collectors/{user_id}/flags:watch",
+    tag = "responses",
+    params(
+        ("user_id" = String, Path, description = "The collector"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (its `id`); wins over `after`"),
+        ("after" = Option<String>, Query, description = "Start after this cursor (an event's `id`, or `next` of `flags:history`), or `now` for new events only; absent: from the start of the history"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream` of `flagged` and `cleared` events; `data` is a FlagHistoryEvent, `id` its cursor", content_type = "text/event-stream", body = FlagHistoryEvent),
+        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector (`field: user_id`)", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: a bad `user_id`, `after` or `Last-Event-ID`", body = ErrorBody),
+        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer" = ["admin", "reader", "collector"]))
+)]
+pub async fn watch_flags(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(user_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    principal.may_act_for(&user_id)?;
+    let id = UserId::parse(user_id.as_str())
+        .map_err(|error| ApiError::invalid("user_id", error.to_string()))?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::invalid("Last-Event-ID", "Last-Event-ID must be ASCII"))
+        })
+        .transpose()?;
+    let start = match (last_event_id, query.get("after").map(String::as_str)) {
+        (Some(text), _) if !text.trim().is_empty() => cursor(text.trim(), "Last-Event-ID")?,
+        (_, Some("now")) => state
+            .watch
+            .end_of_history(&id)
+            .await
+            .map_err(ApiError::database)?,
+        (_, Some(text)) if !text.is_empty() => cursor(text, "after")?,
+        _ => FlagCursor::default(),
+    };
+
+    let (sink, mut updates) = tokio::sync::mpsc::channel(64);
+    let watch = state.watch.clone();
+    tokio::spawn(async move { watch.run_watcher(id, start, sink).await });
+    let first = futures::stream::once(async { Ok(Event::default().retry(RECONNECT)) });
+    let events = futures::stream::poll_fn(move |cx| updates.poll_recv(cx)).map(|(at, event)| {
+        let kind = event.kind.as_str();
+        let body = FlagHistoryEvent {
+            id: at.to_string(),
+            event,
+        };
+        Ok(Event::default()
+            .id(at.to_string())
+            .event(kind)
+            .json_data(&body)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot encode a flag event");
+                Event::default().comment("an event could not be encoded")
+            }))
+    });
+    Ok(Sse::new(first.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+fn cursor(text: &str, field: &str) -> Result<FlagCursor, ApiError> {
+    FlagCursor::parse(text).ok_or_else(|| {
+        ApiError::invalid(
+            field.to_owned(),
+            format!("{field} must be an event's `id` from this stream or from flags:history"),
+        )
+    })
+}
