@@ -59,6 +59,30 @@ pub struct IngestConfig {
     /// `N.flags` (the broker down, say): the most an event can be late by.
     #[arg(long, env = "FLAGS_WATCH_POLL_MS", default_value_t = 1000)]
     pub flags_watch_poll_ms: u64,
+
+    /// Attempts of one webhook delivery before it is dead.
+    #[arg(long, env = "WEBHOOKS_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhooks_max_attempts: u32,
+
+    /// The wait after a webhook delivery's first failed attempt; it doubles after each (with
+    /// jitter) up to `WEBHOOKS_RETRY_MAX_MS`.
+    #[arg(long, env = "WEBHOOKS_RETRY_MIN_MS", default_value_t = 5000)]
+    pub webhooks_retry_min_ms: u64,
+
+    #[arg(long, env = "WEBHOOKS_RETRY_MAX_MS", default_value_t = 3_600_000)]
+    pub webhooks_retry_max_ms: u64,
+
+    /// Deadline of one webhook attempt, connection included.
+    #[arg(long, env = "WEBHOOKS_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhooks_timeout_ms: u64,
+
+    /// How long delivered webhook deliveries are kept (shown by the deliveries route).
+    #[arg(long, env = "WEBHOOKS_RETENTION_HOURS", default_value_t = 168)]
+    pub webhooks_retention_hours: u64,
+
+    /// Accept `http://` webhook URLs (tests and local receivers only; otherwise `https://`).
+    #[arg(long, env = "WEBHOOKS_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhooks_allow_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -68,6 +92,18 @@ pub enum AuthMode {
 }
 
 impl IngestConfig {
+    pub fn webhook_settings(&self) -> crate::webhooks::WebhookSettings {
+        crate::webhooks::WebhookSettings {
+            max_attempts: self.webhooks_max_attempts,
+            retry_min: Duration::from_millis(self.webhooks_retry_min_ms.max(1)),
+            retry_max: Duration::from_millis(
+                self.webhooks_retry_max_ms.max(self.webhooks_retry_min_ms),
+            ),
+            timeout: Duration::from_millis(self.webhooks_timeout_ms.max(1)),
+            retention: Duration::from_secs(self.webhooks_retention_hours.saturating_mul(3600)),
+        }
+    }
+
     pub fn publish_settings(&self) -> PublishSettings {
         PublishSettings {
             confirm_timeout: Duration::from_millis(self.publish_timeout_ms),

@@ -9,6 +9,7 @@ mod openapi;
 mod routes;
 mod seed;
 mod watch;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub struct Application {
     router: Router,
     broker: Broker,
     watch: watch::FlagWatch,
+    dispatcher: webhooks::Dispatcher,
     shutdown_timeout: Duration,
 }
 
@@ -86,6 +88,13 @@ impl Application {
             store.clone(),
             Duration::from_millis(config.flags_watch_poll_ms.max(10)),
         );
+        let dispatcher = webhooks::start(
+            broker.clone(),
+            publisher.clone(),
+            topology.clone(),
+            store.clone(),
+            config.webhook_settings(),
+        )?;
         let state = routes::AppState {
             publisher,
             exchange: topology.responses_exchange().into(),
@@ -94,6 +103,7 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             batches: Arc::new(tokio::sync::Semaphore::new(routes::BATCHES_AT_ONCE)),
             watch: watch.clone(),
+            webhooks_allow_http: config.webhooks_allow_http,
         };
 
         // Each `routes!` registers a path's handlers and their OpenAPI description together.
@@ -108,6 +118,14 @@ impl Application {
             .routes(routes!(routes::collector_flags))
             .routes(routes!(routes::flag_history))
             .routes(routes!(routes::watch_flags))
+            .routes(routes!(routes::list_webhooks))
+            .routes(routes!(
+                routes::put_webhook,
+                routes::get_webhook,
+                routes::delete_webhook
+            ))
+            .routes(routes!(routes::list_deliveries))
+            .routes(routes!(routes::redeliver))
             .routes(routes!(routes::submit))
             .routes(routes!(routes::submit_batch))
             .with_state(state);
@@ -151,6 +169,7 @@ impl Application {
             router,
             broker,
             watch,
+            dispatcher,
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
         })
     }
@@ -180,6 +199,9 @@ impl Application {
         let served =
             server::serve(self.listener, self.router, shutdown, self.shutdown_timeout).await;
         self.watch.stop();
+        // Events being recorded are acked, attempts in flight recorded, before the broker
+        // and the store go.
+        self.dispatcher.stop().await;
         served?;
         self.broker.close().await;
         tracing::info!("stopped");

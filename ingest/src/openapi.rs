@@ -31,6 +31,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         (name = "responses", description = "Submitting and reading responses"),
         (name = "forms", description = "Form definitions: questions and rules"),
         (name = "sheets", description = "Rewriting a form's Google Sheet"),
+        (name = "webhooks", description = "Flag events posted to HTTPS endpoints, signed (Standard Webhooks)"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]

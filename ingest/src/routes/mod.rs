@@ -5,6 +5,7 @@ mod forms;
 mod reads;
 mod submit;
 mod watch;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -22,6 +23,11 @@ pub use forms::{export_sheet, get_form, get_sheet, google_sheet, put_form};
 pub use reads::{collector_flags, flag_history, get_form_response, get_response};
 pub use submit::{collect, submit, submit_batch};
 pub use watch::{__path_watch_flags, watch_flags};
+pub use webhooks::{
+    __path_delete_webhook, __path_get_webhook, __path_list_deliveries, __path_list_webhooks,
+    __path_put_webhook, __path_redeliver, delete_webhook, get_webhook, list_deliveries,
+    list_webhooks, put_webhook, redeliver,
+};
 
 // The handlers' OpenAPI descriptions (generated next to each handler by `utoipa::path`).
 pub use forms::{
@@ -45,6 +51,8 @@ pub struct AppState {
     pub batches: Arc<tokio::sync::Semaphore>,
     /// The live flag stream's hub.
     pub watch: crate::watch::FlagWatch,
+    /// `WEBHOOKS_ALLOW_HTTP`: webhook URLs may be `http://`.
+    pub webhooks_allow_http: bool,
 }
 
 /// How many batch requests are read and published at once. Eight batches of 100 keep more

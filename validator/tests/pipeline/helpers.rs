@@ -133,6 +133,15 @@ impl Pipeline {
             .unwrap()
     }
 
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
@@ -224,6 +233,17 @@ async fn start_ingest(
         KEY,
         "--auth",
         "on",
+        // Webhook receivers in tests are local, and their retries quick.
+        "--webhooks-allow-http",
+        "true",
+        "--webhooks-retry-min-ms",
+        "100",
+        "--webhooks-retry-max-ms",
+        "400",
+        "--webhooks-max-attempts",
+        "3",
+        "--webhooks-timeout-ms",
+        "2000",
     ])
     .unwrap();
     let app = ingest::Application::build(config).await.unwrap();

@@ -18,3 +18,4 @@ mod poison;
 mod revisions;
 mod scaling;
 mod watch;
+mod webhooks;

@@ -1,0 +1,511 @@
+//! The webhook dispatcher: flag events to the HTTPS endpoints that registered for them.
+//!
+//! Two loops, both in every ingest process:
+//! - the **recorder** consumes `N.webhooks` (every flag event), writes one delivery per webhook
+//!   whose form and collectors match into the store's outbox, and acks once that committed;
+//! - the **sender** claims due deliveries (`FOR UPDATE SKIP LOCKED` with a lease, so several
+//!   ingest processes share the work and a crashed one's deliveries are taken again), posts
+//!   each, signed the Standard Webhooks way, and records the outcome: delivered on a 2xx,
+//!   otherwise another attempt after an exponential backoff, and `dead` after the last one.
+//!
+//! At least once: a delivery is recorded before its event is acked, and marked delivered only
+//! after the endpoint answered 2xx. The `webhook-id` header is the same on every attempt, so a
+//! receiver can drop repeats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Request, header};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
+use chrono::Utc;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use collect_shared::amqp::{Broker, retry_transient};
+use collect_shared::amqp::{Publisher, Retried, Topology, consume_batches, dead_letter};
+use collect_shared::messages::FlagEvent;
+use collect_shared::store::{ClaimedDelivery, NewDelivery, Store, Webhook, is_permanent};
+
+/// How the dispatcher delivers.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Attempts of one delivery before it is dead.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each (with jitter) up to
+    /// `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// Deadline of one attempt, connection included.
+    pub timeout: Duration,
+    /// How long delivered deliveries are kept (dead and pending ones are kept until handled).
+    pub retention: Duration,
+}
+
+impl WebhookSettings {
+    /// When the attempt after `attempts` failed ones is due; `None` when none is left.
+    pub fn next_attempt(&self, attempts: u32) -> Option<Duration> {
+        if attempts >= self.max_attempts {
+            return None;
+        }
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(self.retry_min)
+            .with_max_delay(self.retry_max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        delays.nth(attempts.saturating_sub(1) as usize)
+    }
+}
+
+/// Deliveries claimed at a time, and posted at once.
+const CLAIM: i64 = 32;
+
+/// Webhooks are re-read from the store at most this often (a new or changed webhook takes
+/// effect for events recorded after that).
+const WEBHOOKS_TTL: Duration = Duration::from_secs(2);
+
+/// The sender looks for due deliveries at least this often (retries come due by the clock).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// How often delivered deliveries past the retention are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The webhooks, read from the store at most every [`WEBHOOKS_TTL`].
+struct WebhookCache {
+    store: Store,
+    cached: Mutex<Option<(Instant, Arc<Vec<Webhook>>)>>,
+}
+
+impl WebhookCache {
+    async fn get(&self) -> Result<Arc<Vec<Webhook>>, sqlx::Error> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, webhooks)) = &*cached
+            && at.elapsed() < WEBHOOKS_TTL
+        {
+            return Ok(webhooks.clone());
+        }
+        let webhooks = Arc::new(self.store.list_webhooks().await?);
+        *cached = Some((Instant::now(), webhooks.clone()));
+        Ok(webhooks)
+    }
+}
+
+/// The running dispatcher.
+pub struct Dispatcher {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Dispatcher {
+    /// Stops consuming and sending, and waits for the work in hand (events being recorded and
+    /// acked, attempts in flight) to finish.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the recorder and the sender.
+pub fn start(
+    broker: Broker,
+    publisher: Publisher,
+    topology: Topology,
+    store: Store,
+    settings: WebhookSettings,
+) -> anyhow::Result<Dispatcher> {
+    let stop = CancellationToken::new();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|error| anyhow::anyhow!("cannot load the system's root certificates: {error}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: HttpsClient = Client::builder(TokioExecutor::new()).build(connector);
+    let wake = Arc::new(Notify::new());
+    let recorder = Arc::new(Recorder {
+        cache: WebhookCache {
+            store: store.clone(),
+            cached: Mutex::new(None),
+        },
+        store: store.clone(),
+        publisher,
+        topology: topology.clone(),
+        wake: wake.clone(),
+        stop: stop.clone(),
+    });
+    let queue = topology.webhooks_queue();
+    let consuming = stop.clone();
+    let recording = tokio::spawn(async move {
+        consume_batches(broker, queue, 64, 32, consuming, move |deliveries| {
+            let recorder = recorder.clone();
+            async move { recorder.record(deliveries).await }
+        })
+        .await;
+    });
+    let sender = Sender {
+        store,
+        client,
+        settings,
+        wake,
+        stop: stop.clone(),
+    };
+    let sending = tokio::spawn(async move { sender.run().await });
+    Ok(Dispatcher {
+        stop,
+        tasks: vec![recording, sending],
+    })
+}
+
+struct Recorder {
+    cache: WebhookCache,
+    store: Store,
+    publisher: Publisher,
+    topology: Topology,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+impl Recorder {
+    /// Records the deliveries of the events that arrived together, then acks them.
+    async fn record(&self, deliveries: Vec<Delivery>) {
+        let webhooks = match retry_transient(
+            "reading webhooks",
+            &self.stop,
+            |_: &sqlx::Error| false,
+            || self.cache.get(),
+        )
+        .await
+        {
+            Retried::Done(webhooks) => webhooks,
+            // Shutting down: the events come again.
+            _ => return requeue(&deliveries).await,
+        };
+        let mut outbox = Vec::new();
+        let mut events = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            match serde_json::from_slice::<FlagEvent>(&delivery.data) {
+                Ok(event) => {
+                    outbox.extend(deliveries_of(&event, &webhooks));
+                    events.push(Some(()));
+                }
+                Err(error) => {
+                    let reason = format!("not a flag event: {error}");
+                    warn!(%reason, "flag event set aside");
+                    if !dead_letter(
+                        &self.publisher,
+                        &self.topology.dead_exchange(),
+                        &self.topology.webhooks_queue(),
+                        delivery,
+                        &reason,
+                        &self.stop,
+                    )
+                    .await
+                    {
+                        return requeue(&deliveries).await;
+                    }
+                    events.push(None);
+                }
+            }
+        }
+        if !outbox.is_empty() {
+            match retry_transient(
+                "recording webhook deliveries",
+                &self.stop,
+                is_permanent,
+                || self.store.enqueue_deliveries(&outbox),
+            )
+            .await
+            {
+                Retried::Done(recorded) => {
+                    debug!(recorded, "webhook deliveries recorded");
+                    self.wake.notify_one();
+                }
+                Retried::Permanent(error) => {
+                    // Only a delivery the store cannot hold gets here (the ids are ours, the
+                    // payload is an event that parsed): set the events aside with why.
+                    let reason = format!(
+                        "cannot record webhook deliveries: {}",
+                        collect_shared::store::describe(&error)
+                    );
+                    warn!(%reason, "flag events set aside");
+                    for (delivery, event) in deliveries.iter().zip(&events) {
+                        if event.is_some()
+                            && !dead_letter(
+                                &self.publisher,
+                                &self.topology.dead_exchange(),
+                                &self.topology.webhooks_queue(),
+                                delivery,
+                                &reason,
+                                &self.stop,
+                            )
+                            .await
+                        {
+                            return requeue(&deliveries).await;
+                        }
+                    }
+                }
+                Retried::Shutdown => return requeue(&deliveries).await,
+            }
+        }
+        for delivery in &deliveries {
+            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                warn!(%error, "cannot ack a flag event; it comes again");
+            }
+        }
+    }
+}
+
+async fn requeue(deliveries: &[Delivery]) {
+    for delivery in deliveries {
+        let _ = delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+    }
+}
+
+/// The deliveries an event causes: one per webhook that wants it.
+pub fn deliveries_of(event: &FlagEvent, webhooks: &[Webhook]) -> Vec<NewDelivery> {
+    let wanted: Vec<&Webhook> = webhooks
+        .iter()
+        .filter(|webhook| webhook.wants(&event.form_id, &event.collector.user_id))
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let id = delivery_id(event);
+    let payload = payload(event);
+    wanted
+        .into_iter()
+        .map(|webhook| NewDelivery {
+            webhook_id: webhook.id.clone(),
+            delivery_id: id.clone(),
+            payload: payload.clone(),
+        })
+        .collect()
+}
+
+/// The event's id, the same however often the validator publishes it: `msg_` and 32 hex
+/// digits of SHA-256 of (form, response, revision, type).
+pub fn delivery_id(event: &FlagEvent) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        event.form_id.as_str(),
+        event.response_id.as_str(),
+        &event.revision.to_string(),
+        event.kind.as_str(),
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
+/// The body a webhook receives: Standard Webhooks' `{type, timestamp, data}`.
+pub fn payload(event: &FlagEvent) -> serde_json::Value {
+    serde_json::json!({
+        "type": format!("flag.{}", event.kind.as_str()),
+        "timestamp": event.at,
+        "data": event,
+    })
+}
+
+struct Sender {
+    store: Store,
+    client: HttpsClient,
+    settings: WebhookSettings,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+impl Sender {
+    async fn run(self) {
+        let lease = self.settings.timeout + Duration::from_secs(30);
+        let mut next_cleanup = Instant::now();
+        let mut failing = false;
+        loop {
+            if Instant::now() >= next_cleanup {
+                next_cleanup = Instant::now() + RETENTION_EVERY;
+                self.clean_up().await;
+            }
+            let claimed = match self.store.claim_deliveries(CLAIM, lease).await {
+                Ok(claimed) => {
+                    failing = false;
+                    claimed
+                }
+                Err(error) => {
+                    if !failing {
+                        warn!(%error, "cannot claim webhook deliveries; retrying");
+                    }
+                    failing = true;
+                    Vec::new()
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    () = self.stop.cancelled() => return,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
+            // A shutdown lets the attempts in flight finish (they are bounded by the
+            // timeout); those not recorded are taken again after the lease.
+            futures::future::join_all(claimed.into_iter().map(|claimed| self.attempt(claimed)))
+                .await;
+            if self.stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    async fn clean_up(&self) {
+        let Ok(retention) = chrono::Duration::from_std(self.settings.retention) else {
+            return;
+        };
+        match self
+            .store
+            .delete_deliveries_before(Utc::now() - retention)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => info!(
+                deleted,
+                "delivered webhook deliveries past retention deleted"
+            ),
+            Err(error) => warn!(%error, "cannot delete old webhook deliveries"),
+        }
+    }
+
+    async fn attempt(&self, claimed: ClaimedDelivery) {
+        let outcome = self.post(&claimed).await;
+        let attempts = u32::try_from(claimed.attempts).unwrap_or(0) + 1;
+        let recorded = match outcome {
+            Ok(status) if (200..300).contains(&status) => {
+                metrics::counter!("collect_webhook_deliveries_total", "outcome" => "delivered")
+                    .increment(1);
+                self.store
+                    .delivery_succeeded(&claimed.webhook_id, &claimed.delivery_id, status)
+                    .await
+            }
+            failed => {
+                let (status, error) = match failed {
+                    Ok(status) => (Some(status), format!("the endpoint answered {status}")),
+                    Err(error) => (None, error),
+                };
+                let retry_at = self
+                    .settings
+                    .next_attempt(attempts)
+                    .and_then(|wait| chrono::Duration::from_std(wait).ok())
+                    .map(|wait| Utc::now() + wait);
+                let outcome = if retry_at.is_some() {
+                    "retried"
+                } else {
+                    "dead"
+                };
+                metrics::counter!("collect_webhook_deliveries_total", "outcome" => outcome)
+                    .increment(1);
+                warn!(
+                    webhook_id = %claimed.webhook_id,
+                    delivery_id = %claimed.delivery_id,
+                    attempts,
+                    %error,
+                    outcome,
+                    "webhook delivery failed"
+                );
+                self.store
+                    .delivery_failed(
+                        &claimed.webhook_id,
+                        &claimed.delivery_id,
+                        status,
+                        &error,
+                        retry_at,
+                    )
+                    .await
+            }
+        };
+        if let Err(error) = recorded {
+            // The lease runs out and the delivery is attempted again: at least once.
+            warn!(%error, delivery_id = %claimed.delivery_id, "cannot record a webhook delivery's outcome");
+        }
+    }
+
+    /// Posts the delivery; the status of the answer, or why there was none.
+    async fn post(&self, claimed: &ClaimedDelivery) -> Result<u16, String> {
+        let body = serde_json::to_vec(&claimed.payload)
+            .map_err(|error| format!("cannot encode the payload: {error}"))?;
+        let timestamp = Utc::now().timestamp();
+        let signature = standardwebhooks::Webhook::new(&claimed.secret)
+            .and_then(|signer| signer.sign(&claimed.delivery_id, timestamp, &body))
+            .map_err(|error| format!("cannot sign: {error}"))?;
+        let request = Request::post(claimed.url.as_str())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("Collect-Webhooks/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("webhook-id", claimed.delivery_id.as_str())
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|error| format!("cannot build the request: {error}"))?;
+        match tokio::time::timeout(self.settings.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response.status().as_u16()),
+            Ok(Err(error)) => Err(format!("no answer: {error}")),
+            Err(_) => Err(format!(
+                "no answer within {} ms",
+                self.settings.timeout.as_millis()
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> WebhookSettings {
+        WebhookSettings {
+            max_attempts: 4,
+            retry_min: Duration::from_secs(5),
+            retry_max: Duration::from_secs(12),
+            timeout: Duration::from_secs(10),
+            retention: Duration::from_secs(86_400),
+        }
+    }
+
+    #[test]
+    fn attempts_back_off_up_to_the_limit() {
+        let settings = settings();
+        let waits: Vec<Option<Duration>> = (1..=4).map(|n| settings.next_attempt(n)).collect();
+        // With jitter, each wait is between the delay and twice it.
+        let within = |wait: Option<Duration>, low: u64, high: u64| {
+            let wait = wait.expect("another attempt");
+            wait >= Duration::from_secs(low) && wait <= Duration::from_secs(high)
+        };
+        assert!(within(waits[0], 5, 10), "{waits:?}");
+        assert!(within(waits[1], 10, 20), "{waits:?}");
+        assert!(within(waits[2], 12, 24), "{waits:?}");
+        assert_eq!(waits[3], None, "the fourth failure is the last");
+    }
+}
