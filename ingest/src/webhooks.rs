@@ -19,6 +19,7 @@ use axum::http::{Request, header};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use chrono::Utc;
+use futures::StreamExt;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -68,8 +69,8 @@ impl WebhookSettings {
     }
 }
 
-/// Deliveries claimed at a time, and posted at once.
-const CLAIM: i64 = 32;
+/// Attempts in flight at once (per ingest process).
+const IN_FLIGHT: usize = 32;
 
 /// Webhooks are re-read from the store at most this often (a new or changed webhook takes
 /// effect for events recorded after that).
@@ -339,42 +340,50 @@ struct Sender {
 }
 
 impl Sender {
+    /// Keeps up to [`IN_FLIGHT`] attempts going: claims more as attempts finish, so a slow
+    /// endpoint holds only its own attempts, not the others'.
     async fn run(self) {
         let lease = self.settings.timeout + Duration::from_secs(30);
         let mut next_cleanup = Instant::now();
         let mut failing = false;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
         loop {
             if Instant::now() >= next_cleanup {
                 next_cleanup = Instant::now() + RETENTION_EVERY;
                 self.clean_up().await;
             }
-            let claimed = match self.store.claim_deliveries(CLAIM, lease).await {
-                Ok(claimed) => {
-                    failing = false;
-                    claimed
-                }
-                Err(error) => {
-                    if !failing {
-                        warn!(%error, "cannot claim webhook deliveries; retrying");
+            let room = IN_FLIGHT - in_flight.len();
+            let mut claimed_any = false;
+            if room > 0 && !self.stop.is_cancelled() {
+                match self.store.claim_deliveries(room as i64, lease).await {
+                    Ok(claimed) => {
+                        failing = false;
+                        claimed_any = !claimed.is_empty();
+                        in_flight.extend(claimed.into_iter().map(|claimed| self.attempt(claimed)));
                     }
-                    failing = true;
-                    Vec::new()
+                    Err(error) => {
+                        if !failing {
+                            warn!(%error, "cannot claim webhook deliveries; retrying");
+                        }
+                        failing = true;
+                    }
                 }
-            };
-            if claimed.is_empty() {
-                tokio::select! {
-                    () = self.stop.cancelled() => return,
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                }
+            }
+            if self.stop.is_cancelled() {
+                // Attempts in flight finish (each within the timeout) and are recorded; the
+                // rest are taken again after their lease.
+                while in_flight.next().await.is_some() {}
+                return;
+            }
+            if claimed_any && in_flight.len() < IN_FLIGHT {
+                // More may be due right away.
                 continue;
             }
-            // A shutdown lets the attempts in flight finish (they are bounded by the
-            // timeout); those not recorded are taken again after the lease.
-            futures::future::join_all(claimed.into_iter().map(|claimed| self.attempt(claimed)))
-                .await;
-            if self.stop.is_cancelled() {
-                return;
+            tokio::select! {
+                () = self.stop.cancelled() => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
             }
         }
     }

@@ -243,7 +243,7 @@ async fn start_ingest(
         "--webhooks-max-attempts",
         "3",
         "--webhooks-timeout-ms",
-        "2000",
+        "5000",
     ])
     .unwrap();
     let app = ingest::Application::build(config).await.unwrap();

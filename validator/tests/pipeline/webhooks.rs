@@ -81,14 +81,22 @@ impl Receiver {
     }
 }
 
+/// Status 0 in a script: never answer.
+const HANG: u16 = 0;
+
 async fn receive(
     State(script): State<Arc<Mutex<Script>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let mut script = script.lock().unwrap();
-    script.requests.push((headers, body));
-    let status = script.statuses.pop_front().unwrap_or(script.then);
+    let status = {
+        let mut script = script.lock().unwrap();
+        script.requests.push((headers, body));
+        script.statuses.pop_front().unwrap_or(script.then)
+    };
+    if status == HANG {
+        std::future::pending::<()>().await;
+    }
     StatusCode::from_u16(status).unwrap()
 }
 
@@ -345,5 +353,45 @@ async fn bad_webhook_definitions_are_refused_with_the_field_named() {
     assert_eq!(response.status(), 422);
     assert_eq!(pipeline.delete("/v1/webhooks/h").await.status(), 204);
     assert_eq!(pipeline.delete("/v1/webhooks/h").await.status(), 404);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_that_hangs_holds_up_only_its_own_deliveries() {
+    let pipeline = Pipeline::start().await;
+    let hanging = Receiver::start(&[], HANG).await;
+    let quick = Receiver::start(&[], 200).await;
+    register(
+        &pipeline,
+        "hangs",
+        json!({"url": hanging.url, "user_ids": ["u-slow"]}),
+    )
+    .await;
+    register(
+        &pipeline,
+        "quick",
+        json!({"url": quick.url, "user_ids": ["u-quick"]}),
+    )
+    .await;
+    submit_flagged(&pipeline, "s-1", "u-slow").await;
+    hanging.wait_for(1).await;
+    // The hanging attempt is in flight (WEBHOOKS_TIMEOUT_MS is 5 s here); an event for the
+    // other webhook is delivered meanwhile, not after it.
+    submit_flagged(&pipeline, "q-1", "u-quick").await;
+    quick.wait_for(1).await;
+    let slow: Value = pipeline
+        .get("/v1/webhooks/hangs/deliveries")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(slow["deliveries"][0]["attempts"], 0, "{slow}");
+    // Then the hanging attempt times out and counts as a failure.
+    let deliveries = deliveries_when(&pipeline, "hangs", |deliveries| {
+        deliveries[0]["attempts"].as_i64() >= Some(1)
+    })
+    .await;
+    assert_eq!(deliveries[0]["last_status"], Value::Null);
+    assert_eq!(deliveries[0]["last_error"], "no answer within 5000 ms");
     pipeline.stop().await;
 }
