@@ -6,7 +6,9 @@
 //!    seed route at half the full rate (open loop) for its latency;
 //! 3. end to end: N responses through ingest → validator → the database → sheets-sync →
 //!    emulator, once per engine asked for (`--engine postgres,mysql`);
-//! 4. the peak RSS of each service, and the ratios against the targets.
+//! 4. the peak RSS of each service, and the ratios against the targets;
+//! 5. (`--parts flags`) flagged responses at a steady rate: how soon after the commit each flag
+//!    event reaches an app by the live stream (SSE) and by a webhook.
 //!
 //! The services run as the release binaries beside this one (`scripts/bench.sh` builds them),
 //! against the local RabbitMQ and PostgreSQL or MySQL/MariaDB, in a namespace and a database of
@@ -14,6 +16,7 @@
 #![allow(clippy::print_stdout)]
 
 mod broker;
+mod flags;
 mod http_load;
 mod pipeline;
 mod services;
@@ -41,7 +44,13 @@ pub struct Args {
     /// Envelopes per request on the batch route.
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
-    /// Which parts to run.
+    /// Flagged responses sent in the `flags` part.
+    #[arg(long, default_value_t = 5000)]
+    pub flags: usize,
+    /// Their rate, per second (steady, below capacity).
+    #[arg(long, default_value_t = 250)]
+    pub flags_rate: u64,
+    /// Which parts to run (`broker`, `ingest`, `e2e`, `flags`).
     #[arg(long, value_delimiter = ',', default_value = "broker,ingest,e2e")]
     pub parts: Vec<String>,
     /// The database engines, comma-separated (`postgres`, `mysql`): the end-to-end part runs
@@ -130,6 +139,10 @@ async fn main() -> anyhow::Result<()> {
         for &engine in &args.engines.0 {
             e2e.push((engine, pipeline::run(&args, engine, &mut peaks).await?));
         }
+    }
+
+    if args.runs("flags") {
+        flags::run(&args, args.engines.first(), &mut peaks).await?;
     }
 
     println!("\n## Peak RSS (VmHWM)");
