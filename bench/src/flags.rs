@@ -163,10 +163,16 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         }));
     }
     let mut accepted = 0;
+    let mut statuses = std::collections::BTreeMap::new();
     for sent in sending {
-        if sent.await.unwrap_or(0) == 202 {
+        let status = sent.await.unwrap_or(0);
+        *statuses.entry(status).or_insert(0usize) += 1;
+        if status == 202 {
             accepted += 1;
         }
+    }
+    if statuses.len() > 1 {
+        println!("answers by status (0: no answer): {statuses:?}");
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -178,10 +184,7 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
-    for (what, seen) in [
-        ("SSE (flags:watch)", &watched),
-        ("webhook", &hooked),
-    ] {
+    for (what, seen) in [("SSE (flags:watch)", &watched), ("webhook", &hooked)] {
         let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         let mut histogram = Histogram::<u64>::new(3)?;
         for latency in &seen.latencies {

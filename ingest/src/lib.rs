@@ -39,6 +39,24 @@ const FORM_CACHE_TTL: Duration = Duration::from_secs(2);
 /// A request, body included, that takes longer than this gets `408`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Database connections that background work (flag streams, the webhook dispatcher) may hold
+/// at once: half the pool, so that requests always find a connection.
+#[derive(Clone)]
+pub struct Background(Arc<tokio::sync::Semaphore>);
+
+impl Background {
+    fn new(pool_size: u32) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(
+            (pool_size as usize / 2).max(1),
+        )))
+    }
+
+    /// A permit to use one connection; never fails (the semaphore is never closed).
+    pub async fn acquire(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.0.acquire().await.ok()
+    }
+}
+
 /// The ingest service, bound to its port but not yet serving.
 pub struct Application {
     listener: TcpListener,
@@ -82,10 +100,12 @@ impl Application {
             topology.clone(),
         ));
         let publisher = Publisher::new(broker.clone(), config.publish_settings(), "collect-ingest");
+        let background = Background::new(config.common.database_max_connections);
         let watch = watch::FlagWatch::start(
             broker.clone(),
             &topology,
             store.clone(),
+            background.clone(),
             Duration::from_millis(config.flags_watch_poll_ms.max(10)),
         );
         let dispatcher = webhooks::start(
@@ -93,6 +113,7 @@ impl Application {
             publisher.clone(),
             topology.clone(),
             store.clone(),
+            background,
             config.webhook_settings(),
         )?;
         let state = routes::AppState {

@@ -9,6 +9,7 @@
 //! the history every `FLAGS_WATCH_POLL_MS`, and all of them read it again when the hub
 //! (re)binds its queue.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,24 +28,47 @@ use collect_shared::store::{FlagCursor, Store};
 /// Events read from the history at a time.
 const PAGE: i64 = 200;
 
-/// After a wake-up that found nothing new (PostgreSQL shows an event to the history only once
-/// no older transaction is still open), the watcher reads again this often, for
-/// [`FAST_FOR`].
-const FAST_POLL: Duration = Duration::from_millis(100);
-const FAST_FOR: Duration = Duration::from_secs(2);
+/// After a wake-up whose read found nothing new (PostgreSQL shows an event to the history only
+/// once no older transaction is still open), the watcher reads again after this, doubling,
+/// for at most [`RETRY_FOR`].
+const RETRY_FIRST: Duration = Duration::from_millis(25);
+const RETRY_FOR: Duration = Duration::from_secs(2);
 
-/// Who a wake-up is for.
+/// While the hub listens to `N.flags`, every event wakes its watchers, and this read is only a
+/// safety net.
+const LISTENING_POLL: Duration = Duration::from_secs(30);
+
+/// Who a wake-up is for, and which event it announces.
 #[derive(Debug, Clone)]
 enum Wake {
-    Collector(Arc<str>),
+    Collector { user_id: Arc<str>, event: Arc<str> },
     Everyone,
+}
+
+/// What tells one event from another: form, response, revision and type.
+fn event_key(form_id: &str, response_id: &str, revision: &str, kind: &str) -> String {
+    format!("{form_id}\u{0}{response_id}\u{0}{revision}\u{0}{kind}")
+}
+
+/// The fields of a flag event that name it.
+#[derive(serde::Deserialize)]
+struct Announced {
+    form_id: String,
+    response_id: String,
+    revision: serde_json::Value,
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 /// The hub: one per ingest process, shared by every watcher.
 #[derive(Clone)]
 pub struct FlagWatch {
     wake: broadcast::Sender<Wake>,
+    /// Whether the hub listens to `N.flags` now.
+    listening: tokio::sync::watch::Receiver<bool>,
     store: Store,
+    /// Database connections the watchers may use at once (see [`crate::Background`]).
+    background: crate::Background,
     poll: Duration,
     stop: CancellationToken,
 }
@@ -54,18 +78,28 @@ pub type Update = (FlagCursor, FlagEvent);
 
 impl FlagWatch {
     /// Starts the hub's consumer of `N.flags`; it runs until `stop`.
-    pub fn start(broker: Broker, topology: &Topology, store: Store, poll: Duration) -> Self {
+    pub fn start(
+        broker: Broker,
+        topology: &Topology,
+        store: Store,
+        background: crate::Background,
+        poll: Duration,
+    ) -> Self {
         let (wake, _) = broadcast::channel(4096);
+        let (listening_tx, listening) = tokio::sync::watch::channel(false);
         let stop = CancellationToken::new();
         tokio::spawn(listen(
             broker,
             topology.flags_exchange(),
             wake.clone(),
+            listening_tx,
             stop.clone(),
         ));
         Self {
             wake,
+            listening,
             store,
+            background,
             poll,
             stop,
         }
@@ -82,7 +116,10 @@ impl FlagWatch {
     pub async fn end_of_history(&self, user_id: &UserId) -> Result<FlagCursor, sqlx::Error> {
         let mut cursor = FlagCursor::default();
         loop {
-            let page = self.store.flag_history(user_id, cursor, 1000).await?;
+            let page = {
+                let _connection = self.background.acquire().await;
+                self.store.flag_history(user_id, cursor, 1000).await?
+            };
             let done = page.events.len() < 1000;
             cursor = page.next;
             if done {
@@ -101,12 +138,19 @@ impl FlagWatch {
         sink: tokio::sync::mpsc::Sender<Update>,
     ) {
         let mut wakes = self.wake.subscribe();
-        let mut fast_until: Option<Instant> = None;
+        let mut listening = self.listening.clone();
+        // Events announced on `N.flags` and not read from the history yet, with when.
+        let mut expected: HashMap<Arc<str>, Instant> = HashMap::new();
+        let mut retry = RETRY_FIRST;
         let mut failing = false;
         loop {
             // Send everything the history holds after the cursor.
             loop {
-                let page = match self.store.flag_history(&user_id, cursor, PAGE).await {
+                let read = {
+                    let _connection = self.background.acquire().await;
+                    self.store.flag_history(&user_id, cursor, PAGE).await
+                };
+                let page = match read {
                     Ok(page) => page,
                     Err(error) => {
                         if !failing {
@@ -119,6 +163,15 @@ impl FlagWatch {
                 failing = false;
                 let full = page.events.len() as i64 == PAGE;
                 for (at, event) in page.events {
+                    if !expected.is_empty() {
+                        let key = event_key(
+                            event.form_id.as_str(),
+                            event.response_id.as_str(),
+                            &event.revision.to_string(),
+                            event.kind.as_str(),
+                        );
+                        expected.remove(key.as_str());
+                    }
                     if sink.send((at, event)).await.is_err() {
                         return;
                     }
@@ -129,31 +182,47 @@ impl FlagWatch {
                 }
             }
 
-            let now = Instant::now();
-            let wait = match fast_until {
-                Some(until) if until > now => FAST_POLL,
-                _ => self.poll,
+            // An announced event the history does not show yet (PostgreSQL shows it once every
+            // older transaction has ended; a repeat announces one already sent): read again
+            // soon, backing off, for a while.
+            expected.retain(|_, at| at.elapsed() < RETRY_FOR);
+            let wait = if !expected.is_empty() {
+                retry = (retry * 2).min(RETRY_FOR);
+                retry / 2
+            } else if *listening.borrow() {
+                LISTENING_POLL
+            } else {
+                self.poll
             };
             tokio::select! {
                 () = sink.closed() => return,
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
-                () = woken(&mut wakes, user_id.as_str()) => {
-                    fast_until = Some(Instant::now() + FAST_FOR);
+                event = woken(&mut wakes, user_id.as_str()) => {
+                    if let Some(event) = event {
+                        expected.insert(event, Instant::now());
+                    }
+                    retry = RETRY_FIRST;
+                }
+                // Polling starts at once when the hub stops listening.
+                changed = listening.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
                 }
             }
         }
     }
 }
 
-/// Resolves at the next wake-up for `user_id` (or for everyone).
-async fn woken(wakes: &mut broadcast::Receiver<Wake>, user_id: &str) {
+/// Resolves at the next wake-up for `user_id` (or for everyone), with the event it announces.
+async fn woken(wakes: &mut broadcast::Receiver<Wake>, user_id: &str) -> Option<Arc<str>> {
     loop {
         match wakes.recv().await {
-            Ok(Wake::Collector(id)) if &*id == user_id => return,
-            Ok(Wake::Collector(_)) => {}
+            Ok(Wake::Collector { user_id: id, event }) if &*id == user_id => return Some(event),
+            Ok(Wake::Collector { .. }) => {}
             // Missed wake-ups might have been ours.
-            Ok(Wake::Everyone) | Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(Wake::Everyone) | Err(broadcast::error::RecvError::Lagged(_)) => return None,
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }
@@ -165,6 +234,7 @@ async fn listen(
     broker: Broker,
     exchange: String,
     wake: broadcast::Sender<Wake>,
+    listening: tokio::sync::watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     loop {
@@ -173,11 +243,12 @@ async fn listen(
             connection = broker.connection() => connection,
         };
         let Some(connection) = connection else { return };
-        let listening = listen_once(&connection, &exchange, &wake, &stop);
+        let once = listen_once(&connection, &exchange, &wake, &listening, &stop);
         let outcome = tokio::select! {
-            outcome = listening => outcome,
+            outcome = once => outcome,
             () = broker.replaced(&connection) => Ok(()),
         };
+        listening.send_replace(false);
         if stop.is_cancelled() {
             return;
         }
@@ -195,6 +266,7 @@ async fn listen_once(
     connection: &lapin::Connection,
     exchange: &str,
     wake: &broadcast::Sender<Wake>,
+    listening: &tokio::sync::watch::Sender<bool>,
     stop: &CancellationToken,
 ) -> Result<(), lapin::Error> {
     let channel = connection.create_channel().await?;
@@ -232,6 +304,7 @@ async fn listen_once(
         )
         .await?;
     info!(queue = %name, "listening to flag events");
+    listening.send_replace(true);
     // Events committed while nothing was bound are in the history: every watcher reads it.
     let _ = wake.send(Wake::Everyone);
     loop {
@@ -242,10 +315,25 @@ async fn listen_once(
         match delivery {
             Some(Ok(delivery)) => {
                 let key = delivery.routing_key.as_str();
-                if let Some(user_id) = key.strip_prefix("collector.") {
-                    let _ = wake.send(Wake::Collector(user_id.into()));
-                } else {
-                    debug!(key, "flag event with an unexpected routing key");
+                let announced = serde_json::from_slice::<Announced>(&delivery.data);
+                match (key.strip_prefix("collector."), announced) {
+                    (Some(user_id), Ok(event)) => {
+                        let revision = match &event.revision {
+                            serde_json::Value::String(text) => text.clone(),
+                            other => other.to_string(),
+                        };
+                        let event =
+                            event_key(&event.form_id, &event.response_id, &revision, &event.kind);
+                        let _ = wake.send(Wake::Collector {
+                            user_id: user_id.into(),
+                            event: event.into(),
+                        });
+                    }
+                    // Read the history anyway: it is the truth.
+                    (Some(_), Err(_)) => {
+                        let _ = wake.send(Wake::Everyone);
+                    }
+                    (None, _) => debug!(key, "flag event with an unexpected routing key"),
                 }
             }
             Some(Err(error)) => return Err(error),

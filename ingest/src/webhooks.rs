@@ -19,7 +19,6 @@ use axum::http::{Request, header};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use chrono::Utc;
-use futures::StreamExt;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -87,6 +86,7 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 /// The webhooks, read from the store at most every [`WEBHOOKS_TTL`].
 struct WebhookCache {
     store: Store,
+    background: crate::Background,
     cached: Mutex<Option<(Instant, Arc<Vec<Webhook>>)>>,
 }
 
@@ -98,7 +98,10 @@ impl WebhookCache {
         {
             return Ok(webhooks.clone());
         }
-        let webhooks = Arc::new(self.store.list_webhooks().await?);
+        let webhooks = {
+            let _connection = self.background.acquire().await;
+            Arc::new(self.store.list_webhooks().await?)
+        };
         *cached = Some((Instant::now(), webhooks.clone()));
         Ok(webhooks)
     }
@@ -127,6 +130,7 @@ pub fn start(
     publisher: Publisher,
     topology: Topology,
     store: Store,
+    background: crate::Background,
     settings: WebhookSettings,
 ) -> anyhow::Result<Dispatcher> {
     let stop = CancellationToken::new();
@@ -141,9 +145,11 @@ pub fn start(
     let recorder = Arc::new(Recorder {
         cache: WebhookCache {
             store: store.clone(),
+            background: background.clone(),
             cached: Mutex::new(None),
         },
         store: store.clone(),
+        background: background.clone(),
         publisher,
         topology: topology.clone(),
         wake: wake.clone(),
@@ -160,12 +166,13 @@ pub fn start(
     });
     let sender = Sender {
         store,
+        background,
         client,
         settings,
         wake,
         stop: stop.clone(),
     };
-    let sending = tokio::spawn(async move { sender.run().await });
+    let sending = tokio::spawn(async move { Arc::new(sender).run().await });
     Ok(Dispatcher {
         stop,
         tasks: vec![recording, sending],
@@ -175,6 +182,7 @@ pub fn start(
 struct Recorder {
     cache: WebhookCache,
     store: Store,
+    background: crate::Background,
     publisher: Publisher,
     topology: Topology,
     wake: Arc<Notify>,
@@ -228,7 +236,10 @@ impl Recorder {
                 "recording webhook deliveries",
                 &self.stop,
                 is_permanent,
-                || self.store.enqueue_deliveries(&outbox),
+                || async {
+                    let _connection = self.background.acquire().await;
+                    self.store.enqueue_deliveries(&outbox).await
+                },
             )
             .await
             {
@@ -333,6 +344,7 @@ pub fn payload(event: &FlagEvent) -> serde_json::Value {
 
 struct Sender {
     store: Store,
+    background: crate::Background,
     client: HttpsClient,
     settings: WebhookSettings,
     wake: Arc<Notify>,
@@ -342,12 +354,16 @@ struct Sender {
 impl Sender {
     /// Keeps up to [`IN_FLIGHT`] attempts going: claims more as attempts finish, so a slow
     /// endpoint holds only its own attempts, not the others'.
-    async fn run(self) {
+    async fn run(self: Arc<Self>) {
         let lease = self.settings.timeout + Duration::from_secs(30);
         let mut next_cleanup = Instant::now();
         let mut failing = false;
-        let mut in_flight = futures::stream::FuturesUnordered::new();
+        // Attempts run as tasks of their own, so that they progress (and give back their
+        // database connection) while this loop waits for a claim.
+        let mut in_flight = tokio::task::JoinSet::new();
         loop {
+            // Every attempt that has finished makes room (not only the one that woke us).
+            while in_flight.try_join_next().is_some() {}
             if Instant::now() >= next_cleanup {
                 next_cleanup = Instant::now() + RETENTION_EVERY;
                 self.clean_up().await;
@@ -355,11 +371,18 @@ impl Sender {
             let room = IN_FLIGHT - in_flight.len();
             let mut claimed_any = false;
             if room > 0 && !self.stop.is_cancelled() {
-                match self.store.claim_deliveries(room as i64, lease).await {
+                let claimed = {
+                    let _connection = self.background.acquire().await;
+                    self.store.claim_deliveries(room as i64, lease).await
+                };
+                match claimed {
                     Ok(claimed) => {
                         failing = false;
                         claimed_any = !claimed.is_empty();
-                        in_flight.extend(claimed.into_iter().map(|claimed| self.attempt(claimed)));
+                        for claimed in claimed {
+                            let sender = self.clone();
+                            in_flight.spawn(async move { sender.attempt(claimed).await });
+                        }
                     }
                     Err(error) => {
                         if !failing {
@@ -372,7 +395,7 @@ impl Sender {
             if self.stop.is_cancelled() {
                 // Attempts in flight finish (each within the timeout) and are recorded; the
                 // rest are taken again after their lease.
-                while in_flight.next().await.is_some() {}
+                while in_flight.join_next().await.is_some() {}
                 return;
             }
             if claimed_any && in_flight.len() < IN_FLIGHT {
@@ -383,7 +406,7 @@ impl Sender {
                 () = self.stop.cancelled() => {}
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(IDLE_POLL) => {}
-                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
         }
     }
@@ -392,6 +415,7 @@ impl Sender {
         let Ok(retention) = chrono::Duration::from_std(self.settings.retention) else {
             return;
         };
+        let _connection = self.background.acquire().await;
         match self
             .store
             .delete_deliveries_before(Utc::now() - retention)
@@ -413,6 +437,7 @@ impl Sender {
             Ok(status) if (200..300).contains(&status) => {
                 metrics::counter!("collect_webhook_deliveries_total", "outcome" => "delivered")
                     .increment(1);
+                let _connection = self.background.acquire().await;
                 self.store
                     .delivery_succeeded(&claimed.webhook_id, &claimed.delivery_id, status)
                     .await
@@ -442,6 +467,7 @@ impl Sender {
                     outcome,
                     "webhook delivery failed"
                 );
+                let _connection = self.background.acquire().await;
                 self.store
                     .delivery_failed(
                         &claimed.webhook_id,

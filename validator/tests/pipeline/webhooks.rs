@@ -395,3 +395,47 @@ async fn an_endpoint_that_hangs_holds_up_only_its_own_deliveries() {
     assert_eq!(deliveries[0]["last_error"], "no answer within 5000 ms");
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_events_is_delivered_whole() {
+    let pipeline = Pipeline::start().await;
+    let receiver = Receiver::start(&[], 200).await;
+    register(&pipeline, "burst", json!({"url": receiver.url})).await;
+    let n = 120;
+    let batch: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "response_id": format!("b-{i}"),
+                "revision": 1,
+                "collector": {"user_id": format!("u-burst-{}", i % 7), "username": "b"},
+                "answers": {"monthly_income": 52000, "monthly_savings": 30000,
+                            "monthly_expenditure": 30000, "food": 12000, "cable": 500,
+                            "healthcare": 2000, "fuel": 3000}
+            })
+        })
+        .collect();
+    let response = pipeline
+        .post(
+            "/v1/forms/household-finance/responses:batch",
+            &Value::Array(batch),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    // Every event once, each delivery recorded: more deliveries in flight than the
+    // connections background work may hold.
+    let requests = receiver.wait_for(n).await;
+    let mut ids: Vec<String> = requests
+        .iter()
+        .map(|(_, _, body)| body["data"]["response_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    let webhook = eventually(Duration::from_secs(30), "all delivered", || async {
+        let webhook: Value = pipeline.get("/v1/webhooks/burst").await.json().await.ok()?;
+        (webhook["deliveries"]["delivered"] == json!(n)).then_some(webhook)
+    })
+    .await;
+    assert_eq!(webhook["deliveries"]["pending"], 0);
+    pipeline.stop().await;
+}
