@@ -8,7 +8,11 @@
 //!    emulator, once per engine asked for (`--engine postgres,mysql`);
 //! 4. the peak RSS of each service, and the ratios against the targets;
 //! 5. (`--parts flags`) flagged responses at a steady rate: how soon after the commit each flag
-//!    event reaches an app by the live stream (SSE) and by a webhook.
+//!    event reaches an app by the live stream (SSE) and by a webhook;
+//! 6. (`--parts load`) the whole pipeline under `wrk` on `POST /collect`, every service
+//!    running: closed loop, then a fixed rate at half of it, with CPU per process;
+//! 7. (`--parts scale`) many responses across many forms end to end: how long until every
+//!    sheet is complete, and what grows.
 //!
 //! The services run as the release binaries beside this one (`scripts/bench.sh` builds them),
 //! against the local RabbitMQ and PostgreSQL or MySQL/MariaDB, in a namespace and a database of
@@ -16,9 +20,12 @@
 #![allow(clippy::print_stdout)]
 
 mod broker;
+mod cpu;
 mod flags;
 mod http_load;
+mod load;
 mod pipeline;
+mod scale;
 mod services;
 
 use std::time::Duration;
@@ -50,8 +57,17 @@ pub struct Args {
     /// Their rate, per second (steady, below capacity).
     #[arg(long, default_value_t = 250)]
     pub flags_rate: u64,
-    /// Which parts to run (`broker`, `ingest`, `e2e`, `flags`).
-    #[arg(long, value_delimiter = ',', default_value = "broker,ingest,e2e")]
+    /// Responses in the `scale` part.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_responses: usize,
+    /// Forms they are spread over in the `scale` part, each with a tab of its own.
+    #[arg(long, default_value_t = 200)]
+    pub scale_forms: usize,
+    /// sheets-sync's `SHEETS_WRITES_PER_MINUTE` in the `scale` part (Google's quota is 60).
+    #[arg(long, default_value_t = 6000)]
+    pub sheets_writes_per_minute: u32,
+    /// Which parts to run (`broker`, `ingest`, `e2e`, `load`, `flags`, `scale`).
+    #[arg(long, value_delimiter = ',', default_value = "broker,ingest,e2e,load")]
     pub parts: Vec<String>,
     /// The database engines, comma-separated (`postgres`, `mysql`): the end-to-end part runs
     /// once on each, in order; the ingest part on the first. Servers: `TEST_DATABASE_SERVER`
@@ -141,8 +157,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let load = if args.runs("load") {
+        Some(load::run(&args, args.engines.first(), &mut peaks).await?)
+    } else {
+        None
+    };
+
     if args.runs("flags") {
         flags::run(&args, args.engines.first(), &mut peaks).await?;
+    }
+    if args.runs("scale") {
+        scale::run(&args, args.engines.first(), &mut peaks).await?;
     }
 
     println!("\n## Peak RSS (VmHWM)");
@@ -189,6 +214,36 @@ async fn main() -> anyhow::Result<()> {
             verdict(ratio >= 0.4)
         );
     }
+    if let Some(l) = &load {
+        if let Some(y) = &yardstick {
+            let ratio = l.accepted_rate / y.publish_rate;
+            println!(
+                "all services, wrk: /collect accepted ÷ broker confirmed publishes: {:.0} / {:.0} = {ratio:.2}   target ≥ 0.60: {}",
+                l.accepted_rate,
+                y.publish_rate,
+                verdict(ratio >= 0.6)
+            );
+            let ratio = l.committed_rate / y.end_to_end_rate;
+            println!(
+                "all services, wrk: committed ÷ broker publish-to-consume: {:.0} / {:.0} = {ratio:.2}   target ≥ 0.40: {}",
+                l.committed_rate,
+                y.end_to_end_rate,
+                verdict(ratio >= 0.4)
+            );
+        }
+        println!(
+            "all services, wrk at half load ({:.0}/s): ingest p99 {:.1} ms   target ≤ 20 ms: {}",
+            l.half_rate,
+            l.half_p99_ms,
+            verdict(l.half_p99_ms <= 20.0)
+        );
+        println!(
+            "all services, wrk at half load ({:.0}/s): received → committed p99 {:.0} ms   target ≤ 250 ms: {}",
+            l.half_rate,
+            l.half_commit_p99_ms,
+            verdict(l.half_commit_p99_ms <= 250.0)
+        );
+    }
     Ok(())
 }
 
@@ -210,6 +265,18 @@ fn memory() -> String {
 /// Milliseconds, from a histogram of microseconds.
 pub fn ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+/// The `p` percentile of `values`, interpolated between the two nearest (as PostgreSQL's
+/// `percentile_cont`); NaN for none.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = p * (values.len() - 1) as f64;
+    let (low, high) = (at.floor() as usize, at.ceil() as usize);
+    values[low] + (values[high] - values[low]) * (at - low as f64)
 }
 
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::http_load::envelope;
 use crate::services::{KEY, Peaks, SPREADSHEET, ready, stop};
-use crate::{Args, progress};
+use crate::{Args, percentile, progress};
 
 pub struct EndToEnd {
     /// Responses per second from the first request to the last sheet row.
@@ -157,18 +157,6 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     }
     setup.remove().await;
     Ok(EndToEnd { rate })
-}
-
-/// The `p` percentile of `values`, interpolated between the two nearest (as PostgreSQL's
-/// `percentile_cont`); NaN for none.
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let at = p * (values.len() - 1) as f64;
-    let (low, high) = (at.floor() as usize, at.ceil() as usize);
-    values[low] + (values[high] - values[low]) * (at - low as f64)
 }
 
 /// Takes the next batch of ids until `n` are sent; a batch not wholly accepted is sent again.

@@ -1,0 +1,248 @@
+//! A scale run: many responses across many forms end to end (`--parts scale`), with every
+//! service running. Forms are copies of the built-in one (`PUT /v1/forms/{id}`), each writing
+//! to a tab of its own; senders post batches, each batch to one form, round robin. The run
+//! ends when every sheet holds every one of its responses; it reports how long each stage took
+//! and what grew: the database's size, the queues' depth, the services' memory.
+//! `--sheets-writes-per-minute 60` runs it under Google's real quota.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use collect_testkit::Engine;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use serde_json::Value;
+
+use crate::Args;
+use crate::http_load::envelope;
+use crate::services::{KEY, Peaks, SPREADSHEET, ready, stop};
+
+const SENDERS: usize = 8;
+const BATCH: usize = 250;
+
+pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Result<()> {
+    let n = args.scale_responses;
+    let forms = args.scale_forms.max(1);
+    let quota = args.sheets_writes_per_minute;
+    println!(
+        "\n## 7. Scale on {engine}: {n} responses across {forms} forms, end to end, SHEETS_WRITES_PER_MINUTE={quota}"
+    );
+    let mut setup = crate::services::stack(engine).await?;
+    setup
+        .sheets_sync_env
+        .push(("SHEETS_WRITES_PER_MINUTE", quota.to_string()));
+    let ingest = ready(&setup, setup.start_ingest().await).await;
+    let validator = ready(&setup, setup.start_validator().await).await;
+    let sync = ready(&setup, setup.start_sheets_sync().await).await;
+    let pool = collect_testkit::database_pool(&setup.database_url).await;
+    let client = reqwest::Client::new();
+
+    // The forms: copies of the built-in one.
+    let mut definition: Value = client
+        .get(ingest.url("/v1/forms/household-finance"))
+        .bearer_auth(KEY)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if let Some(fields) = definition.as_object_mut() {
+        // Each copy writes to a tab of its own (the default: its id).
+        for field in ["form_id", "version", "sheet"] {
+            fields.remove(field);
+        }
+    }
+    let form_ids: Vec<String> = (0..forms).map(|i| format!("scale-{i:03}")).collect();
+    for form in &form_ids {
+        client
+            .put(ingest.url(&format!("/v1/forms/{form}")))
+            .bearer_auth(KEY)
+            .json(&definition)
+            .send()
+            .await?
+            .error_for_status()
+            .with_context(|| format!("registering {form}"))?;
+    }
+
+    let amqp = lapin::Connection::connect(
+        &collect_testkit::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = amqp.create_channel().await?;
+    let depth = |queue: String| {
+        let channel = channel.clone();
+        async move {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map(|q| q.message_count())
+                .unwrap_or(0)
+        }
+    };
+
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let form_ids = Arc::new(form_ids);
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let base = ingest.url("");
+            let next = next.clone();
+            let form_ids = form_ids.clone();
+            tokio::spawn(async move { send(base, form_ids, next, n).await })
+        })
+        .collect();
+
+    let size_sql = match engine {
+        Engine::Postgres => "SELECT pg_database_size(current_database())::int8",
+        Engine::MySql => {
+            "SELECT CAST(COALESCE(SUM(data_length + index_length), 0) AS SIGNED)
+             FROM information_schema.tables WHERE table_schema = DATABASE()"
+        }
+    };
+    let mut accepted_at = None;
+    let mut committed_at = None;
+    let (mut validator_depth, mut sheets_depth, mut size) = (0u32, 0u32, 0i64);
+    let mut last_report = Instant::now();
+    let deadline = Duration::from_secs(4 * 3600);
+    let total = loop {
+        let stored = collect_testkit::count(&pool, "SELECT count(*) FROM responses").await?;
+        let rows = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_rows").await?;
+        validator_depth = validator_depth.max(depth(setup.topology.validator_queue()).await);
+        sheets_depth = sheets_depth.max(depth(setup.topology.sheets_queue()).await);
+        size = size.max(collect_testkit::count(&pool, size_sql).await?);
+        if accepted_at.is_none() && senders.iter().all(|s| s.is_finished()) {
+            accepted_at = Some(started.elapsed());
+        }
+        if committed_at.is_none() && stored as usize >= n {
+            committed_at = Some(started.elapsed());
+        }
+        if rows as usize >= n {
+            break started.elapsed();
+        }
+        if last_report.elapsed() >= Duration::from_secs(30) {
+            last_report = Instant::now();
+            println!(
+                "  {:>5.0} s: {} accepted, {stored} committed, {rows} in sheets; queues: validator {}, sheets {}; database {:.0} MB",
+                started.elapsed().as_secs_f64(),
+                next.load(Ordering::Relaxed).min(n),
+                depth(setup.topology.validator_queue()).await,
+                depth(setup.topology.sheets_queue()).await,
+                size as f64 / 1e6,
+            );
+        }
+        anyhow::ensure!(
+            started.elapsed() < deadline,
+            "not done within {deadline:?}: {stored} stored, {rows} in the sheets"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for sender in senders {
+        sender.await??;
+    }
+    let accepted = accepted_at.unwrap_or(total).as_secs_f64();
+    let committed = committed_at.unwrap_or(total).as_secs_f64();
+    println!(
+        "accepted by ingest: all {n} in {accepted:.0} s ({:.0}/s)",
+        n as f64 / accepted
+    );
+    println!(
+        "committed to {engine}: all in {committed:.0} s ({:.0}/s)",
+        n as f64 / committed
+    );
+    println!(
+        "every sheet complete: {:.0} s after the first request ({:.0} responses/s end to end)",
+        total.as_secs_f64(),
+        n as f64 / total.as_secs_f64()
+    );
+    let per_form = n / forms;
+    let complete = form_ids
+        .iter()
+        .filter(|form| {
+            setup
+                .emulator
+                .tab_values(SPREADSHEET, form)
+                .map_or(0, |t| t.len().saturating_sub(1))
+                >= per_form
+        })
+        .count();
+    anyhow::ensure!(
+        complete == forms,
+        "{complete} of {forms} tabs hold their {per_form} rows"
+    );
+    println!(
+        "the emulator: {forms} tabs of {per_form} rows each; Sheets calls {} (writes {})",
+        setup.emulator.stats().sheets_requests,
+        setup.emulator.write_count()
+    );
+    println!(
+        "grew: database {:.0} MB at most ({:.0} bytes a response); deepest queues: N.validator {validator_depth}, N.sheets {sheets_depth}",
+        size as f64 / 1e6,
+        size as f64 / n as f64
+    );
+    for (name, process) in [
+        ("ingest", &ingest),
+        ("validator", &validator),
+        ("sheets-sync", &sync),
+    ] {
+        println!(
+            "peak RSS {name}: {:.1} MB",
+            process.peak_rss_bytes().unwrap_or(0) as f64 / 1_048_576.0
+        );
+    }
+    peaks.record("ingest", &ingest);
+    peaks.record("validator", &validator);
+    peaks.record("sheets-sync", &sync);
+    pool.close().await;
+    let _ = amqp.close(200, "done".into()).await;
+    for service in [ingest, validator, sync] {
+        stop(service).await;
+    }
+    setup.remove().await;
+    Ok(())
+}
+
+/// Takes the next batch of ids until `n` are sent, each batch to the next form; a batch not
+/// wholly accepted is sent again.
+async fn send(
+    base: String,
+    forms: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
+    n: usize,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()?;
+    loop {
+        let first = next.fetch_add(BATCH, Ordering::Relaxed);
+        if first >= n {
+            return Ok(());
+        }
+        let form = &forms[(first / BATCH) % forms.len()];
+        let url = format!("{base}/v1/forms/{form}/responses:batch");
+        let batch: Vec<Value> = (first..(first + BATCH).min(n))
+            .map(|i| envelope(&format!("s-{i}")))
+            .collect();
+        let mut attempts = 0;
+        loop {
+            let response = client.post(&url).bearer_auth(KEY).json(&batch).send().await;
+            if let Ok(response) = response {
+                if response.status() == 202 {
+                    break;
+                }
+            }
+            attempts += 1;
+            anyhow::ensure!(attempts < 20, "ingest refused a batch 20 times");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
