@@ -24,15 +24,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use collect_shared::amqp::{Broker, retry_transient};
-use collect_shared::amqp::{Publisher, Retried, Topology, consume_batches, dead_letter};
+use collect_shared::amqp::{Batching, Broker, retry_transient};
+use collect_shared::amqp::{Publisher, Retried, Settled, Topology, consume_batches, dead_letter};
 use collect_shared::messages::FlagEvent;
 use collect_shared::store::{ClaimedDelivery, NewDelivery, Store, Webhook, is_permanent};
 
@@ -158,7 +157,13 @@ pub fn start(
     let queue = topology.webhooks_queue();
     let consuming = stop.clone();
     let recording = tokio::spawn(async move {
-        consume_batches(broker, queue, 64, 32, consuming, move |deliveries| {
+        // No linger: flag events are few, and each is awaited by an app.
+        let batching = Batching {
+            prefetch: 64,
+            batch: 32,
+            linger: Duration::ZERO,
+        };
+        consume_batches(broker, queue, batching, consuming, move |deliveries| {
             let recorder = recorder.clone();
             async move { recorder.record(deliveries).await }
         })
@@ -190,8 +195,8 @@ struct Recorder {
 }
 
 impl Recorder {
-    /// Records the deliveries of the events that arrived together, then acks them.
-    async fn record(&self, deliveries: Vec<Delivery>) {
+    /// Records the deliveries of the events that arrived together, then has them acked.
+    async fn record(&self, deliveries: Vec<Delivery>) -> Vec<Settled> {
         let webhooks = match retry_transient(
             "reading webhooks",
             &self.stop,
@@ -202,7 +207,7 @@ impl Recorder {
         {
             Retried::Done(webhooks) => webhooks,
             // Shutting down: the events come again.
-            _ => return requeue(&deliveries).await,
+            _ => return requeue(&deliveries),
         };
         let mut outbox = Vec::new();
         let mut events = Vec::with_capacity(deliveries.len());
@@ -225,7 +230,7 @@ impl Recorder {
                     )
                     .await
                     {
-                        return requeue(&deliveries).await;
+                        return requeue(&deliveries);
                     }
                     events.push(None);
                 }
@@ -267,31 +272,20 @@ impl Recorder {
                             )
                             .await
                         {
-                            return requeue(&deliveries).await;
+                            return requeue(&deliveries);
                         }
                     }
                 }
-                Retried::Shutdown => return requeue(&deliveries).await,
+                Retried::Shutdown => return requeue(&deliveries),
             }
         }
-        for delivery in &deliveries {
-            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                warn!(%error, "cannot ack a flag event; it comes again");
-            }
-        }
+        vec![Settled::Ack; deliveries.len()]
     }
 }
 
-async fn requeue(deliveries: &[Delivery]) {
-    for delivery in deliveries {
-        let _ = delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await;
-    }
+/// Shutting down: the events go back to the queue.
+fn requeue(deliveries: &[Delivery]) -> Vec<Settled> {
+    vec![Settled::Requeue; deliveries.len()]
 }
 
 /// The deliveries an event causes: one per webhook that wants it.

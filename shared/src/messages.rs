@@ -278,19 +278,34 @@ pub fn check_text_storable(text: &str, field: &str) -> Result<(), Unstorable> {
 }
 
 /// Every key and string of a JSON object (nested too) without U+0000; `field` is the path of
-/// the object, and the error names the key or element at fault.
+/// the object, and the error names the key or element at fault. The path is only built for an
+/// error: this runs on every key of every request.
 pub fn check_object_storable(object: &Map<String, Value>, field: &str) -> Result<(), Unstorable> {
     for (key, value) in object {
-        let key_path = key.escape_default();
-        let path = if field.is_empty() {
-            key_path.to_string()
-        } else {
-            format!("{field}.{key_path}")
-        };
-        check_text_storable(key, &path)?;
-        check_value_storable(value, &path)?;
+        if key.contains('\0') || !storable(value) {
+            let key_path = key.escape_default();
+            let path = if field.is_empty() {
+                key_path.to_string()
+            } else {
+                format!("{field}.{key_path}")
+            };
+            check_text_storable(key, &path)?;
+            check_value_storable(value, &path)?;
+        }
     }
     Ok(())
+}
+
+/// Whether `value` holds no U+0000 anywhere (keys included).
+fn storable(value: &Value) -> bool {
+    match value {
+        Value::String(text) => !text.contains('\0'),
+        Value::Array(items) => items.iter().all(storable),
+        Value::Object(object) => object
+            .iter()
+            .all(|(key, value)| !key.contains('\0') && storable(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+    }
 }
 
 fn check_value_storable(value: &Value, field: &str) -> Result<(), Unstorable> {

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use collect_shared::amqp::{
-    Broker, Publisher, Topology, consume_batches, dead_letter, retry_until_shutdown,
+    Batching, Broker, Publisher, Settled, Topology, consume_batches, dead_letter,
+    retry_until_shutdown,
 };
 use collect_shared::messages::{FormId, ResponseId};
 use collect_shared::store::Store;
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -29,18 +29,19 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Queues the rows of the deliveries that arrived together in one statement, then acks
-    /// them; what is not a stored response goes to `N.dead`.
-    async fn handle_batch(&self, deliveries: Vec<Delivery>) {
+    /// Queues the rows of the deliveries that arrived together in one statement, then has
+    /// them acked; what is not a stored response goes to `N.dead`.
+    async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Settled> {
+        let mut settled = vec![Settled::Ack; deliveries.len()];
         let mut saved = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
+        for (i, delivery) in deliveries.iter().enumerate() {
             match serde_json::from_slice::<Saved>(&delivery.data) {
-                Ok(s) => saved.push((delivery, s)),
-                Err(error) => self.dead_letter(delivery, error).await,
+                Ok(s) => saved.push((i, s)),
+                Err(error) => settled[i] = self.dead_letter(delivery, error).await,
             }
         }
         if saved.is_empty() {
-            return;
+            return settled;
         }
         let rows: Vec<(&ResponseId, &FormId)> = saved
             .iter()
@@ -52,47 +53,40 @@ impl Consumer {
             })
             .await;
         if enqueued.is_none() {
-            return;
-        }
-        for (delivery, _) in &saved {
-            if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-                warn!(%error, "ack failed; the message will be redelivered");
+            for (i, _) in &saved {
+                settled[*i] = Settled::Keep;
             }
         }
+        settled
     }
 
-    async fn dead_letter(&self, delivery: Delivery, error: serde_json::Error) {
+    async fn dead_letter(&self, delivery: &Delivery, error: serde_json::Error) -> Settled {
         let reason = format!("not a stored response: {error}");
         warn!(%reason, "dead-lettering a message");
         let dead_lettered = dead_letter(
             &self.publisher,
             &self.topology.dead_exchange(),
             &self.topology.sheets_queue(),
-            &delivery,
+            delivery,
             &reason,
             &self.shutdown,
         )
         .await;
         if dead_lettered {
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            Settled::Ack
+        } else {
+            Settled::Keep
         }
     }
 }
 
-/// Consumes `N.sheets` until `shutdown`, up to `batch` deliveries per statement.
-pub async fn run(consumer: Arc<Consumer>, broker: Broker, prefetch: u16, batch: usize) {
+/// Consumes `N.sheets` until `shutdown`, up to `batching.batch` deliveries per statement.
+pub async fn run(consumer: Arc<Consumer>, broker: Broker, batching: Batching) {
     let queue = consumer.topology.sheets_queue();
     let shutdown = consumer.shutdown.clone();
-    consume_batches(
-        broker,
-        queue,
-        prefetch,
-        batch,
-        shutdown,
-        move |deliveries| {
-            let consumer = consumer.clone();
-            async move { consumer.handle_batch(deliveries).await }
-        },
-    )
+    consume_batches(broker, queue, batching, shutdown, move |deliveries| {
+        let consumer = consumer.clone();
+        async move { consumer.handle_batch(deliveries).await }
+    })
     .await;
 }

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use collect_shared::amqp::{Broker, BrokerSettings, PublishSettings, Publisher, Topology};
+use collect_shared::amqp::{
+    Batching, Broker, BrokerSettings, PublishSettings, Publisher, Topology,
+};
 use collect_shared::config::CommonConfig;
 use collect_shared::server;
 use collect_shared::store::{FormCache, Store};
@@ -82,6 +84,11 @@ pub struct SheetsSyncConfig {
     /// unlimited.
     #[arg(long, env = "SHEETS_SYNC_PREFETCH", default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
+
+    /// How long a batch of `N.sheets` deliveries may wait for more after its first, in
+    /// milliseconds (0: never waits): one statement and one ack for many.
+    #[arg(long, env = "SHEETS_SYNC_LINGER_MS", default_value_t = 100)]
+    pub linger_ms: u64,
 }
 
 /// sheets-sync, bound to its port, its database ready.
@@ -154,8 +161,11 @@ impl Application {
         let consuming = tokio::spawn(consumer::run(
             consumer,
             broker.clone(),
-            config.prefetch,
-            100,
+            Batching {
+                prefetch: config.prefetch,
+                batch: 100,
+                linger: Duration::from_millis(config.linger_ms),
+            },
         ));
         let writer = writer::Writer::new(
             self.store.clone(),

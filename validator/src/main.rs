@@ -5,6 +5,12 @@ use collect_shared::amqp::{Topology, dead_letters};
 use collect_shared::{shutdown, telemetry};
 use validator::{Command, DeadLetterAction, ValidatorConfig};
 
+/// mimalloc instead of glibc's allocator: every request and message allocates and frees many
+/// small buffers across threads, where glibc's arenas spent ~5% of the service's CPU in
+/// `malloc_consolidate` and `_int_free` under load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut config = ValidatorConfig::parse();

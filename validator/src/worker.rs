@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use chrono::Utc;
 use collect_shared::amqp::{
-    Broker, OutgoingMessage, Publisher, Retried, Topology, consume_batches, dead_letter,
-    retry_transient, retry_until_shutdown,
+    Batching, Broker, OutgoingMessage, Publisher, Retried, Settled, Topology, consume_batches,
+    dead_letter, retry_transient, retry_until_shutdown,
 };
 use collect_shared::messages::{FlagEvent, ResponseMessage, StoredResponse};
 use collect_shared::rules::Evaluation;
 use collect_shared::store::{FormCache, FormLookupError, NewResponse, SaveOutcome, Store};
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -180,7 +179,7 @@ impl Worker {
     /// transaction (a response (form and id) seen twice goes in a later round, so revisions apply in
     /// order), publishes their events (confirms pipelined), and acks each when its work is
     /// committed. What cannot be processed, ever, goes to `N.dead`.
-    pub async fn handle_batch(&self, deliveries: Vec<Delivery>) {
+    pub async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Settled> {
         let started = Instant::now();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
         let mut checked: Vec<Option<Checked>> = Vec::with_capacity(deliveries.len());
@@ -244,14 +243,15 @@ impl Worker {
         let finished = deliveries.iter().zip(outcomes).map(|(delivery, outcome)| {
             self.finish(delivery, outcome.unwrap_or(Outcome::Abandoned))
         });
-        futures::future::join_all(finished).await;
+        let settled = futures::future::join_all(finished).await;
         metrics::histogram!("collect_validator_batch_size").record(deliveries.len() as f64);
         metrics::histogram!("collect_validator_processing_seconds")
             .record(started.elapsed().as_secs_f64());
+        settled
     }
 
-    /// Dead-letters, counts and acks one delivery.
-    async fn finish(&self, delivery: &Delivery, mut outcome: Outcome) {
+    /// Dead-letters and counts one delivery; whether to ack it.
+    async fn finish(&self, delivery: &Delivery, mut outcome: Outcome) -> Settled {
         if let Outcome::DeadLettered(reason) = &outcome {
             warn!(%reason, routing_key = %delivery.routing_key, "dead-lettering a message");
             let dead_lettered = dead_letter(
@@ -276,30 +276,21 @@ impl Worker {
         };
         metrics::counter!("collect_validator_messages_total", "outcome" => label).increment(1);
         if outcome == Outcome::Abandoned {
-            return;
-        }
-        if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-            // The channel went away: the broker redelivers, and handling is idempotent.
-            warn!(%error, "ack failed; the message will be redelivered");
+            Settled::Keep
+        } else {
+            Settled::Ack
         }
     }
 }
 
-/// Consumes `N.validator` until `shutdown`, `batch` deliveries at most per transaction;
-/// in-flight deliveries finish first.
-pub async fn run(worker: Arc<Worker>, broker: Broker, prefetch: u16, batch: usize) {
+/// Consumes `N.validator` until `shutdown`, `batching.batch` deliveries at most per
+/// transaction; in-flight deliveries finish first.
+pub async fn run(worker: Arc<Worker>, broker: Broker, batching: Batching) {
     let queue = worker.topology.validator_queue();
     let shutdown = worker.shutdown.clone();
-    consume_batches(
-        broker,
-        queue,
-        prefetch,
-        batch,
-        shutdown,
-        move |deliveries| {
-            let worker = worker.clone();
-            async move { worker.handle_batch(deliveries).await }
-        },
-    )
+    consume_batches(broker, queue, batching, shutdown, move |deliveries| {
+        let worker = worker.clone();
+        async move { worker.handle_batch(deliveries).await }
+    })
     .await;
 }

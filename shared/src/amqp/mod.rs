@@ -7,7 +7,7 @@ mod publisher;
 mod topology;
 
 pub use broker::{Broker, BrokerSettings, BrokerStatus};
-pub use consumer::{consume, consume_batches, dead_letter};
+pub use consumer::{Acks, Batching, Command, Settled, consume, consume_batches, dead_letter};
 pub use publisher::{OutgoingMessage, PublishError, PublishSettings, Publisher};
 pub use topology::{DELIVERY_LIMIT, Topology, TopologyError};
 
