@@ -17,10 +17,16 @@ use serde_json::Value;
 
 use crate::Args;
 use crate::http_load::envelope;
-use crate::services::{KEY, Peaks, SPREADSHEET, ready, stop};
+use crate::services::{KEY, Peaks, ready, stop};
 
 const SENDERS: usize = 8;
 const BATCH: usize = 250;
+const FORMS_PER_SPREADSHEET: usize = 20;
+
+/// The spreadsheet of the `i`th form.
+fn spreadsheet_of(i: usize) -> String {
+    format!("scale-sheet-{:02}", i / FORMS_PER_SPREADSHEET)
+}
 
 pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Result<()> {
     let n = args.scale_responses;
@@ -49,13 +55,19 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         .json()
         .await?;
     if let Some(fields) = definition.as_object_mut() {
-        // Each copy writes to a tab of its own (the default: its id).
-        for field in ["form_id", "version", "sheet"] {
-            fields.remove(field);
-        }
+        fields.remove("form_id");
+        fields.remove("version");
     }
+    // Each copy writes to a tab of its own (its id), FORMS_PER_SPREADSHEET to a spreadsheet: a
+    // Google spreadsheet holds at most 10 million cells, and 200 forms of 5,000 rows of ~23
+    // cells would not fit in one (a first run filled it at 429,250 rows; the rest waited).
     let form_ids: Vec<String> = (0..forms).map(|i| format!("scale-{i:03}")).collect();
-    for form in &form_ids {
+    for (i, form) in form_ids.iter().enumerate() {
+        let spreadsheet = spreadsheet_of(i);
+        if i % FORMS_PER_SPREADSHEET == 0 {
+            setup.emulator.create_spreadsheet(&spreadsheet);
+        }
+        definition["sheet"] = serde_json::json!({"spreadsheet_id": spreadsheet, "tab": form});
         client
             .put(ingest.url(&format!("/v1/forms/{form}")))
             .bearer_auth(KEY)
@@ -167,10 +179,11 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let per_form = n / forms;
     let complete = form_ids
         .iter()
-        .filter(|form| {
+        .enumerate()
+        .filter(|(i, form)| {
             setup
                 .emulator
-                .tab_values(SPREADSHEET, form)
+                .tab_values(&spreadsheet_of(*i), form)
                 .map_or(0, |t| t.len().saturating_sub(1))
                 >= per_form
         })
@@ -180,7 +193,8 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         "{complete} of {forms} tabs hold their {per_form} rows"
     );
     println!(
-        "the emulator: {forms} tabs of {per_form} rows each; Sheets calls {} (writes {})",
+        "the emulator: {forms} tabs of {per_form} rows each in {} spreadsheets; Sheets calls {} (writes {})",
+        forms.div_ceil(FORMS_PER_SPREADSHEET),
         setup.emulator.stats().sheets_requests,
         setup.emulator.write_count()
     );
