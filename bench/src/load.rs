@@ -18,8 +18,8 @@ use serde::Deserialize;
 use sqlx::AssertSqlSafe;
 
 use crate::cpu;
-use crate::services::{KEY, Peaks, ready, stop};
-use crate::{Args, percentile};
+use crate::services::{KEY, Peaks, ready, wind_down};
+use crate::{Args, p50_p99};
 
 const SCRIPT: &str = include_str!("collect.lua");
 /// wrk's threads: one per core.
@@ -140,14 +140,8 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     );
     let drain = drained(&setup, &pool, "half", half.accepted()).await?;
     let (mut to_commit, mut to_sheet) = latencies(engine, &pool, "half").await?;
-    let (c50, c99) = (
-        percentile(&mut to_commit, 0.5),
-        percentile(&mut to_commit, 0.99),
-    );
-    let (s50, s99) = (
-        percentile(&mut to_sheet, 0.5),
-        percentile(&mut to_sheet, 0.99),
-    );
+    let (c50, c99) = p50_p99(&mut to_commit);
+    let (s50, s99) = p50_p99(&mut to_sheet);
     println!(
         "received → committed: p50 {c50:.0} ms, p99 {c99:.0} ms; received → in the sheet: p50 {s50:.0} ms, p99 {s99:.0} ms ({} responses)",
         drain.stored
@@ -157,15 +151,9 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         during.since(&before).per_thousand(half.accepted())
     );
 
-    peaks.record("ingest", &ingest);
-    peaks.record("validator", &validator);
-    peaks.record("sheets-sync", &sync);
     pool.close().await;
-    for service in [ingest, validator, sync] {
-        stop(service).await;
-    }
     let _ = std::fs::remove_file(&script);
-    setup.remove().await;
+    wind_down(setup, [ingest, validator, sync], peaks).await;
     Ok(LoadFigures {
         accepted_rate: full.rate(),
         committed_rate,
@@ -322,7 +310,7 @@ async fn drained(
 }
 
 /// Milliseconds from ingest to the commit, and to the sheet, for each response `<prefix>-…`.
-async fn latencies(
+pub async fn latencies(
     engine: Engine,
     pool: &sqlx::AnyPool,
     prefix: &'static str,

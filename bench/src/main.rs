@@ -269,7 +269,7 @@ pub fn ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
 
 /// The `p` percentile of `values`, interpolated between the two nearest (as PostgreSQL's
 /// `percentile_cont`); NaN for none.
-pub fn percentile(values: &mut [f64], p: f64) -> f64 {
+fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -277,6 +277,11 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     let at = p * (values.len() - 1) as f64;
     let (low, high) = (at.floor() as usize, at.ceil() as usize);
     values[low] + (values[high] - values[low]) * (at - low as f64)
+}
+
+/// The median and the 99th percentile of `values`.
+pub fn p50_p99(values: &mut [f64]) -> (f64, f64) {
+    (percentile(values, 0.5), percentile(values, 0.99))
 }
 
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {

@@ -13,8 +13,8 @@ use collect_testkit::Engine;
 use serde_json::Value;
 
 use crate::http_load::envelope;
-use crate::services::{KEY, Peaks, SPREADSHEET, ready, stop};
-use crate::{Args, percentile, progress};
+use crate::services::{KEY, Peaks, SPREADSHEET, ready, wind_down};
+use crate::{Args, p50_p99, progress};
 
 pub struct EndToEnd {
     /// Responses per second from the first request to the last sheet row.
@@ -23,7 +23,7 @@ pub struct EndToEnd {
 
 /// Concurrent senders, and responses per batch request.
 const SENDERS: usize = 8;
-const BATCH: usize = 250;
+pub const BATCH: usize = 250;
 
 pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Result<EndToEnd> {
     let n = args.responses;
@@ -39,12 +39,13 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let sent_bar = progress(n as u64, "accepted by ingest");
+    let url = ingest.url("/v1/forms/household-finance/responses:batch");
     let senders: Vec<_> = (0..SENDERS)
         .map(|_| {
-            let url = ingest.url("/v1/forms/household-finance/responses:batch");
+            let url = url.clone();
             let next = next.clone();
             let bar = sent_bar.clone();
-            tokio::spawn(async move { send(url, next, n, bar).await })
+            tokio::spawn(async move { send(next, n, "e2e", move |_| url.clone(), bar).await })
         })
         .collect();
     let stored_bar = progress(n as u64, &format!("committed to {engine}"));
@@ -106,32 +107,10 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         "in the sheet: all in {:.1} s: {rate:.0} responses/s end to end",
         total.as_secs_f64()
     );
-    // Milliseconds from ingest to the commit, and to the sheet, per response; percentiles
-    // interpolated as PostgreSQL's percentile_cont does.
-    let (committed_ms, written_ms) = match engine {
-        Engine::Postgres => (
-            "SELECT (extract(epoch FROM stored_at - received_at) * 1000)::float8
-             FROM responses WHERE received_at IS NOT NULL",
-            "SELECT (extract(epoch FROM s.written_at - r.received_at) * 1000)::float8
-             FROM sheet_rows s JOIN responses r USING (response_id) WHERE r.received_at IS NOT NULL",
-        ),
-        Engine::MySql => (
-            "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, received_at, stored_at) AS DOUBLE) / 1000
-             FROM responses WHERE received_at IS NOT NULL",
-            "SELECT CAST(TIMESTAMPDIFF(MICROSECOND, r.received_at, s.written_at) AS DOUBLE) / 1000
-             FROM sheet_rows s JOIN responses r USING (response_id) WHERE r.received_at IS NOT NULL",
-        ),
-    };
-    let mut to_commit: Vec<f64> = sqlx::query_scalar(committed_ms).fetch_all(&pool).await?;
-    let mut to_sheet: Vec<f64> = sqlx::query_scalar(written_ms).fetch_all(&pool).await?;
-    let (c50, c99) = (
-        percentile(&mut to_commit, 0.5),
-        percentile(&mut to_commit, 0.99),
-    );
-    let (s50, s99) = (
-        percentile(&mut to_sheet, 0.5),
-        percentile(&mut to_sheet, 0.99),
-    );
+    // Milliseconds from ingest to the commit, and to the sheet, per response.
+    let (mut to_commit, mut to_sheet) = crate::load::latencies(engine, &pool, "e2e").await?;
+    let (c50, c99) = p50_p99(&mut to_commit);
+    let (s50, s99) = p50_p99(&mut to_sheet);
     println!("received → committed: p50 {c50:.0} ms, p99 {c99:.0} ms");
     println!("received → in the sheet: p50 {s50:.0} ms, p99 {s99:.0} ms");
     let cells = setup
@@ -148,22 +127,18 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         setup.emulator.write_count()
     );
 
-    peaks.record("ingest", &ingest);
-    peaks.record("validator", &validator);
-    peaks.record("sheets-sync", &sync);
     pool.close().await;
-    for service in [ingest, validator, sync] {
-        stop(service).await;
-    }
-    setup.remove().await;
+    wind_down(setup, [ingest, validator, sync], peaks).await;
     Ok(EndToEnd { rate })
 }
 
-/// Takes the next batch of ids until `n` are sent; a batch not wholly accepted is sent again.
-async fn send(
-    url: String,
+/// Takes the next batch of ids (`<prefix>-<i>`) until `n` are sent, each batch to the URL
+/// `url` gives for its first index; a batch not wholly accepted is sent again.
+pub async fn send(
     next: Arc<AtomicUsize>,
     n: usize,
+    prefix: &'static str,
+    url: impl Fn(usize) -> String,
     bar: indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
@@ -174,8 +149,9 @@ async fn send(
         if first >= n {
             return Ok(());
         }
+        let url = url(first);
         let batch: Vec<Value> = (first..(first + BATCH).min(n))
-            .map(|i| envelope(&format!("e2e-{i}")))
+            .map(|i| envelope(&format!("{prefix}-{i}")))
             .collect();
         let mut attempts = 0;
         loop {

@@ -1,6 +1,7 @@
 //! A scale run: many responses across many forms end to end (`--parts scale`), with every
 //! service running. Forms are copies of the built-in one (`PUT /v1/forms/{id}`), each writing
-//! to a tab of its own; senders post batches, each batch to one form, round robin. The run
+//! to a tab of its own; senders post batches (as the end-to-end part does), each batch to one
+//! form, round robin. The run
 //! ends when every sheet holds every one of its responses; it reports how long each stage took
 //! and what grew: the database's size, the queues' depth, the services' memory.
 //! `--sheets-writes-per-minute 60` runs it under Google's real quota.
@@ -16,11 +17,10 @@ use lapin::types::FieldTable;
 use serde_json::Value;
 
 use crate::Args;
-use crate::http_load::envelope;
-use crate::services::{KEY, Peaks, ready, stop};
+use crate::pipeline::{BATCH, send};
+use crate::services::{KEY, Peaks, ready, wind_down};
 
 const SENDERS: usize = 8;
-const BATCH: usize = 250;
 const FORMS_PER_SPREADSHEET: usize = 20;
 
 /// The spreadsheet of the `i`th form.
@@ -110,7 +110,13 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
             let base = ingest.url("");
             let next = next.clone();
             let form_ids = form_ids.clone();
-            tokio::spawn(async move { send(base, form_ids, next, n).await })
+            // Each batch to the next form, round robin.
+            let url = move |first: usize| {
+                let form = &form_ids[(first / BATCH) % form_ids.len()];
+                format!("{base}/v1/forms/{form}/responses:batch")
+            };
+            let bar = indicatif::ProgressBar::hidden();
+            tokio::spawn(async move { send(next, n, "s", url, bar).await })
         })
         .collect();
 
@@ -213,50 +219,8 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
             process.peak_rss_bytes().unwrap_or(0) as f64 / 1_048_576.0
         );
     }
-    peaks.record("ingest", &ingest);
-    peaks.record("validator", &validator);
-    peaks.record("sheets-sync", &sync);
     pool.close().await;
     let _ = amqp.close(200, "done".into()).await;
-    for service in [ingest, validator, sync] {
-        stop(service).await;
-    }
-    setup.remove().await;
+    wind_down(setup, [ingest, validator, sync], peaks).await;
     Ok(())
-}
-
-/// Takes the next batch of ids until `n` are sent, each batch to the next form; a batch not
-/// wholly accepted is sent again.
-async fn send(
-    base: String,
-    forms: Arc<Vec<String>>,
-    next: Arc<AtomicUsize>,
-    n: usize,
-) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()?;
-    loop {
-        let first = next.fetch_add(BATCH, Ordering::Relaxed);
-        if first >= n {
-            return Ok(());
-        }
-        let form = &forms[(first / BATCH) % forms.len()];
-        let url = format!("{base}/v1/forms/{form}/responses:batch");
-        let batch: Vec<Value> = (first..(first + BATCH).min(n))
-            .map(|i| envelope(&format!("s-{i}")))
-            .collect();
-        let mut attempts = 0;
-        loop {
-            let response = client.post(&url).bearer_auth(KEY).json(&batch).send().await;
-            if let Ok(response) = response {
-                if response.status() == 202 {
-                    break;
-                }
-            }
-            attempts += 1;
-            anyhow::ensure!(attempts < 20, "ingest refused a batch 20 times");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
 }

@@ -60,3 +60,18 @@ pub async fn stop(mut service: ServiceProcess) {
     service.signal(nix::sys::signal::Signal::SIGTERM);
     service.wait(Duration::from_secs(15)).await;
 }
+
+/// Records the peak RSS of the three services (ingest, validator, sheets-sync), stops them and
+/// removes the stack's namespace and database.
+pub async fn wind_down(setup: Stack, services: [ServiceProcess; 3], peaks: &mut Peaks) {
+    for (name, service) in ["ingest", "validator", "sheets-sync"]
+        .into_iter()
+        .zip(&services)
+    {
+        peaks.record(name, service);
+    }
+    for service in services {
+        stop(service).await;
+    }
+    setup.remove().await;
+}
