@@ -51,7 +51,9 @@ pub trait ResponseStore {
     /// its events can be published again), a lower one is ignored (`Stale`). Rows are locked
     /// in key order, so concurrent batches of two validators serialise on them and never
     /// deadlock. Each revision written with a flag event adds it to the collector's flag
-    /// history in the same transaction. The outcomes are in the order of `batch`; a response
+    /// history in the same transaction, and each revision written is queued for its sheet
+    /// (`sheet_outbox`, as [`super::SheetStore::enqueue_many_for_sheet`] does) in it too: a
+    /// transactional outbox, so no message has to carry it to sheets-sync. The outcomes are in the order of `batch`; a response
     /// may appear once per call.
     async fn save_responses(
         &self,
@@ -238,6 +240,20 @@ pub(crate) fn all_decided(
 /// A response's key: its form and its id within the form.
 pub(crate) fn key(message: &ResponseMessage) -> (&str, &str) {
     (message.form_id.as_str(), message.response_id.as_str())
+}
+
+/// The responses of a batch whose revision was written (`(form_id, response_id)`), in the
+/// batch's order: those a sheet must show now.
+pub(crate) fn written_keys<'a>(
+    batch: &[NewResponse<'a>],
+    order: &[usize],
+    outcomes: &[Option<SaveOutcome>],
+) -> Vec<(&'a str, &'a str)> {
+    order
+        .iter()
+        .filter(|&&i| matches!(outcomes[i], Some(SaveOutcome::Written { .. })))
+        .map(|&i| key(batch[i].message))
+        .collect()
 }
 
 pub(crate) fn owned_key(message: &ResponseMessage) -> (String, String) {

@@ -133,6 +133,7 @@ on_both_engines!(
     flag_history,
     forms_versions,
     outbox_rows_and_parking,
+    saving_queues_written_revisions,
     tab_locks,
     sheet_status,
 );
@@ -675,6 +676,103 @@ async fn outbox_rows_and_parking(store: Store) {
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r.force));
     assert_eq!(store.forget_tab(sheet, tab).await.unwrap(), 3);
+}
+
+/// The waiting rows of a form: `(response_id, revision as stored)`, oldest first.
+async fn waiting(store: &Store, form: &FormId) -> Vec<(String, u64)> {
+    let rows = store.pending_rows(form, 100).await.unwrap();
+    rows.iter()
+        .map(|r| (r.response.response_id.to_string(), r.response.revision.0))
+        .collect()
+}
+
+async fn saving_queues_written_revisions(store: Store) {
+    let form = form_id("household_finance");
+    let other = form_id("other_form");
+    // A batch: two new responses of two forms sharing an id, and one flagged.
+    let (a, b) = (
+        message("household_finance", "q-1", 1, "u"),
+        message("other_form", "q-1", 1, "u"),
+    );
+    let outcomes = store
+        .save_responses(&[
+            NewResponse {
+                message: &a,
+                form_version: 1,
+                evaluation: &valid(),
+            },
+            NewResponse {
+                message: &b,
+                form_version: 1,
+                evaluation: &flagged(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, SaveOutcome::Written { .. }))
+    );
+    assert_eq!(waiting(&store, &form).await, [("q-1".to_owned(), 1)]);
+    assert_eq!(waiting(&store, &other).await, [("q-1".to_owned(), 1)]);
+
+    // Written to the sheet: off the outbox. The same revision again (a redelivery) and an
+    // older one do not queue it again; a newer one does.
+    let pending = store.pending_rows(&form, 10).await.unwrap();
+    let before = [("q-1".to_owned(), pending[0].enqueued_at)];
+    store
+        .record_written(&form, "s", "t", &[("q-1".into(), 2, 1)], &before, &[])
+        .await
+        .unwrap();
+    assert_eq!(waiting(&store, &form).await, []);
+    assert!(matches!(
+        save(&store, &a, &valid()).await,
+        SaveOutcome::Duplicate { .. }
+    ));
+    assert_eq!(waiting(&store, &form).await, []);
+    let newer = message("household_finance", "q-1", 3, "u");
+    save(&store, &newer, &flagged()).await;
+    assert!(matches!(
+        save(
+            &store,
+            &message("household_finance", "q-1", 2, "u"),
+            &valid()
+        )
+        .await,
+        SaveOutcome::Stale { .. }
+    ));
+    assert_eq!(waiting(&store, &form).await, [("q-1".to_owned(), 3)]);
+
+    // Parked (the sheet refused revision 3), then revision 4 stored: unparked and queued.
+    let pending = store.pending_rows(&form, 10).await.unwrap();
+    store
+        .park_rows(
+            &form,
+            "s",
+            "t",
+            &[collect_shared::store::ParkRow {
+                response_id: "q-1".into(),
+                revision: 3,
+                reason: "refused".into(),
+                enqueued_at: pending[0].enqueued_at,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(waiting(&store, &form).await, []);
+    let id = ResponseId::parse("q-1").unwrap();
+    assert!(store.sheet_parked(&form, &id).await.unwrap().is_some());
+    save(
+        &store,
+        &message("household_finance", "q-1", 4, "u"),
+        &valid(),
+    )
+    .await;
+    assert_eq!(store.sheet_parked(&form, &id).await.unwrap(), None);
+    assert_eq!(waiting(&store, &form).await, [("q-1".to_owned(), 4)]);
+    // The other form's row was never touched.
+    assert_eq!(waiting(&store, &other).await, [("q-1".to_owned(), 1)]);
 }
 
 /// The recorded rows of these responses in a tab, sorted.

@@ -18,6 +18,7 @@ use crate::messages::{
 use crate::store::responses::{
     Decision, FlaggedCursor, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition,
     all_decided, decide, json, key, owned_key, prepare, stored_response, written_events,
+    written_keys,
 };
 
 /// The columns written for a response, in the order [`push_response`] binds them.
@@ -205,6 +206,10 @@ impl MySqlStore {
             );
             query.build().persistent(false).execute(&mut *tx).await?;
         }
+        // The transactional outbox: a written revision waits for its sheet from the moment it
+        // is committed.
+        let written = written_keys(batch, order, &outcomes);
+        self.enqueue_for_sheets(&mut tx, &written).await?;
         self.record_flag_events(&mut tx, &outcomes).await?;
         tx.commit().await?;
         all_decided(outcomes)

@@ -17,32 +17,46 @@ use super::{MySqlStore, push_list};
 use crate::messages::{FormId, ResponseId};
 use crate::store::sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
 
-#[async_trait::async_trait]
-impl SheetStore for MySqlStore {
-    async fn enqueue_many_for_sheet(
+impl MySqlStore {
+    /// Queues responses (`(form_id, response_id)`) for their sheet in `tx` (a response seen
+    /// twice is queued once). Queuing a response again unparks it: a newer revision may be
+    /// accepted.
+    pub(super) async fn enqueue_for_sheets(
         &self,
-        responses: &[(&ResponseId, &FormId)],
+        tx: &mut sqlx::Transaction<'_, MySql>,
+        keys: &[(&str, &str)],
     ) -> Result<(), sqlx::Error> {
-        // In key order, so that two consumers' statements lock rows in the same order.
-        let distinct: BTreeSet<(&str, &str)> = responses
-            .iter()
-            .map(|(response_id, form_id)| (form_id.as_str(), response_id.as_str()))
-            .collect();
+        // In key order, so that two transactions lock the outbox's rows in the same order.
+        let distinct: BTreeSet<(&str, &str)> = keys.iter().copied().collect();
         let keys: Vec<(&str, &str)> = distinct.into_iter().collect();
-        let mut tx = self.pool.begin().await?;
         for run in self.runs(&keys, 2, |_| 0)? {
-            // Queuing a response again unparks it: a newer revision may be accepted.
             let mut unpark = QueryBuilder::<MySql>::new("DELETE FROM sheet_parked WHERE ");
             push_pairs(&mut unpark, run);
-            unpark.build().persistent(false).execute(&mut *tx).await?;
+            unpark.build().persistent(false).execute(&mut **tx).await?;
             let mut enqueue =
                 QueryBuilder::<MySql>::new("INSERT INTO sheet_outbox (form_id, response_id) ");
             enqueue.push_values(run, |mut row, (form, id)| {
                 row.push_bind(*form).push_bind(*id);
             });
             enqueue.push(" ON DUPLICATE KEY UPDATE enqueued_at = SYSDATE(6)");
-            enqueue.build().persistent(false).execute(&mut *tx).await?;
+            enqueue.build().persistent(false).execute(&mut **tx).await?;
         }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl SheetStore for MySqlStore {
+    async fn enqueue_many_for_sheet(
+        &self,
+        responses: &[(&ResponseId, &FormId)],
+    ) -> Result<(), sqlx::Error> {
+        let keys: Vec<(&str, &str)> = responses
+            .iter()
+            .map(|(response_id, form_id)| (form_id.as_str(), response_id.as_str()))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        self.enqueue_for_sheets(&mut tx, &keys).await?;
         tx.commit().await
     }
 

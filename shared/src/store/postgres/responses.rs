@@ -10,6 +10,7 @@ use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredR
 use crate::store::responses::{
     Decision, FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided,
     decide, json, key, owned_key, parse_status, prepare, stored_response, written_events,
+    written_keys,
 };
 
 #[async_trait::async_trait]
@@ -141,6 +142,9 @@ impl ResponseStore for PgStore {
                 outcomes[i] = Some(SaveOutcome::Duplicate { stored, event });
             }
         }
+        // The transactional outbox: a written revision waits for its sheet from the moment it
+        // is committed.
+        super::sheets::enqueue(&mut tx, &written_keys(batch, order, &outcomes)).await?;
         record_flag_events(&mut tx, &outcomes).await?;
         tx.commit().await?;
         all_decided(outcomes)

@@ -15,26 +15,13 @@ impl SheetStore for PgStore {
         &self,
         responses: &[(&ResponseId, &FormId)],
     ) -> Result<(), sqlx::Error> {
-        let distinct: std::collections::BTreeSet<(&str, &str)> = responses
+        let keys: Vec<(&str, &str)> = responses
             .iter()
-            .map(|(response_id, form_id)| (response_id.as_str(), form_id.as_str()))
+            .map(|(response_id, form_id)| (form_id.as_str(), response_id.as_str()))
             .collect();
-        let (ids, forms): (Vec<&str>, Vec<&str>) = distinct.into_iter().unzip();
-        // Queuing a response again unparks it: a newer revision may be accepted.
-        sqlx::query(
-            "WITH unparked AS (
-                 DELETE FROM sheet_parked p USING UNNEST($1::text[], $2::text[]) AS k(id, form)
-                 WHERE p.response_id = k.id AND p.form_id = k.form)
-             INSERT INTO sheet_outbox (response_id, form_id)
-             SELECT * FROM UNNEST($1::text[], $2::text[])
-             ON CONFLICT (form_id, response_id) DO UPDATE
-                SET enqueued_at = clock_timestamp()",
-        )
-        .bind(&ids)
-        .bind(&forms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut tx = self.pool.begin().await?;
+        enqueue(&mut tx, &keys).await?;
+        tx.commit().await
     }
 
     async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, sqlx::Error> {
@@ -348,4 +335,32 @@ impl TabLocks for PgTabLocks {
     fn discard(mut self: Box<Self>) {
         self.0.close_on_drop();
     }
+}
+
+/// Queues responses (`(form_id, response_id)`) for their sheet in `tx` (a response seen twice
+/// is queued once). Queuing a response again unparks it: a newer revision may be accepted.
+pub(super) async fn enqueue(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    keys: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // In key order, so that two transactions lock the outbox's rows in the same order.
+    let distinct: std::collections::BTreeSet<(&str, &str)> = keys.iter().copied().collect();
+    let (forms, ids): (Vec<&str>, Vec<&str>) = distinct.into_iter().unzip();
+    sqlx::query(
+        "WITH unparked AS (
+             DELETE FROM sheet_parked p USING UNNEST($1::text[], $2::text[]) AS k(form, id)
+             WHERE p.response_id = k.id AND p.form_id = k.form)
+         INSERT INTO sheet_outbox (form_id, response_id)
+         SELECT * FROM UNNEST($1::text[], $2::text[])
+         ON CONFLICT (form_id, response_id) DO UPDATE
+            SET enqueued_at = clock_timestamp()",
+    )
+    .bind(&forms)
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
