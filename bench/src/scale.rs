@@ -129,14 +129,15 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     };
     let mut accepted_at = None;
     let mut committed_at = None;
-    let (mut validator_depth, mut sheets_depth, mut size) = (0u32, 0u32, 0i64);
+    let (mut validator_depth, mut outbox_depth, mut size) = (0u32, 0i64, 0i64);
     let mut last_report = Instant::now();
     let deadline = Duration::from_secs(4 * 3600);
     let total = loop {
         let stored = collect_testkit::count(&pool, "SELECT count(*) FROM responses").await?;
         let rows = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_rows").await?;
         validator_depth = validator_depth.max(depth(setup.topology.validator_queue()).await);
-        sheets_depth = sheets_depth.max(depth(setup.topology.sheets_queue()).await);
+        let waiting = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_outbox").await?;
+        outbox_depth = outbox_depth.max(waiting);
         size = size.max(collect_testkit::count(&pool, size_sql).await?);
         if accepted_at.is_none() && senders.iter().all(|s| s.is_finished()) {
             accepted_at = Some(started.elapsed());
@@ -150,11 +151,10 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         if last_report.elapsed() >= Duration::from_secs(30) {
             last_report = Instant::now();
             println!(
-                "  {:>5.0} s: {} accepted, {stored} committed, {rows} in sheets; queues: validator {}, sheets {}; database {:.0} MB",
+                "  {:>5.0} s: {} accepted, {stored} committed, {rows} in sheets; N.validator {}, sheet outbox {waiting}; database {:.0} MB",
                 started.elapsed().as_secs_f64(),
                 next.load(Ordering::Relaxed).min(n),
                 depth(setup.topology.validator_queue()).await,
-                depth(setup.topology.sheets_queue()).await,
                 size as f64 / 1e6,
             );
         }
@@ -205,7 +205,7 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         setup.emulator.write_count()
     );
     println!(
-        "grew: database {:.0} MB at most ({:.0} bytes a response); deepest queues: N.validator {validator_depth}, N.sheets {sheets_depth}",
+        "grew: database {:.0} MB at most ({:.0} bytes a response); deepest: N.validator {validator_depth}, the sheet outbox {outbox_depth} rows",
         size as f64 / 1e6,
         size as f64 / n as f64
     );

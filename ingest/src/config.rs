@@ -51,6 +51,17 @@ pub struct IngestConfig {
     #[arg(long, env = "COLLECT_PUBLISH_WINDOW", default_value_t = 512)]
     pub publish_window: usize,
 
+    /// Most responses ingest gathers into one message to `N.responses` (those that arrive
+    /// while earlier publishes await their confirms); 1: one message per response.
+    #[arg(long, env = "COLLECT_PUBLISH_GATHER_MAX", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub publish_gather_max: u16,
+
+    /// Gathered publishes awaiting their confirm at once: while all are in flight, arriving
+    /// responses wait and go together in the next one. Fewer gather more (fewer messages for
+    /// the broker) at the cost of a wait of up to one confirm.
+    #[arg(long, env = "COLLECT_PUBLISH_GATHER_SLOTS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub publish_gather_slots: u16,
+
     /// On SIGTERM, how long in-flight requests may take to finish before the process exits.
     #[arg(long, env = "COLLECT_SHUTDOWN_TIMEOUT_MS", default_value_t = 9000)]
     pub shutdown_timeout_ms: u64,
@@ -101,6 +112,15 @@ impl IngestConfig {
             ),
             timeout: Duration::from_millis(self.webhooks_timeout_ms.max(1)),
             retention: Duration::from_secs(self.webhooks_retention_hours.saturating_mul(3600)),
+        }
+    }
+
+    pub fn gather_settings(&self) -> crate::gather::GatherSettings {
+        crate::gather::GatherSettings {
+            max_responses: usize::from(self.publish_gather_max),
+            // Well within RabbitMQ's message size limit; a larger response goes alone.
+            max_bytes: 1024 * 1024,
+            slots: usize::from(self.publish_gather_slots),
         }
     }
 

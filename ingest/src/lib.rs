@@ -5,6 +5,7 @@ mod auth;
 mod body;
 pub mod config;
 mod error;
+mod gather;
 mod openapi;
 mod routes;
 mod seed;
@@ -117,8 +118,11 @@ impl Application {
             config.webhook_settings(),
         )?;
         let state = routes::AppState {
-            publisher,
-            exchange: topology.responses_exchange().into(),
+            gatherer: gather::Gatherer::start(
+                publisher,
+                topology.responses_exchange().into(),
+                config.gather_settings(),
+            ),
             forms: Arc::new(FormCache::new(store.clone(), FORM_CACHE_TTL)),
             store: store.clone(),
             max_body_bytes: config.max_body_bytes,

@@ -1,8 +1,7 @@
-//! `sheets-sync`: keeps each form's Google Sheet up to date. It consumes `N.sheets` into an
-//! outbox in PostgreSQL and writes waiting rows to their sheets in batches, each response in
-//! exactly one row.
+//! `sheets-sync`: keeps each form's Google Sheet up to date. It reads the outbox the validator
+//! writes with each stored revision (`sheet_outbox`) and writes waiting rows to their sheets in
+//! batches, each response in exactly one row. It needs the database and Google, not RabbitMQ.
 
-mod consumer;
 mod google;
 mod sheet_row;
 mod status;
@@ -14,9 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use collect_shared::amqp::{
-    Batching, Broker, BrokerSettings, PublishSettings, Publisher, Topology,
-};
 use collect_shared::config::CommonConfig;
 use collect_shared::server;
 use collect_shared::store::{FormCache, Store};
@@ -78,17 +74,6 @@ pub struct SheetsSyncConfig {
     /// writer that has not progressed for this long plus twice `SHEETS_REQUEST_TIMEOUT_MS`.
     #[arg(long, env = "SHEETS_NOT_READY_AFTER_MS", default_value_t = 60_000)]
     pub not_ready_after_ms: u64,
-
-    /// Deliveries of `N.sheets` in hand at once; those ready together are queued for their
-    /// sheet in one statement (at most 100). At least 1: AMQP's prefetch 0 would mean
-    /// unlimited.
-    #[arg(long, env = "SHEETS_SYNC_PREFETCH", default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..))]
-    pub prefetch: u16,
-
-    /// How long a batch of `N.sheets` deliveries may wait for more after its first, in
-    /// milliseconds (0: never waits): one statement and one ack for many.
-    #[arg(long, env = "SHEETS_SYNC_LINGER_MS", default_value_t = 100)]
-    pub linger_ms: u64,
 }
 
 /// sheets-sync, bound to its port, its database ready.
@@ -141,32 +126,6 @@ impl Application {
                 None
             }
         };
-        let topology = Topology::new(config.common.namespace.clone());
-        let broker = Broker::start(BrokerSettings::new(
-            config.common.amqp_url.clone(),
-            "sheets-sync",
-            topology.clone(),
-        ));
-        let publisher = Publisher::new(
-            broker.clone(),
-            PublishSettings::default(),
-            "collect-sheets-sync",
-        );
-        let consumer = Arc::new(consumer::Consumer {
-            store: self.store.clone(),
-            publisher,
-            topology,
-            shutdown: shutdown.clone(),
-        });
-        let consuming = tokio::spawn(consumer::run(
-            consumer,
-            broker.clone(),
-            Batching {
-                prefetch: config.prefetch,
-                batch: 100,
-                linger: Duration::from_millis(config.linger_ms),
-            },
-        ));
         let writer = writer::Writer::new(
             self.store.clone(),
             Arc::new(FormCache::new(self.store.clone(), Duration::from_secs(2))),
@@ -229,18 +188,15 @@ impl Application {
             })
         });
         let readiness = Readiness::new()
-            .with_check("broker", broker.readiness_check())
             .with_check("database", self.store.readiness_check())
             .with_check("sheets", sheets_check);
         let router = ops_router(readiness).layer(axum::middleware::from_fn(track_http));
         server::serve(self.listener, router, shutdown, Duration::from_secs(5)).await?;
         let _ = tokio::time::timeout(Duration::from_secs(8), async {
-            let _ = consuming.await;
             let _ = writing.await;
             let _ = reporting.await;
         })
         .await;
-        broker.close().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -251,23 +207,4 @@ pub async fn run(config: SheetsSyncConfig, shutdown: CancellationToken) -> anyho
         .await?
         .run_until_stopped(shutdown)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[test]
-    fn prefetch_zero_is_refused_since_amqp_reads_it_as_unlimited() {
-        let parse = |prefetch: &str| {
-            SheetsSyncConfig::try_parse_from(["sheets-sync", "--prefetch", prefetch])
-                .map(|config| config.prefetch)
-                .map_err(|error| error.to_string())
-        };
-        assert_eq!(parse("1"), Ok(1));
-        let refused = parse("0").expect_err("prefetch 0 is refused");
-        assert!(refused.contains("--prefetch"), "{refused}");
-    }
 }

@@ -78,6 +78,9 @@ pub struct Probe {
     _connection: Connection,
     channel: Channel,
     consumer: Consumer,
+    /// The rest of a message that carried several responses (a JSON array, as ingest gathers
+    /// them), read one at a time by [`Probe::next_within`].
+    parts: std::collections::VecDeque<Received>,
 }
 
 impl Probe {
@@ -123,17 +126,33 @@ impl Probe {
             _connection: connection,
             channel,
             consumer,
+            parts: std::collections::VecDeque::new(),
         }
     }
 
-    /// The next message, or `None` when none comes within `wait`.
+    /// The next message, or `None` when none comes within `wait`. A message that is a JSON
+    /// array (responses ingest gathered) is read one element at a time, each with the
+    /// message's routing key and properties: this reads responses, not messages (see
+    /// [`Probe::next_raw_within`] for those).
     pub async fn next_within(&mut self, wait: Duration) -> Option<Received> {
+        if let Some(part) = self.parts.pop_front() {
+            return Some(part);
+        }
         let raw = self.next_raw_within(wait).await?;
-        Some(Received {
-            routing_key: raw.routing_key,
-            properties: raw.properties,
-            body: serde_json::from_slice(&raw.data).expect("a JSON message"),
-        })
+        let body: serde_json::Value = serde_json::from_slice(&raw.data).expect("a JSON message");
+        let serde_json::Value::Array(parts) = body else {
+            return Some(Received {
+                routing_key: raw.routing_key,
+                properties: raw.properties,
+                body,
+            });
+        };
+        self.parts.extend(parts.into_iter().map(|body| Received {
+            routing_key: raw.routing_key.clone(),
+            properties: raw.properties.clone(),
+            body,
+        }));
+        self.parts.pop_front()
     }
 
     /// The next message as bytes, or `None` when none comes within `wait`.

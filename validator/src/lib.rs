@@ -1,7 +1,9 @@
 //! `validator`: consumes `N.validator`, checks each response against its form's rules, stores
 //! it, and publishes the stored row to `N.saved` and `flagged` / `cleared` events to `N.flags`;
-//! it acks only after all of that is committed and confirmed.
+//! it acks only after all of that is committed and confirmed. Each revision it writes is queued
+//! for its sheet in the transaction that stores it (sheets-sync reads that outbox).
 
+pub mod retired;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -119,6 +121,16 @@ impl Application {
             PublishSettings::default(),
             "collect-validator",
         );
+        let retiring = tokio::spawn(
+            retired::Retired {
+                broker: broker.clone(),
+                store: self.store.clone(),
+                publisher: publisher.clone(),
+                topology: topology.clone(),
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        );
         let worker = Arc::new(worker::Worker {
             forms: FormCache::new(self.store.clone(), FORM_CACHE_TTL),
             store: self.store.clone(),
@@ -149,6 +161,7 @@ impl Application {
                 "in-flight deliveries did not finish within 8 s; they will be redelivered"
             );
         }
+        let _ = tokio::time::timeout(Duration::from_secs(2), retiring).await;
         broker.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -7,7 +7,7 @@ use std::time::Instant;
 use chrono::Utc;
 use collect_shared::amqp::{
     Batching, Broker, OutgoingMessage, Publisher, Retried, Settled, Topology, consume_batches,
-    dead_letter, retry_transient, retry_until_shutdown,
+    dead_letter_part, retry_transient, retry_until_shutdown,
 };
 use collect_shared::messages::{FlagEvent, ResponseMessage, StoredResponse};
 use collect_shared::rules::Evaluation;
@@ -161,7 +161,9 @@ impl Worker {
             message_id: stored.response_id.as_str(),
             body: &body,
             headers: None,
-            mandatory: true,
+            // For whoever subscribes: the sheet's outbox is written with the response, so an
+            // event nobody is bound for is simply dropped.
+            mandatory: false,
         })
         .await
     }
@@ -175,48 +177,62 @@ impl Worker {
         .is_some()
     }
 
-    /// Processes the deliveries that arrived together: checks each, stores them in one
-    /// transaction (a response (form and id) seen twice goes in a later round, so revisions apply in
-    /// order), publishes their events (confirms pipelined), and acks each when its work is
-    /// committed. What cannot be processed, ever, goes to `N.dead`.
+    /// Processes the deliveries that arrived together: checks each response they carry (a
+    /// message is one response, or an array of them as ingest gathers them), stores them in
+    /// one transaction (a response (form and id) seen twice goes in a later round, so
+    /// revisions apply in order), publishes their events (confirms pipelined), and acks each
+    /// delivery when the work of all its responses is committed. What cannot be processed,
+    /// ever, goes to `N.dead`, alone.
     pub async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Settled> {
         let started = Instant::now();
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
-        let mut checked: Vec<Option<Checked>> = Vec::with_capacity(deliveries.len());
+        // Each response: its delivery and its bytes; or the delivery's outcome at once.
+        let mut parts: Vec<(usize, &[u8])> = Vec::with_capacity(deliveries.len());
+        let mut refused: Vec<Option<String>> = vec![None; deliveries.len()];
         for (i, delivery) in deliveries.iter().enumerate() {
-            match self.check(&delivery.data).await {
+            match split(&delivery.data) {
+                Ok(split) => parts.extend(split.into_iter().map(|part| (i, part))),
+                Err(reason) => refused[i] = Some(reason),
+            }
+        }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; parts.len()];
+        let mut checked: Vec<Option<Checked>> = Vec::with_capacity(parts.len());
+        for (p, &(_, body)) in parts.iter().enumerate() {
+            match self.check(body).await {
                 Ok(c) => checked.push(Some(c)),
                 Err(outcome) => {
-                    outcomes[i] = Some(outcome);
+                    outcomes[p] = Some(outcome);
                     checked.push(None);
                 }
             }
         }
-        let mut waiting: Vec<usize> = (0..deliveries.len())
-            .filter(|&i| checked[i].is_some())
-            .collect();
+        let mut waiting: Vec<usize> = (0..parts.len()).filter(|&p| checked[p].is_some()).collect();
         while !waiting.is_empty() {
             let mut ids = std::collections::HashSet::new();
-            let (round, later): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&i| {
-                checked[i].as_ref().is_some_and(|c| {
+            let (round, later): (Vec<usize>, Vec<usize>) = waiting.iter().partition(|&&p| {
+                checked[p].as_ref().is_some_and(|c| {
                     ids.insert((c.message.form_id.as_str(), c.message.response_id.as_str()))
                 })
             });
             waiting = later;
-            // One transaction for the round; if the database refuses it for its data, each
-            // response on its own, so that only the one at fault is set aside.
-            let mut groups = vec![round];
+            // One transaction per `MAX_PER_TRANSACTION` of the round; if the database refuses
+            // one for its data, each response on its own, so that only the one at fault is
+            // set aside.
+            let mut groups: Vec<Vec<usize>> = round
+                .chunks(MAX_PER_TRANSACTION)
+                .rev()
+                .map(<[usize]>::to_vec)
+                .collect();
             while let Some(group) = groups.pop() {
                 let batch: Vec<&Checked> =
-                    group.iter().filter_map(|&i| checked[i].as_ref()).collect();
+                    group.iter().filter_map(|&p| checked[p].as_ref()).collect();
                 match self.store(&batch).await {
                     Retried::Done(saved) => {
                         let published = futures::future::join_all(
                             saved.into_iter().map(|s| self.publish_events(s)),
                         )
                         .await;
-                        for (&i, outcome) in group.iter().zip(published) {
-                            outcomes[i] = Some(outcome);
+                        for (&p, outcome) in group.iter().zip(published) {
+                            outcomes[p] = Some(outcome);
                         }
                     }
                     Retried::Permanent(error) if group.len() == 1 => {
@@ -230,7 +246,7 @@ impl Worker {
                             responses = group.len(),
                             "the database refused a batch for its data; storing its responses one by one"
                         );
-                        groups.extend(group.iter().rev().map(|&i| vec![i]));
+                        groups.extend(group.iter().rev().map(|&p| vec![p]));
                     }
                     Retried::Shutdown => {
                         // Unset outcomes are abandoned: redelivered after the restart.
@@ -240,47 +256,82 @@ impl Worker {
                 }
             }
         }
-        let finished = deliveries.iter().zip(outcomes).map(|(delivery, outcome)| {
-            self.finish(delivery, outcome.unwrap_or(Outcome::Abandoned))
-        });
+        let mut of_delivery: Vec<Vec<(&[u8], Outcome)>> = vec![Vec::new(); deliveries.len()];
+        for ((i, body), outcome) in parts.iter().zip(outcomes) {
+            of_delivery[*i].push((body, outcome.unwrap_or(Outcome::Abandoned)));
+        }
+        for (i, reason) in refused.into_iter().enumerate() {
+            if let Some(reason) = reason {
+                of_delivery[i].push((&deliveries[i].data, Outcome::DeadLettered(reason)));
+            }
+        }
+        let finished = deliveries
+            .iter()
+            .zip(of_delivery)
+            .map(|(delivery, parts)| self.finish(delivery, parts));
         let settled = futures::future::join_all(finished).await;
-        metrics::histogram!("collect_validator_batch_size").record(deliveries.len() as f64);
+        metrics::histogram!("collect_validator_batch_size").record(parts.len() as f64);
         metrics::histogram!("collect_validator_processing_seconds")
             .record(started.elapsed().as_secs_f64());
         settled
     }
 
-    /// Dead-letters and counts one delivery; whether to ack it.
-    async fn finish(&self, delivery: &Delivery, mut outcome: Outcome) -> Settled {
-        if let Outcome::DeadLettered(reason) = &outcome {
-            warn!(%reason, routing_key = %delivery.routing_key, "dead-lettering a message");
-            let dead_lettered = dead_letter(
-                &self.publisher,
-                &self.topology.dead_exchange(),
-                &self.topology.validator_queue(),
-                delivery,
-                reason,
-                &self.shutdown,
-            )
-            .await;
-            if !dead_lettered {
-                outcome = Outcome::Abandoned;
+    /// Dead-letters what must be and counts the responses of one delivery; whether to ack it
+    /// (not while any of its responses is abandoned: it comes back whole, and what was
+    /// stored of it is then a duplicate).
+    async fn finish(&self, delivery: &Delivery, parts: Vec<(&[u8], Outcome)>) -> Settled {
+        let mut keep = false;
+        for (body, mut outcome) in parts {
+            if let Outcome::DeadLettered(reason) = &outcome {
+                warn!(%reason, routing_key = %delivery.routing_key, "dead-lettering a message");
+                let dead_lettered = dead_letter_part(
+                    &self.publisher,
+                    &self.topology.dead_exchange(),
+                    &self.topology.validator_queue(),
+                    delivery,
+                    body,
+                    reason,
+                    &self.shutdown,
+                )
+                .await;
+                if !dead_lettered {
+                    outcome = Outcome::Abandoned;
+                }
             }
+            let label = match &outcome {
+                Outcome::Written => "written",
+                Outcome::Duplicate => "duplicate",
+                Outcome::Stale => "stale",
+                Outcome::DeadLettered(_) => "dead_lettered",
+                Outcome::Abandoned => "abandoned",
+            };
+            metrics::counter!("collect_validator_messages_total", "outcome" => label).increment(1);
+            keep |= outcome == Outcome::Abandoned;
         }
-        let label = match &outcome {
-            Outcome::Written => "written",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Stale => "stale",
-            Outcome::DeadLettered(_) => "dead_lettered",
-            Outcome::Abandoned => "abandoned",
-        };
-        metrics::counter!("collect_validator_messages_total", "outcome" => label).increment(1);
-        if outcome == Outcome::Abandoned {
-            Settled::Keep
-        } else {
-            Settled::Ack
-        }
+        if keep { Settled::Keep } else { Settled::Ack }
     }
+}
+
+/// Responses stored in one transaction at most (a batch of deliveries that each carry many
+/// responses is stored in several).
+const MAX_PER_TRANSACTION: usize = 1000;
+
+/// The responses a message body carries: the body itself (a JSON object, or anything else:
+/// [`Worker::check`] says what is wrong with it), or each element of a JSON array. An array
+/// that is not JSON, or is empty, is refused whole.
+fn split(body: &[u8]) -> Result<Vec<&[u8]>, String> {
+    if body.trim_ascii_start().first() != Some(&b'[') {
+        return Ok(vec![body]);
+    }
+    let parts: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+        .map_err(|error| format!("not a response message or an array of them: {error}"))?;
+    if parts.is_empty() {
+        return Err("an empty array carries no response".into());
+    }
+    Ok(parts
+        .into_iter()
+        .map(|part| part.get().as_bytes())
+        .collect())
 }
 
 /// Consumes `N.validator` until `shutdown`, `batching.batch` deliveries at most per
@@ -293,4 +344,22 @@ pub async fn run(worker: Arc<Worker>, broker: Broker, batching: Batching) {
         async move { worker.handle_batch(deliveries).await }
     })
     .await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn a_body_is_one_response_or_an_array_of_them() {
+        assert_eq!(split(br#"{"a":1}"#).unwrap(), [br#"{"a":1}"#.as_slice()]);
+        assert_eq!(split(b"not json").unwrap(), [b"not json".as_slice()]);
+        assert_eq!(
+            split(br#" [{"a":1}, {"b":[2]} ,"x"]"#).unwrap(),
+            [br#"{"a":1}"#.as_slice(), br#"{"b":[2]}"#, br#""x""#]
+        );
+        assert!(split(b"[]").unwrap_err().contains("empty"));
+        assert!(split(br#"[{"a":1},"#).unwrap_err().contains("array"));
+    }
 }

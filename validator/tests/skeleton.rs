@@ -3,5 +3,6 @@
 
 #[tokio::test]
 async fn starts_declares_the_topology_and_stops_on_sigterm() {
-    collect_testkit::check_lifecycle(env!("CARGO_BIN_EXE_validator"), "VALIDATOR_LISTEN").await;
+    collect_testkit::check_lifecycle(env!("CARGO_BIN_EXE_validator"), "VALIDATOR_LISTEN", true)
+        .await;
 }

@@ -30,6 +30,8 @@ pub struct Cluster {
     pub validators: Vec<ServiceProcess>,
     pub syncs: Vec<ServiceProcess>,
     flags: Probe,
+    /// Every response accepted so far (ids), for [`Cluster::unstored`].
+    accepted: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::ops::Deref for Cluster {
@@ -83,7 +85,20 @@ impl Cluster {
             validators: started,
             syncs: sheets,
             flags,
+            accepted: Default::default(),
         }
+    }
+
+    /// How many responses accepted so far are not stored yet: the validators' backlog, in
+    /// their hands or in `N.validator`.
+    pub async fn unstored(&self) -> i64 {
+        let accepted = self.accepted.lock().unwrap().len() as i64;
+        let pool = collect_testkit::database_pool(&self.database_url).await;
+        let stored = collect_testkit::count(&pool, "SELECT count(*) FROM responses")
+            .await
+            .unwrap();
+        pool.close().await;
+        accepted - stored
     }
 }
 
@@ -175,6 +190,7 @@ impl Cluster {
                 if result["status"] == "accepted" {
                     let id = result["response_id"].as_str().unwrap();
                     Sent::record(&mut sent.accepted, id, result["revision"].as_u64().unwrap());
+                    self.accepted.lock().unwrap().insert(id.to_owned());
                 } else {
                     refused.push(envelope);
                 }
@@ -218,9 +234,10 @@ impl Cluster {
                 .await;
             let cells = self.emulator.tab_values(SPREADSHEET, TAB);
             let rows = cells.as_ref().map_or(0, Vec::len);
-            // Rows not yet at their stored revision: the outbox can be empty while a saved
-            // event is still on its way to sheets-sync (in N.sheets, or redelivered after a
-            // restart), so an empty outbox alone is not quiet.
+            // Rows not yet at their stored revision: the outbox is written with the response,
+            // but a row taken off it may still be on its way into the sheet (a write whose
+            // outcome a restart left unknown is reconciled first), so an empty outbox alone
+            // is not quiet.
             let behind = cells.as_ref().map_or(usize::MAX, |cells| {
                 cells
                     .iter()

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use chrono::Utc;
-use collect_shared::amqp::{OutgoingMessage, Publisher};
 use collect_shared::forms::Form;
 use collect_shared::messages::{FormId, ResponseEnvelope, ResponseMessage};
 use collect_shared::store::{FormCache, FormLookupError, Store};
@@ -40,9 +39,8 @@ pub use submit::{__path_collect, __path_submit, __path_submit_batch};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub publisher: Publisher,
-    /// `N.responses`.
-    pub exchange: Arc<str>,
+    /// Publishes to `N.responses`, gathering responses that arrive together.
+    pub gatherer: crate::gather::Gatherer,
     pub forms: Arc<FormCache>,
     pub store: Store,
     pub max_body_bytes: usize,
@@ -85,15 +83,11 @@ impl AppState {
                 format!("cannot encode the message: {error}"),
             )
         })?;
-        let outgoing = OutgoingMessage {
-            exchange: &self.exchange,
-            routing_key: form.id.as_str(),
-            message_id: message.response_id.as_str(),
-            body: &body,
-            headers: None,
-            mandatory: true,
-        };
-        if let Err(error) = self.publisher.publish(outgoing).await {
+        let published = self
+            .gatherer
+            .publish(form.id.as_str(), message.response_id.as_str(), body)
+            .await;
+        if let Err(error) = published {
             tracing::warn!(response_id = %message.response_id, %error, "response not accepted");
             return Err(ApiError::unavailable(error));
         }

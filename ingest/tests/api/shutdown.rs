@@ -52,7 +52,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         .collect();
     eventually(
         Duration::from_secs(10),
-        "five publishes awaiting their confirm",
+        "five responses awaiting their confirm",
         || async {
             let metrics = client
                 .get(url("/metrics"))
@@ -64,7 +64,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
                 .ok()?;
             metrics
                 .lines()
-                .any(|line| line == "collect_publishes_in_flight 5")
+                .any(|line| line == "collect_ingest_responses_in_flight 5")
                 .then_some(())
         },
     )

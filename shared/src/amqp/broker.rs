@@ -16,7 +16,7 @@ use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Topology;
 use crate::config::redact_url;
@@ -316,6 +316,11 @@ async fn watch_connection(
                 Some(Event::Connected) => info!("RabbitMQ connection established"),
                 Some(Event::ConnectionBlocked(reason)) => warn!(%reason, "RabbitMQ blocked publishing"),
                 Some(Event::ConnectionUnblocked) => info!("RabbitMQ unblocked publishing"),
+                // A channel's own error (a passive declare of a missing queue, say) is the
+                // caller's to report: only the connection's are worth a warning here.
+                Some(Event::Error(error)) if is_channel_error(&error) => {
+                    debug!(%error, "RabbitMQ closed a channel");
+                }
                 Some(Event::Error(error)) => warn!(%error, "RabbitMQ connection error"),
                 Some(_) => {}
                 None => return lost(&connection, "connection dropped").await,
@@ -347,4 +352,13 @@ async fn watch_connection(
             }
         }
     }
+}
+
+/// Whether the broker closed only a channel (a soft AMQP error), not the connection.
+fn is_channel_error(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(_))
+    )
 }

@@ -318,6 +318,29 @@ pub async fn dead_letter(
     reason: &str,
     shutdown: &CancellationToken,
 ) -> bool {
+    dead_letter_part(
+        publisher,
+        dead_exchange,
+        queue,
+        delivery,
+        &delivery.data,
+        reason,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`dead_letter`], for `body`, a part of the delivery (one response of a message that
+/// carries several): it is set aside alone, with the delivery's headers of origin.
+pub async fn dead_letter_part(
+    publisher: &Publisher,
+    dead_exchange: &str,
+    queue: &str,
+    delivery: &Delivery,
+    body: &[u8],
+    reason: &str,
+    shutdown: &CancellationToken,
+) -> bool {
     let mut headers = FieldTable::default();
     for (key, value) in [
         ("x-collect-reason", reason),
@@ -336,7 +359,7 @@ pub async fn dead_letter(
         exchange: dead_exchange,
         routing_key: "",
         message_id: &message_id,
-        body: &delivery.data,
+        body,
         headers: Some(&headers),
         mandatory: true,
     };

@@ -1,8 +1,9 @@
 //! Looking at and replaying what was set aside in `N.dead`.
 //!
 //! A dead letter goes back where it came from: a message the validator refused (header
-//! `x-collect-queue: N.validator`) to `N.responses`, one sheets-sync refused to `N.saved`, each
-//! with its original routing key; one RabbitMQ dead-lettered after too many deliveries to the
+//! `x-collect-queue: N.validator`) to `N.responses`, a flag event ingest's webhook recorder
+//! refused to `N.flags`, each with its original routing key (one from the retired `N.sheets`
+//! is not replayed: nothing consumes `N.saved` for the sheets any more); one RabbitMQ dead-lettered after too many deliveries to the
 //! exchange and routing key its `x-death` header names.
 
 use std::time::Duration;
@@ -151,9 +152,6 @@ fn describe(topology: &Topology, delivery: &Delivery) -> DeadLetter {
     let replay_to = match text(headers.get("x-collect-queue")) {
         Some(queue) if queue == topology.validator_queue() => {
             routing_key.map(|key| (topology.responses_exchange(), key))
-        }
-        Some(queue) if queue == topology.sheets_queue() => {
-            routing_key.map(|key| (topology.saved_exchange(), key))
         }
         Some(queue) if queue == topology.webhooks_queue() => {
             routing_key.map(|key| (topology.flags_exchange(), key))

@@ -56,7 +56,9 @@ impl Topology {
     pub fn saved_exchange(&self) -> String {
         self.name("saved")
     }
-    /// Quorum queue sheets-sync consumes, bound to `saved` with `#`.
+    /// The quorum queue sheets-sync consumed, bound to `saved` with `#`, before the validator
+    /// wrote the sheet outbox itself. Retired: nothing declares it; the validator drains a
+    /// leftover one into the outbox and deletes it.
     pub fn sheets_queue(&self) -> String {
         self.name("sheets")
     }
@@ -112,10 +114,6 @@ impl Topology {
             "#",
         )
         .await?;
-        self.declare_queue(channel, &self.sheets_queue(), work_queue_arguments.clone())
-            .await?;
-        self.bind(channel, &self.sheets_queue(), &self.saved_exchange(), "#")
-            .await?;
         self.declare_queue(channel, &self.webhooks_queue(), work_queue_arguments)
             .await?;
         self.bind(channel, &self.webhooks_queue(), &self.flags_exchange(), "#")

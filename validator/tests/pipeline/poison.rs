@@ -230,9 +230,18 @@ async fn a_response_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_
         topology: pipeline.topology.clone(),
         shutdown: shutdown.clone(),
     };
-    tokio::time::timeout(Duration::from_secs(30), worker.handle_batch(deliveries))
+    let acks: Vec<lapin::Acker> = deliveries.iter().map(|d| d.acker.clone()).collect();
+    let settled = tokio::time::timeout(Duration::from_secs(30), worker.handle_batch(deliveries))
         .await
         .expect("the batch is handled, not retried for ever");
+    // Every delivery is to be acked (the bad one once it is in `N.dead`); the consumer would.
+    assert_eq!(settled, vec![collect_shared::amqp::Settled::Ack; 11]);
+    for acker in acks {
+        acker
+            .ack(lapin::options::BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
 
     for i in (0..11).filter(|&i| i != 5) {
         let stored = pipeline.stored(&format!("r-mix-{i}"), 1).await;

@@ -221,7 +221,6 @@ fn alerts_name_real_queues_and_dependencies() {
     let topology = Topology::new("collect".parse().unwrap());
     let queues: BTreeSet<String> = [
         topology.validator_queue(),
-        topology.sheets_queue(),
         topology.webhooks_queue(),
         topology.dead_queue(),
     ]

@@ -110,7 +110,6 @@ fn channels_are_the_topology() {
     let queues = channels_by_kind("queue");
     let expected: BTreeSet<String> = [
         topology.validator_queue(),
-        topology.sheets_queue(),
         topology.webhooks_queue(),
         topology.dead_queue(),
     ]
@@ -144,7 +143,7 @@ fn channels_are_the_topology() {
 }
 
 /// Each channel carries the message the code publishes there: ResponseMessage on
-/// `N.responses` and `N.validator`, StoredResponse on `N.saved` and `N.sheets`, FlagEvent on
+/// `N.responses` and `N.validator` (alone or gathered in an array), StoredResponse on `N.saved`, FlagEvent on
 /// `N.flags`, dead letters on `N.dead`.
 #[test]
 fn each_channel_carries_its_message() {
@@ -174,17 +173,17 @@ fn each_channel_carries_its_message() {
             .map(|n| (*n).to_owned())
             .collect::<BTreeSet<_>>()
     };
-    assert_eq!(payload_of("collect.responses"), set(&["ResponseMessage"]));
-    assert_eq!(payload_of("collect.validator"), set(&["ResponseMessage"]));
+    let responses = set(&["ResponseMessage", "Responses (inline)"]);
+    assert_eq!(payload_of("collect.responses"), responses);
+    assert_eq!(payload_of("collect.validator"), responses);
     assert_eq!(payload_of("collect.saved"), set(&["StoredResponse"]));
-    assert_eq!(payload_of("collect.sheets"), set(&["StoredResponse"]));
     assert_eq!(payload_of("collect.flags"), set(&["FlagEvent"]));
     assert_eq!(payload_of("collect.dead"), set(&["DeadLetter (inline)"]));
 
     // Every operation sends to or receives from a channel of the document, with messages of
     // that channel.
     let operations = document["operations"].as_object().unwrap();
-    assert!(operations.len() >= 6);
+    assert!(operations.len() >= 5);
     for (name, operation) in operations {
         let channel = text(&operation["channel"]["$ref"], "channel");
         let channel = channel.strip_prefix("#/channels/").unwrap();

@@ -296,13 +296,17 @@ fn services_select_a_deployment_and_target_its_port() {
 }
 
 #[test]
-fn keda_scales_each_worker_on_its_own_queue() {
+fn keda_scales_each_worker_on_its_own_backlog() {
     let topology = Topology::new(namespace());
     let deployments = of_kind("Deployment");
     let scaled = of_kind("ScaledObject");
+    // What each trigger measures: the validator's queue, or the sheet outbox's rows.
     let expected: BTreeMap<String, String> = [
         ("validator".to_owned(), topology.validator_queue()),
-        ("sheets-sync".to_owned(), topology.sheets_queue()),
+        (
+            "sheets-sync".to_owned(),
+            "SELECT count(*) FROM sheet_outbox".to_owned(),
+        ),
     ]
     .into();
     let mut found = BTreeMap::new();
@@ -313,22 +317,32 @@ fn keda_scales_each_worker_on_its_own_queue() {
         let triggers = object["spec"]["triggers"].as_array().unwrap();
         assert_eq!(triggers.len(), 1, "{name}");
         let trigger = &triggers[0];
-        assert_eq!(trigger["type"], "rabbitmq");
-        assert_eq!(trigger["metadata"]["protocol"], "amqp");
-        assert_eq!(trigger["metadata"]["mode"], "QueueLength");
-        text(&trigger["metadata"]["value"], "value")
-            .parse::<u32>()
-            .unwrap();
+        let metadata = &trigger["metadata"];
         let authentication = text(&trigger["authenticationRef"]["name"], "authenticationRef");
         let authentication = &of_kind("TriggerAuthentication")[authentication];
         let reference = &authentication["spec"]["secretTargetRef"][0];
-        assert_eq!(reference["parameter"], "host");
         let secret = entries("Secret", text(&reference["name"], "secret"));
-        assert!(secret[text(&reference["key"], "key")].starts_with("amqp://"));
-        found.insert(
-            target.to_owned(),
-            text(&trigger["metadata"]["queueName"], "queueName").to_owned(),
-        );
+        let url = &secret[text(&reference["key"], "key")];
+        let measured = match text(&trigger["type"], "type") {
+            "rabbitmq" => {
+                assert_eq!(metadata["protocol"], "amqp");
+                assert_eq!(metadata["mode"], "QueueLength");
+                text(&metadata["value"], "value").parse::<u32>().unwrap();
+                assert_eq!(reference["parameter"], "host");
+                assert!(url.starts_with("amqp://"), "{url}");
+                text(&metadata["queueName"], "queueName")
+            }
+            "postgresql" => {
+                text(&metadata["targetQueryValue"], "targetQueryValue")
+                    .parse::<u32>()
+                    .unwrap();
+                assert_eq!(reference["parameter"], "connection");
+                assert!(url.starts_with("postgres://"), "{url}");
+                text(&metadata["query"], "query")
+            }
+            other => panic!("{name}: a {other} trigger"),
+        };
+        found.insert(target.to_owned(), measured.to_owned());
     }
     assert_eq!(found, expected);
 }

@@ -126,7 +126,6 @@ fn definitions_name_the_exchanges_and_queues_topology_names() {
     exchanges.sort();
     let mut queues = vec![
         topology.validator_queue(),
-        topology.sheets_queue(),
         topology.webhooks_queue(),
         topology.dead_queue(),
     ];
@@ -156,8 +155,8 @@ async fn definitions_are_exactly_what_the_services_declare() {
     remove_namespace(&namespace).await;
     let file = topology_part(&json(DEFINITIONS), NAMESPACE, NAMESPACE);
     assert_eq!(declared["exchanges"].as_array().unwrap().len(), 4);
-    assert_eq!(declared["queues"].as_array().unwrap().len(), 4);
-    assert_eq!(declared["bindings"].as_array().unwrap().len(), 4);
+    assert_eq!(declared["queues"].as_array().unwrap().len(), 3);
+    assert_eq!(declared["bindings"].as_array().unwrap().len(), 3);
     assert_eq!(
         file,
         declared,
