@@ -314,7 +314,7 @@ impl Worker {
 
 /// Responses stored in one transaction at most (a batch of deliveries that each carry many
 /// responses is stored in several).
-const MAX_PER_TRANSACTION: usize = 1000;
+const MAX_PER_TRANSACTION: usize = 500;
 
 /// The responses a message body carries: the body itself (a JSON object, or anything else:
 /// [`Worker::check`] says what is wrong with it), or each element of a JSON array. An array
