@@ -37,14 +37,14 @@ pub struct ValidatorConfig {
 
     /// Deliveries in hand at once (at least 1: AMQP's prefetch 0 would mean unlimited). A
     /// delivery from ingest may carry up to `COLLECT_PUBLISH_GATHER_MAX` responses, so this
-    /// bounds the memory: 100 × 100 responses at most.
-    #[arg(long, env = "VALIDATOR_PREFETCH", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    /// bounds the memory: 60 × 100 responses at most.
+    #[arg(long, env = "VALIDATOR_PREFETCH", default_value_t = 60, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 
     /// Deliveries stored in one transaction at most: those ready together, and those that
     /// arrive within `VALIDATOR_LINGER_MS` of the first. `VALIDATOR_PREFETCH / VALIDATOR_BATCH`
     /// batches are processed at once.
-    #[arg(long, env = "VALIDATOR_BATCH", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "VALIDATOR_BATCH", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: u16,
 
     /// How long a batch may wait for more deliveries after its first, in milliseconds (0:

@@ -179,8 +179,8 @@ impl Worker {
 
     /// Processes the deliveries that arrived together: checks each response they carry (a
     /// message is one response, or an array of them as ingest gathers them), stores them in
-    /// one transaction (a response (form and id) seen twice goes in a later round, so
-    /// revisions apply in order), publishes their events (confirms pipelined), and acks each
+    /// one transaction per `MAX_PER_TRANSACTION`, in order (a response (form and id) seen twice
+    /// goes in a later round, so revisions apply in order), publishes their events (confirms pipelined), and acks each
     /// delivery when the work of all its responses is committed. What cannot be processed,
     /// ever, goes to `N.dead`, alone.
     pub async fn handle_batch(&self, deliveries: Vec<Delivery>) -> Vec<Settled> {
@@ -194,6 +194,35 @@ impl Worker {
                 Err(reason) => refused[i] = Some(reason),
             }
         }
+        // A chunk at a time, in order: what is parsed and stored at once stays bounded however
+        // many responses the deliveries carry.
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(parts.len());
+        for chunk in parts.chunks(MAX_PER_TRANSACTION) {
+            outcomes.extend(self.handle_parts(chunk).await);
+        }
+        let mut of_delivery: Vec<Vec<(&[u8], Outcome)>> = vec![Vec::new(); deliveries.len()];
+        for ((i, body), outcome) in parts.iter().zip(outcomes) {
+            of_delivery[*i].push((body, outcome.unwrap_or(Outcome::Abandoned)));
+        }
+        for (i, reason) in refused.into_iter().enumerate() {
+            if let Some(reason) = reason {
+                of_delivery[i].push((&deliveries[i].data, Outcome::DeadLettered(reason)));
+            }
+        }
+        let finished = deliveries
+            .iter()
+            .zip(of_delivery)
+            .map(|(delivery, parts)| self.finish(delivery, parts));
+        let settled = futures::future::join_all(finished).await;
+        metrics::histogram!("collect_validator_batch_size").record(parts.len() as f64);
+        metrics::histogram!("collect_validator_processing_seconds")
+            .record(started.elapsed().as_secs_f64());
+        settled
+    }
+
+    /// Checks, stores (one transaction; a response seen twice in a later round) and publishes
+    /// the events of these responses; the outcome of each, `None` when shutdown came first.
+    async fn handle_parts(&self, parts: &[(usize, &[u8])]) -> Vec<Option<Outcome>> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; parts.len()];
         let mut checked: Vec<Option<Checked>> = Vec::with_capacity(parts.len());
         for (p, &(_, body)) in parts.iter().enumerate() {
@@ -214,14 +243,9 @@ impl Worker {
                 })
             });
             waiting = later;
-            // One transaction per `MAX_PER_TRANSACTION` of the round; if the database refuses
-            // one for its data, each response on its own, so that only the one at fault is
-            // set aside.
-            let mut groups: Vec<Vec<usize>> = round
-                .chunks(MAX_PER_TRANSACTION)
-                .rev()
-                .map(<[usize]>::to_vec)
-                .collect();
+            // One transaction for the round; if the database refuses it for its data, each
+            // response on its own, so that only the one at fault is set aside.
+            let mut groups = vec![round];
             while let Some(group) = groups.pop() {
                 let batch: Vec<&Checked> =
                     group.iter().filter_map(|&p| checked[p].as_ref()).collect();
@@ -256,24 +280,7 @@ impl Worker {
                 }
             }
         }
-        let mut of_delivery: Vec<Vec<(&[u8], Outcome)>> = vec![Vec::new(); deliveries.len()];
-        for ((i, body), outcome) in parts.iter().zip(outcomes) {
-            of_delivery[*i].push((body, outcome.unwrap_or(Outcome::Abandoned)));
-        }
-        for (i, reason) in refused.into_iter().enumerate() {
-            if let Some(reason) = reason {
-                of_delivery[i].push((&deliveries[i].data, Outcome::DeadLettered(reason)));
-            }
-        }
-        let finished = deliveries
-            .iter()
-            .zip(of_delivery)
-            .map(|(delivery, parts)| self.finish(delivery, parts));
-        let settled = futures::future::join_all(finished).await;
-        metrics::histogram!("collect_validator_batch_size").record(parts.len() as f64);
-        metrics::histogram!("collect_validator_processing_seconds")
-            .record(started.elapsed().as_secs_f64());
-        settled
+        outcomes
     }
 
     /// Dead-letters what must be and counts the responses of one delivery; whether to ack it
@@ -312,8 +319,8 @@ impl Worker {
     }
 }
 
-/// Responses stored in one transaction at most (a batch of deliveries that each carry many
-/// responses is stored in several).
+/// Responses parsed and stored at once at most, in one transaction (a batch of deliveries
+/// that each carry many responses is handled in several, one after the other).
 const MAX_PER_TRANSACTION: usize = 500;
 
 /// The responses a message body carries: the body itself (a JSON object, or anything else:
