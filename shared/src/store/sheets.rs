@@ -6,6 +6,14 @@ use chrono::{DateTime, Utc};
 
 use crate::messages::{FormId, ResponseId, StoredResponse};
 
+/// `(form_id, response_id)` of `(response_id, form_id)` pairs, as the outbox is keyed.
+pub(crate) fn keys<'a>(responses: &[(&'a ResponseId, &'a FormId)]) -> Vec<(&'a str, &'a str)> {
+    responses
+        .iter()
+        .map(|(response_id, form_id)| (form_id.as_str(), response_id.as_str()))
+        .collect()
+}
+
 /// A response waiting to be written, with its latest stored revision.
 #[derive(Debug, Clone)]
 pub struct PendingRow {

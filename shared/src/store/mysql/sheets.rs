@@ -51,10 +51,7 @@ impl SheetStore for MySqlStore {
         &self,
         responses: &[(&ResponseId, &FormId)],
     ) -> Result<(), sqlx::Error> {
-        let keys: Vec<(&str, &str)> = responses
-            .iter()
-            .map(|(response_id, form_id)| (form_id.as_str(), response_id.as_str()))
-            .collect();
+        let keys = crate::store::sheets::keys(responses);
         let mut tx = self.pool.begin().await?;
         self.enqueue_for_sheets(&mut tx, &keys).await?;
         tx.commit().await

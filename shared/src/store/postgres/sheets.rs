@@ -15,10 +15,7 @@ impl SheetStore for PgStore {
         &self,
         responses: &[(&ResponseId, &FormId)],
     ) -> Result<(), sqlx::Error> {
-        let keys: Vec<(&str, &str)> = responses
-            .iter()
-            .map(|(response_id, form_id)| (form_id.as_str(), response_id.as_str()))
-            .collect();
+        let keys = crate::store::sheets::keys(responses);
         let mut tx = self.pool.begin().await?;
         enqueue(&mut tx, &keys).await?;
         tx.commit().await
