@@ -240,6 +240,11 @@ struct Drained {
     in_sheet_s: f64,
 }
 
+/// How often [`drained`] asks the database: the figures come from the rows' timestamps, not
+/// from when the poll saw them, and a count over every response is not free (34 ms at
+/// 180,000 rows), so seldom enough not to weigh on the pipeline it measures.
+const POLL: Duration = Duration::from_millis(500);
+
 /// Waits until the responses with ids `<prefix>-…` (`prefix` is one of this module's own
 /// constants, spliced into the SQL) are all committed and all in the sheet: at
 /// least `accepted` (wrk counts the answers it read; requests still in flight when it stopped
@@ -287,20 +292,32 @@ async fn drained(
             Instant::now() < deadline,
             "{prefix}: {count} of {accepted} committed after an hour"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     };
     let in_sheet_s = loop {
-        let (count, span): (i64, f64) = sqlx::query_as(AssertSqlSafe(sheet.as_str()))
-            .fetch_one(pool)
-            .await?;
-        if count as u64 >= stored {
-            break span;
+        // The join is counted only once the outbox is empty: run every 100 ms, it cost
+        // PostgreSQL more than the sheet stage it measures (110 ms a run at 180,000 rows).
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM (SELECT 1 FROM sheet_outbox LIMIT 1) AS w")
+                .fetch_one(pool)
+                .await?;
+        if waiting == 0 {
+            let (count, span): (i64, f64) = sqlx::query_as(AssertSqlSafe(sheet.as_str()))
+                .fetch_one(pool)
+                .await?;
+            if count as u64 >= stored {
+                break span;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{prefix}: {count} of {stored} in the sheet after an hour"
+            );
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{prefix}: {count} of {stored} in the sheet after an hour"
+            "{prefix}: rows still wait for the sheet after an hour"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL).await;
     };
     Ok(Drained {
         stored,

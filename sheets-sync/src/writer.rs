@@ -120,7 +120,8 @@ pub struct Writer {
     /// connections do not grow with the tabs; losing it loses them all.
     lock_session: Option<Box<dyn TabLocks>>,
     held: HashSet<Target>,
-    /// Forms whose last batch left rows for the next request (the byte cap): due at once.
+    /// Forms whose last batch was full, or left rows for the next request (the byte cap): due
+    /// at once.
     backlogged: HashSet<FormId>,
 }
 
@@ -155,6 +156,7 @@ impl Writer {
         let tick = (self.settings.max_wait / 4)
             .clamp(Duration::from_millis(20), Duration::from_millis(250));
         let mut more = false;
+        let mut scanned = Instant::now();
         loop {
             self.heartbeat.touch();
             if !more {
@@ -165,7 +167,16 @@ impl Writer {
             } else if self.shutdown.is_cancelled() {
                 return;
             }
-            more = match self.write_due().await {
+            // Between two looks at the whole outbox (at most a tick apart), only the forms
+            // with more waiting are written: the look costs a pass over every waiting marker,
+            // and once per batch it was a backlog's largest cost after the writes themselves.
+            let written = if more && scanned.elapsed() < tick {
+                self.write_backlogged().await
+            } else {
+                scanned = Instant::now();
+                self.write_due().await
+            };
+            more = match written {
                 Ok(more) => more,
                 Err(error) => {
                     warn!(%error, "cannot read the sheet outbox; retrying");
@@ -173,6 +184,21 @@ impl Writer {
                 }
             };
         }
+    }
+
+    /// Writes a batch of each form whose last batch was full or cut short; `true` when one
+    /// of them was again.
+    async fn write_backlogged(&mut self) -> Result<bool, sqlx::Error> {
+        let mut forms: Vec<FormId> = self.backlogged.drain().collect();
+        forms.sort();
+        let mut more = false;
+        for form_id in forms {
+            if self.shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            more |= self.write_form(&form_id).await?;
+        }
+        Ok(more)
     }
 
     /// Writes a batch of each form that has one due; `true` when a full batch was written
@@ -304,7 +330,7 @@ impl Writer {
                     }
                 }
                 metrics::histogram!("collect_sheets_batch_rows").record(written as f64);
-                if left {
+                if full || left {
                     self.backlogged.insert(form_id.clone());
                 }
                 return Ok(full || left);
@@ -487,7 +513,7 @@ impl Writer {
             .iter()
             .map(|row| row.response.response_id.to_string())
             .collect();
-        let mut known = self.known_rows(target, &ids).await?;
+        let mut known = self.known_rows(&form.id, target, &ids).await?;
 
         // One read per batch: the header row, and the response_id cells of the rows this
         // batch would update. Someone may have sorted, inserted, deleted or cleared rows, moved
@@ -521,7 +547,7 @@ impl Writer {
                                 left: true,
                             });
                         }
-                        known = self.known_rows(target, &ids).await?;
+                        known = self.known_rows(&form.id, target, &ids).await?;
                     }
                     continue;
                 }
@@ -597,7 +623,7 @@ impl Writer {
                 });
             }
             tab.clean = true;
-            known = self.known_rows(target, &ids).await?;
+            known = self.known_rows(&form.id, target, &ids).await?;
         }
         let header = tab.header.clone();
 
@@ -795,12 +821,13 @@ impl Writer {
     /// Where `sheet_rows` says these responses are: `response_id → (row, revision)`.
     async fn known_rows(
         &self,
+        form_id: &FormId,
         target: &Target,
         ids: &[String],
     ) -> Result<HashMap<String, (i32, i64)>, sqlx::Error> {
         Ok(self
             .store
-            .sheet_rows(&target.spreadsheet_id, &target.tab, ids)
+            .sheet_rows(form_id, &target.spreadsheet_id, &target.tab, ids)
             .await?
             .into_iter()
             .map(|(id, row, revision)| (id, (row, revision)))

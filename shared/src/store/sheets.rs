@@ -74,9 +74,11 @@ pub trait SheetStore {
         limit: i64,
     ) -> Result<Vec<PendingRow>, sqlx::Error>;
 
-    /// The rows of a tab already written, for these responses: `(response_id, row, revision)`.
+    /// The rows of a tab already written, for these responses of a form: `(response_id, row,
+    /// revision)`.
     async fn sheet_rows(
         &self,
+        form_id: &FormId,
         spreadsheet_id: &str,
         tab: &str,
         response_ids: &[String],

@@ -581,7 +581,7 @@ async fn outbox_rows_and_parking(store: Store) {
         .map(|r| r.response.response_id.as_str())
         .collect();
     assert_eq!(left, ["o-1"]);
-    let found = rows_of(&store, sheet, tab, &["o-1", "o-2", "o-3", "zz"]).await;
+    let found = rows_of(&store, &form, sheet, tab, &["o-1", "o-2", "o-3", "zz"]).await;
     assert_eq!(
         found,
         [
@@ -589,6 +589,16 @@ async fn outbox_rows_and_parking(store: Store) {
             ("o-2".into(), 2, 1),
             ("o-3".into(), 3, 1)
         ]
+    );
+    // Another tab, and another form's responses of the same ids, have no rows there.
+    let other_form = FormId::parse("another-form").unwrap();
+    assert_eq!(
+        rows_of(&store, &other_form, sheet, tab, &["o-1", "o-2"]).await,
+        []
+    );
+    assert_eq!(
+        rows_of(&store, &form, sheet, "Responses u", &["o-1", "o-2"]).await,
+        []
     );
     assert_eq!(store.sheet_row_count(sheet, tab).await.unwrap(), 3);
     assert_eq!(
@@ -607,7 +617,7 @@ async fn outbox_rows_and_parking(store: Store) {
         .record_written(&form, sheet, tab, &[], &[], &[(3, 2)])
         .await
         .unwrap();
-    let found = rows_of(&store, sheet, tab, &["o-1", "o-2", "o-3"]).await;
+    let found = rows_of(&store, &form, sheet, tab, &["o-1", "o-2", "o-3"]).await;
     assert_eq!(
         found,
         [
@@ -628,7 +638,7 @@ async fn outbox_rows_and_parking(store: Store) {
         .await
         .unwrap();
     assert_eq!(forgotten, 1);
-    let found = rows_of(&store, sheet, tab, &["o-1", "o-2", "o-3", "new"]).await;
+    let found = rows_of(&store, &form, sheet, tab, &["o-1", "o-2", "o-3", "new"]).await;
     assert_eq!(
         found,
         [
@@ -776,9 +786,15 @@ async fn saving_queues_written_revisions(store: Store) {
 }
 
 /// The recorded rows of these responses in a tab, sorted.
-async fn rows_of(store: &Store, sheet: &str, tab: &str, ids: &[&str]) -> Vec<(String, i32, i64)> {
+async fn rows_of(
+    store: &Store,
+    form: &FormId,
+    sheet: &str,
+    tab: &str,
+    ids: &[&str],
+) -> Vec<(String, i32, i64)> {
     let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
-    let mut found = store.sheet_rows(sheet, tab, &ids).await.unwrap();
+    let mut found = store.sheet_rows(form, sheet, tab, &ids).await.unwrap();
     found.sort();
     found
 }

@@ -128,6 +128,7 @@ impl SheetStore for MySqlStore {
 
     async fn sheet_rows(
         &self,
+        form_id: &FormId,
         spreadsheet_id: &str,
         tab: &str,
         response_ids: &[String],
@@ -141,6 +142,8 @@ impl SheetStore for MySqlStore {
                 .push_bind(spreadsheet_id)
                 .push(" AND tab = ")
                 .push_bind(tab)
+                .push(" AND form_id = ")
+                .push_bind(form_id.as_str())
                 .push(" AND response_id IN ");
             push_list(&mut query, run.iter().map(String::as_str));
             for row in query
@@ -206,6 +209,8 @@ impl SheetStore for MySqlStore {
                 .push_bind(spreadsheet_id)
                 .push(" AND tab = ")
                 .push_bind(tab)
+                .push(" AND form_id = ")
+                .push_bind(form_id.as_str())
                 .push(" AND response_id IN ");
             push_list(&mut query, run.iter().copied());
             query.build().persistent(false).execute(&mut *tx).await?;
