@@ -53,6 +53,12 @@ pub struct ValidatorConfig {
     #[arg(long, env = "VALIDATOR_LINGER_MS", default_value_t = 20)]
     pub linger_ms: u64,
 
+    /// Most stored rows published together in one `N.saved` message: the rows of one form
+    /// stored in one transaction, as a JSON array (1: one message per row, each the row
+    /// itself, as the spec has it). The broker's work is per message.
+    #[arg(long, env = "VALIDATOR_SAVED_GATHER_MAX", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub saved_gather_max: u16,
+
     /// Without a command, the validator runs as a service.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -139,6 +145,7 @@ impl Application {
             publisher,
             topology,
             shutdown: shutdown.clone(),
+            saved_gather_max: usize::from(self.config.saved_gather_max),
         });
         let consuming = tokio::spawn(worker::run(
             worker,

@@ -9,7 +9,7 @@ use collect_shared::amqp::{
     Batching, Broker, OutgoingMessage, Publisher, Retried, Settled, Topology, consume_batches,
     dead_letter_part, retry_transient, retry_until_shutdown,
 };
-use collect_shared::messages::{FlagEvent, ResponseMessage, StoredResponse};
+use collect_shared::messages::{FlagEvent, FlagEventKind, ResponseMessage, StoredResponse};
 use collect_shared::rules::Evaluation;
 use collect_shared::store::{FormCache, FormLookupError, NewResponse, SaveOutcome, Store};
 use lapin::message::Delivery;
@@ -37,6 +37,8 @@ pub struct Worker {
     pub publisher: Publisher,
     pub topology: Topology,
     pub shutdown: CancellationToken,
+    /// Most stored rows in one `N.saved` message (`VALIDATOR_SAVED_GATHER_MAX`).
+    pub saved_gather_max: usize,
 }
 
 /// A message checked against its form, ready to store.
@@ -115,50 +117,96 @@ impl Worker {
         .await
     }
 
-    /// Publishes what a stored revision causes: `N.saved`, and a flag event if any.
-    async fn publish_events(&self, saved: SaveOutcome) -> Outcome {
-        let (stored, event, outcome) = match saved {
-            SaveOutcome::Stale { stored_revision } => {
-                debug!(%stored_revision, "stale revision ignored");
-                return Outcome::Stale;
-            }
-            SaveOutcome::Written { stored, event } => (stored, event, Outcome::Written),
-            SaveOutcome::Duplicate { stored, event } => (stored, event, Outcome::Duplicate),
-        };
-        if !self.publish_saved(&stored).await {
-            return Outcome::Abandoned;
+    /// Publishes what stored revisions cause, and says what became of each: their rows to
+    /// `N.saved` (the rows of a form together, at most `saved_gather_max` a message; confirms
+    /// pipelined), then, once the message carrying its row is confirmed, each flag event to
+    /// `N.flags`. `Abandoned` where shutdown came first.
+    async fn publish_events(&self, saved: Vec<SaveOutcome>) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(saved.len());
+        // The stored rows to publish: which outcome each is, and its flag event.
+        let mut rows: Vec<(usize, StoredResponse, Option<FlagEventKind>)> = Vec::new();
+        for outcome in saved {
+            let (stored, event, outcome) = match outcome {
+                SaveOutcome::Stale { stored_revision } => {
+                    debug!(%stored_revision, "stale revision ignored");
+                    outcomes.push(Outcome::Stale);
+                    continue;
+                }
+                SaveOutcome::Written { stored, event } => (stored, event, Outcome::Written),
+                SaveOutcome::Duplicate { stored, event } => (stored, event, Outcome::Duplicate),
+            };
+            rows.push((outcomes.len(), stored, event));
+            outcomes.push(outcome);
         }
-        if let Some(kind) = event {
-            let flag_event = FlagEvent::new(kind, &stored, Utc::now());
-            let body = serde_json::to_vec(&flag_event).unwrap_or_default();
-            let routing_key = flag_event.routing_key();
-            let exchange = self.topology.flags_exchange();
-            let published = self
-                .publish(OutgoingMessage {
-                    exchange: &exchange,
-                    routing_key: &routing_key,
-                    message_id: stored.response_id.as_str(),
-                    body: &body,
-                    headers: None,
-                    // `N.webhooks` is always bound, so an unroutable event means the topology
-                    // is broken: better a publish that fails (and is retried) than a lost event.
-                    mandatory: true,
-                })
-                .await;
+        let messages = gather_by_form(
+            rows.iter().map(|(_, stored, _)| stored.form_id.as_str()),
+            self.saved_gather_max,
+        );
+        let confirmed = futures::future::join_all(
+            messages
+                .iter()
+                .map(|message| self.publish_saved(message.iter().map(|&r| &rows[r].1).collect())),
+        )
+        .await;
+        let rows = &rows;
+        let flagged = futures::future::join_all(
+            messages
+                .iter()
+                .zip(confirmed)
+                .flat_map(|(message, confirmed)| message.iter().map(move |&r| (r, confirmed)))
+                .map(|(r, confirmed)| async move {
+                    let (_, stored, event) = &rows[r];
+                    let published = match event {
+                        _ if !confirmed => false,
+                        None => true,
+                        Some(kind) => self.publish_flag_event(*kind, stored).await,
+                    };
+                    (r, published)
+                }),
+        )
+        .await;
+        for (r, published) in flagged {
             if !published {
-                return Outcome::Abandoned;
+                outcomes[rows[r].0] = Outcome::Abandoned;
             }
         }
-        outcome
+        outcomes
     }
 
-    async fn publish_saved(&self, stored: &StoredResponse) -> bool {
-        let body = serde_json::to_vec(stored).unwrap_or_default();
+    async fn publish_flag_event(&self, kind: FlagEventKind, stored: &StoredResponse) -> bool {
+        let flag_event = FlagEvent::new(kind, stored, Utc::now());
+        let body = serde_json::to_vec(&flag_event).unwrap_or_default();
+        let routing_key = flag_event.routing_key();
+        let exchange = self.topology.flags_exchange();
+        self.publish(OutgoingMessage {
+            exchange: &exchange,
+            routing_key: &routing_key,
+            message_id: stored.response_id.as_str(),
+            body: &body,
+            headers: None,
+            // `N.webhooks` is always bound, so an unroutable event means the topology is
+            // broken: better a publish that fails (and is retried) than a lost event.
+            mandatory: true,
+        })
+        .await
+    }
+
+    /// Publishes stored rows of one form to `N.saved`: one row as itself, more as a JSON
+    /// array of them (`message_id` the first one's id).
+    async fn publish_saved(&self, rows: Vec<&StoredResponse>) -> bool {
+        let Some(first) = rows.first() else {
+            return true;
+        };
+        let body = match rows.as_slice() {
+            [one] => serde_json::to_vec(one),
+            _ => serde_json::to_vec(&rows),
+        }
+        .unwrap_or_default();
         let exchange = self.topology.saved_exchange();
         self.publish(OutgoingMessage {
             exchange: &exchange,
-            routing_key: stored.form_id.as_str(),
-            message_id: stored.response_id.as_str(),
+            routing_key: first.form_id.as_str(),
+            message_id: first.response_id.as_str(),
             body: &body,
             headers: None,
             // For whoever subscribes: the sheet's outbox is written with the response, so an
@@ -251,10 +299,7 @@ impl Worker {
                     group.iter().filter_map(|&p| checked[p].as_ref()).collect();
                 match self.store(&batch).await {
                     Retried::Done(saved) => {
-                        let published = futures::future::join_all(
-                            saved.into_iter().map(|s| self.publish_events(s)),
-                        )
-                        .await;
+                        let published = self.publish_events(saved).await;
                         for (&p, outcome) in group.iter().zip(published) {
                             outcomes[p] = Some(outcome);
                         }
@@ -323,6 +368,24 @@ impl Worker {
 /// that each carry many responses is handled in several, one after the other).
 const MAX_PER_TRANSACTION: usize = 500;
 
+/// The rows of each form together, in order, at most `max` a group: the positions (in
+/// `forms`) of the rows of each message to publish.
+fn gather_by_form<'a>(forms: impl Iterator<Item = &'a str>, max: usize) -> Vec<Vec<usize>> {
+    let mut messages: Vec<Vec<usize>> = Vec::new();
+    // The message of each form still being filled.
+    let mut open: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (row, form) in forms.enumerate() {
+        match open.get(form) {
+            Some(&m) if messages[m].len() < max.max(1) => messages[m].push(row),
+            _ => {
+                open.insert(form, messages.len());
+                messages.push(vec![row]);
+            }
+        }
+    }
+    messages
+}
+
 /// The responses a message body carries: the body itself (a JSON object, or anything else:
 /// [`Worker::check`] says what is wrong with it), or each element of a JSON array. An array
 /// that is not JSON, or is empty, is refused whole.
@@ -356,7 +419,25 @@ pub async fn run(worker: Arc<Worker>, broker: Broker, batching: Batching) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::split;
+    use super::{gather_by_form, split};
+
+    #[test]
+    fn stored_rows_are_gathered_by_form_in_order() {
+        let forms = ["a", "b", "a", "a", "c", "a", "b"];
+        assert_eq!(
+            gather_by_form(forms.into_iter(), 2),
+            [vec![0, 2], vec![1, 6], vec![3, 5], vec![4]]
+        );
+        assert_eq!(
+            gather_by_form(forms.into_iter(), 1),
+            (0..7).map(|r| vec![r]).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            gather_by_form(forms.into_iter(), 100),
+            [vec![0, 2, 3, 5], vec![1, 6], vec![4]]
+        );
+        assert!(gather_by_form([].into_iter(), 100).is_empty());
+    }
 
     #[test]
     fn a_body_is_one_response_or_an_array_of_them() {

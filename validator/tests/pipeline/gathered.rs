@@ -26,6 +26,7 @@ async fn concurrent_requests_share_messages_and_every_response_is_stored_once() 
     let mut published =
         collect_testkit::Probe::bind(&pipeline.topology.responses_exchange(), "household-finance")
             .await;
+    let mut saved = collect_testkit::Probe::bind(&pipeline.topology.saved_exchange(), "#").await;
     let ids: Vec<String> = (0..200).map(|i| format!("g-{i}")).collect();
     let payloads: Vec<Value> = ids.iter().map(|id| seed(id, "u", json!({}))).collect();
     let answers = futures::future::join_all(
@@ -37,16 +38,54 @@ async fn concurrent_requests_share_messages_and_every_response_is_stored_once() 
     assert!(answers.iter().all(|a| a.status() == 202));
 
     // What reached N.responses: every response once, in fewer messages than responses.
+    let (seen, messages) = gathered_ids(&mut published, ids.len()).await;
+    let distinct: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "each response in one message");
+    assert_eq!(seen.len(), ids.len(), "and only once");
+    assert!(
+        messages < ids.len(),
+        "{messages} messages for {} responses",
+        ids.len()
+    );
+
+    for id in &ids {
+        let stored = pipeline.stored(id, 1_795_169_700_000).await;
+        assert_eq!(stored["status"], "valid", "{id}");
+    }
+
+    // N.saved gathers the stored rows of a transaction too (`VALIDATOR_SAVED_GATHER_MAX`).
+    let (seen, messages) = gathered_ids(&mut saved, ids.len()).await;
+    let distinct: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(distinct, ids.iter().collect(), "every stored row once");
+    assert_eq!(seen.len(), ids.len(), "and only once");
+    assert!(
+        messages < ids.len(),
+        "{messages} N.saved messages for {} rows",
+        ids.len()
+    );
+    pipeline.stop().await;
+}
+
+/// Reads messages until they carried `count` responses (a message is one, or an array of at
+/// least two and at most 100, of one form, its `message_id` the first one's id): the ids
+/// seen, in order, and how many messages carried them.
+async fn gathered_ids(probe: &mut collect_testkit::Probe, count: usize) -> (Vec<String>, usize) {
     let mut seen = Vec::new();
     let mut messages = 0;
-    while seen.len() < ids.len() {
-        let message = published.next_raw().await;
+    while seen.len() < count {
+        let message = probe.next_raw().await;
         messages += 1;
         let body: Value = serde_json::from_slice(&message.data).unwrap();
         match body {
             Value::Array(parts) => {
                 assert!(parts.len() >= 2, "an array gathers several");
-                assert!(parts.len() <= 100, "COLLECT_PUBLISH_GATHER_MAX");
+                assert!(parts.len() <= 100, "the gathering's maximum");
+                assert!(
+                    parts
+                        .iter()
+                        .all(|p| p["form_id"] == message.routing_key.as_str()),
+                    "one form a message, its routing key"
+                );
                 let first = parts[0]["response_id"].as_str().unwrap();
                 assert_eq!(
                     message.properties.message_id().as_ref().unwrap().as_str(),
@@ -61,20 +100,7 @@ async fn concurrent_requests_share_messages_and_every_response_is_stored_once() 
             one => seen.push(one["response_id"].as_str().unwrap().to_owned()),
         }
     }
-    let distinct: BTreeSet<&String> = seen.iter().collect();
-    assert_eq!(distinct.len(), ids.len(), "each response in one message");
-    assert_eq!(seen.len(), ids.len(), "and only once");
-    assert!(
-        messages < ids.len(),
-        "{messages} messages for {} responses",
-        ids.len()
-    );
-
-    for id in &ids {
-        let stored = pipeline.stored(id, 1_795_169_700_000).await;
-        assert_eq!(stored["status"], "valid", "{id}");
-    }
-    pipeline.stop().await;
+    (seen, messages)
 }
 
 #[tokio::test]

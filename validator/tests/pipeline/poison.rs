@@ -229,6 +229,7 @@ async fn a_response_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_
         publisher: Publisher::new(broker.clone(), PublishSettings::default(), "test"),
         topology: pipeline.topology.clone(),
         shutdown: shutdown.clone(),
+        saved_gather_max: 100,
     };
     let acks: Vec<lapin::Acker> = deliveries.iter().map(|d| d.acker.clone()).collect();
     let settled = tokio::time::timeout(Duration::from_secs(30), worker.handle_batch(deliveries))

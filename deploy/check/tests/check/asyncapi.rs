@@ -143,8 +143,8 @@ fn channels_are_the_topology() {
 }
 
 /// Each channel carries the message the code publishes there: ResponseMessage on
-/// `N.responses` and `N.validator` (alone or gathered in an array), StoredResponse on `N.saved`, FlagEvent on
-/// `N.flags`, dead letters on `N.dead`.
+/// `N.responses` and `N.validator` and StoredResponse on `N.saved` (each alone or gathered in an
+/// array), FlagEvent on `N.flags`, dead letters on `N.dead`.
 #[test]
 fn each_channel_carries_its_message() {
     let document = document();
@@ -176,7 +176,10 @@ fn each_channel_carries_its_message() {
     let responses = set(&["ResponseMessage", "Responses (inline)"]);
     assert_eq!(payload_of("collect.responses"), responses);
     assert_eq!(payload_of("collect.validator"), responses);
-    assert_eq!(payload_of("collect.saved"), set(&["StoredResponse"]));
+    assert_eq!(
+        payload_of("collect.saved"),
+        set(&["StoredResponse", "StoredRows (inline)"])
+    );
     assert_eq!(payload_of("collect.flags"), set(&["FlagEvent"]));
     assert_eq!(payload_of("collect.dead"), set(&["DeadLetter (inline)"]));
 
