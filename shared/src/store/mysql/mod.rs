@@ -170,44 +170,68 @@ const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(600);
 const MAX_PLACEHOLDERS: usize = 60_000;
 
 impl MySqlStore {
-    /// Cuts `items` into runs that one multi-row statement can carry: at most
-    /// [`MAX_PLACEHOLDERS`] values (`columns` per item) and `max_statement_bytes` of them
-    /// (`size` estimates an item's). An item that alone is over the limit is refused: it can
-    /// never be sent, however often it is retried.
+    /// [`runs`] under this server's `max_allowed_packet`.
     fn runs<'a, T>(
         &self,
         items: &'a [T],
         columns: usize,
         size: impl Fn(&T) -> usize,
     ) -> Result<Vec<&'a [T]>, sqlx::Error> {
-        let max_items = (MAX_PLACEHOLDERS / columns.max(1)).max(1);
-        let mut runs = Vec::new();
-        let (mut start, mut bytes) = (0, 0);
-        for (i, item) in items.iter().enumerate() {
-            let item_bytes = size(item) + 16 * columns;
-            if item_bytes > self.max_statement_bytes {
-                return Err(sqlx::Error::Encode(
-                    format!(
-                        "a row of {item_bytes} bytes is over what one statement may carry \
-                         ({} bytes, from the server's max_allowed_packet)",
-                        self.max_statement_bytes
-                    )
-                    .into(),
-                ));
-            }
-            if i > start
-                && (i - start == max_items || bytes + item_bytes > self.max_statement_bytes)
-            {
-                runs.push(&items[start..i]);
-                (start, bytes) = (i, 0);
-            }
-            bytes += item_bytes;
-        }
-        if start < items.len() {
-            runs.push(&items[start..]);
-        }
-        Ok(runs)
+        runs(items, columns, size, self.max_statement_bytes)
     }
+}
+
+/// Cuts `items` into runs that one multi-row statement can carry: at most
+/// [`MAX_PLACEHOLDERS`] values (`columns` per item) and `max_bytes` of them (`size` estimates an
+/// item's), each run as long as a power of two (a run of 300 goes as 256, 32, 8 and 4). An
+/// item that alone is over the limit is refused: it can never be sent, however often it is
+/// retried.
+///
+/// Why powers of two: a statement's text depends on its number of rows, so that each
+/// statement has a few shapes, and they stay prepared on the connection (sqlx's statement
+/// cache, 100 a connection) instead of being prepared and closed each time
+/// (`persistent(false)`). A closed statement's `COM_STMT_CLOSE` has no answer, and sqlx sets no
+/// `TCP_NODELAY`: the next command waited on Nagle and the server's delayed ACK, ~40 ms each,
+/// which held MariaDB to ~3,500 responses a second with the machine half idle (BENCHMARKS.md).
+fn runs<T>(
+    items: &[T],
+    columns: usize,
+    size: impl Fn(&T) -> usize,
+    max_bytes: usize,
+) -> Result<Vec<&[T]>, sqlx::Error> {
+    let max_items = (MAX_PLACEHOLDERS / columns.max(1)).max(1);
+    let mut cut = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let item_bytes = size(item) + 16 * columns;
+        if item_bytes > max_bytes {
+            return Err(sqlx::Error::Encode(
+                format!(
+                    "a row of {item_bytes} bytes is over what one statement may carry \
+                     ({max_bytes} bytes, from the server's max_allowed_packet)"
+                )
+                .into(),
+            ));
+        }
+        if i > start && (i - start == max_items || bytes + item_bytes > max_bytes) {
+            cut.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += item_bytes;
+    }
+    if start < items.len() {
+        cut.push(&items[start..]);
+    }
+    let mut runs = Vec::new();
+    for mut run in cut {
+        while !run.is_empty() {
+            let length = 1 << run.len().ilog2();
+            let (head, rest) = run.split_at(length);
+            runs.push(head);
+            run = rest;
+        }
+    }
+    Ok(runs)
 }
 
 /// `(?, ?, …)` for a list of values, pushed onto `query`.
@@ -231,5 +255,49 @@ fn is_duplicate_key(error: &sqlx::Error) -> bool {
             .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
             .is_some_and(|e| e.number() == 1062),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::{MAX_PLACEHOLDERS, runs};
+
+    fn lengths(runs: &[&[u32]]) -> Vec<usize> {
+        runs.iter().map(|run| run.len()).collect()
+    }
+
+    #[test]
+    fn runs_are_powers_of_two_in_order_within_the_limits() {
+        let items: Vec<u32> = (0..300).collect();
+        let cut = runs(&items, 2, |_| 0, usize::MAX).unwrap();
+        assert_eq!(lengths(&cut), [256, 32, 8, 4]);
+        assert_eq!(cut.concat(), items, "every item once, in order");
+        assert!(runs(&items[..0], 2, |_| 0, usize::MAX).unwrap().is_empty());
+        assert_eq!(
+            lengths(&runs(&items[..1], 2, |_| 0, usize::MAX).unwrap()),
+            [1]
+        );
+
+        // The byte limit cuts first (7 items of 16 + 4 bytes fit in 140), then each run is cut
+        // into powers of two.
+        let cut = runs(&items[..20], 1, |_| 4, 140).unwrap();
+        assert_eq!(lengths(&cut), [4, 2, 1, 4, 2, 1, 4, 2]);
+        assert_eq!(cut.concat(), &items[..20]);
+
+        // The placeholder limit: 60,000 / 13 columns = 4,615 rows a statement at most.
+        let many: Vec<u32> = (0..5_000).collect();
+        let cut = runs(&many, 13, |_| 0, usize::MAX).unwrap();
+        assert!(cut.iter().all(|run| run.len() * 13 <= MAX_PLACEHOLDERS));
+        assert_eq!(lengths(&cut)[..2], [4096, 512]);
+        assert_eq!(cut.concat(), many);
+
+        // An item over the limit alone is refused.
+        let error = runs(&items[..3], 1, |&i| if i == 1 { 200 } else { 0 }, 140).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("over what one statement may carry")
+        );
     }
 }

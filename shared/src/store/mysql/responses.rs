@@ -136,7 +136,7 @@ impl MySqlStore {
             let mut query = QueryBuilder::<MySql>::new("SELECT * FROM responses WHERE ");
             push_keys(&mut query, run);
             query.push(" ORDER BY form_id, response_id FOR UPDATE");
-            for row in query.build().persistent(false).fetch_all(&mut *tx).await? {
+            for row in query.build().fetch_all(&mut *tx).await? {
                 let (stored, event) = from_row(&row)?;
                 current.insert(
                     (stored.form_id.to_string(), stored.response_id.to_string()),
@@ -188,7 +188,7 @@ impl MySqlStore {
             let mut query =
                 QueryBuilder::<MySql>::new(format!("INSERT INTO responses ({COLUMNS}) "));
             push_responses(&mut query, batch, run, rows, &events, now);
-            query.build().persistent(false).execute(&mut *tx).await?;
+            query.build().execute(&mut *tx).await?;
         }
         // The rows are locked and exist: the upsert only ever updates.
         for run in self.runs(&newer, COLUMN_COUNT, size)? {
@@ -204,7 +204,7 @@ impl MySqlStore {
                      flag_event = VALUES(flag_event), received_at = VALUES(received_at),
                      stored_at = VALUES(stored_at)",
             );
-            query.build().persistent(false).execute(&mut *tx).await?;
+            query.build().execute(&mut *tx).await?;
         }
         // The transactional outbox: a written revision waits for its sheet from the moment it
         // is committed.
@@ -254,7 +254,7 @@ impl MySqlStore {
                     .push_bind(json(&event.answers))
                     .push_bind(event.at.naive_utc());
             });
-            query.build().persistent(false).execute(&mut **tx).await?;
+            query.build().execute(&mut **tx).await?;
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ impl SheetStatusStore for MySqlStore {
             forget.push(" AND form_id NOT IN ");
             push_list(&mut forget, failing.iter().map(|f| f.form_id.as_str()));
         }
+        // Not kept prepared: its shape follows the number of failing forms, and it runs
+        // every few seconds at most (see `runs` on why the hot statements are kept).
         forget.build().persistent(false).execute(&mut *tx).await?;
         if !failing.is_empty() {
             let mut query = QueryBuilder::<MySql>::new(

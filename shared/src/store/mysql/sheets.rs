@@ -32,14 +32,14 @@ impl MySqlStore {
         for run in self.runs(&keys, 2, |_| 0)? {
             let mut unpark = QueryBuilder::<MySql>::new("DELETE FROM sheet_parked WHERE ");
             push_pairs(&mut unpark, run);
-            unpark.build().persistent(false).execute(&mut **tx).await?;
+            unpark.build().execute(&mut **tx).await?;
             let mut enqueue =
                 QueryBuilder::<MySql>::new("INSERT INTO sheet_outbox (form_id, response_id) ");
             enqueue.push_values(run, |mut row, (form, id)| {
                 row.push_bind(*form).push_bind(*id);
             });
             enqueue.push(" ON DUPLICATE KEY UPDATE enqueued_at = SYSDATE(6)");
-            enqueue.build().persistent(false).execute(&mut **tx).await?;
+            enqueue.build().execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -146,12 +146,7 @@ impl SheetStore for MySqlStore {
                 .push_bind(form_id.as_str())
                 .push(" AND response_id IN ");
             push_list(&mut query, run.iter().map(String::as_str));
-            for row in query
-                .build()
-                .persistent(false)
-                .fetch_all(&self.pool)
-                .await?
-            {
+            for row in query.build().fetch_all(&self.pool).await? {
                 found.push((
                     row.try_get("response_id")?,
                     row.try_get("row_number")?,
@@ -213,7 +208,7 @@ impl SheetStore for MySqlStore {
                 .push_bind(form_id.as_str())
                 .push(" AND response_id IN ");
             push_list(&mut query, run.iter().copied());
-            query.build().persistent(false).execute(&mut *tx).await?;
+            query.build().execute(&mut *tx).await?;
         }
         for run in self.runs(found, 6, |(id, _)| id.len())? {
             let mut query = QueryBuilder::<MySql>::new(
@@ -229,7 +224,7 @@ impl SheetStore for MySqlStore {
                     .push_bind(-1_i64);
             });
             query.push(" ON DUPLICATE KEY UPDATE `row_number` = VALUES(`row_number`)");
-            query.build().persistent(false).execute(&mut *tx).await?;
+            query.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(gone.len() as u64)
@@ -274,7 +269,7 @@ impl SheetStore for MySqlStore {
                 " ON DUPLICATE KEY UPDATE `row_number` = VALUES(`row_number`),
                      revision = VALUES(revision), written_at = CURRENT_TIMESTAMP(6)",
             );
-            query.build().persistent(false).execute(&mut *tx).await?;
+            query.build().execute(&mut *tx).await?;
         }
         self.take_from_outbox(&mut tx, form_id, enqueued_before)
             .await?;
@@ -285,7 +280,7 @@ impl SheetStore for MySqlStore {
                 .push_bind(form_id.as_str())
                 .push(" AND response_id IN ");
             push_list(&mut query, run.iter().copied());
-            query.build().persistent(false).execute(&mut *tx).await?;
+            query.build().execute(&mut *tx).await?;
         }
         tx.commit().await
     }
@@ -326,7 +321,7 @@ impl SheetStore for MySqlStore {
                      tab = VALUES(tab), revision = VALUES(revision), reason = VALUES(reason),
                      parked_at = VALUES(parked_at)",
             );
-            query.build().persistent(false).execute(&mut *tx).await?;
+            query.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(taken.len() as u64)
@@ -383,7 +378,7 @@ impl MySqlStore {
                 .push(" AND response_id IN ");
             push_list(&mut query, run.iter().copied());
             query.push(" FOR UPDATE");
-            for row in query.build().persistent(false).fetch_all(&mut **tx).await? {
+            for row in query.build().fetch_all(&mut **tx).await? {
                 let id: String = row.try_get("response_id")?;
                 let at: DateTime<Utc> = row.try_get("enqueued_at")?;
                 if before.get(id.as_str()).is_some_and(|limit| at <= *limit) {
@@ -398,7 +393,7 @@ impl MySqlStore {
                 .push_bind(form_id.as_str())
                 .push(" AND response_id IN ");
             push_list(&mut query, run.iter().copied());
-            query.build().persistent(false).execute(&mut **tx).await?;
+            query.build().execute(&mut **tx).await?;
         }
         Ok(taken)
     }
