@@ -117,7 +117,7 @@ impl Application {
             background,
             config.webhook_settings(),
         )?;
-        let state = routes::AppState {
+        let state = routes::AppState::new(routes::Shared {
             gatherer: gather::Gatherer::start(
                 publisher,
                 topology.responses_exchange().into(),
@@ -129,7 +129,7 @@ impl Application {
             batches: Arc::new(tokio::sync::Semaphore::new(routes::BATCHES_AT_ONCE)),
             watch: watch.clone(),
             webhooks_allow_http: config.webhooks_allow_http,
-        };
+        });
 
         // Each `routes!` registers a path's handlers and their OpenAPI description together.
         let mut api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
