@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use collect_shared::amqp::gather::{group_by_key, json_array_body};
 use collect_shared::amqp::{OutgoingMessage, PublishError, Publisher};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -134,52 +135,22 @@ async fn run(
 /// Splits what was taken into messages: by form (the routing key), in arrival order, at most
 /// `max_responses` and about `max_bytes` each.
 fn gather(taken: Vec<Pending>, max_responses: usize, max_bytes: usize) -> Vec<Vec<Pending>> {
-    let mut by_form: Vec<(String, Vec<Vec<Pending>>, usize)> = Vec::new();
-    for item in taken {
-        let position = match by_form
-            .iter()
-            .position(|(key, _, _)| *key == item.routing_key)
-        {
-            Some(position) => position,
-            None => {
-                by_form.push((item.routing_key.clone(), vec![Vec::new()], 0));
-                by_form.len() - 1
-            }
-        };
-        let (_, messages, bytes) = &mut by_form[position];
-        let last = messages.last().map_or(0, Vec::len);
-        if last > 0 && (last == max_responses || *bytes + item.body.len() > max_bytes) {
-            messages.push(Vec::new());
-            *bytes = 0;
-        }
-        *bytes += item.body.len() + 1;
-        messages
-            .last_mut()
-            .expect("one message at least")
-            .push(item);
-    }
-    by_form
+    let groups = group_by_key(
+        taken.iter().map(|p| (p.routing_key.as_str(), p.body.len())),
+        max_responses,
+        max_bytes,
+    );
+    let mut taken: Vec<Option<Pending>> = taken.into_iter().map(Some).collect();
+    groups
         .into_iter()
-        .flat_map(|(_, messages, _)| messages)
+        .map(|group| group.into_iter().filter_map(|i| taken[i].take()).collect())
         .collect()
 }
 
 /// The body of a message of these responses: the one response, or an array of them.
 fn body(message: &[Pending]) -> Vec<u8> {
-    if let [one] = message {
-        return one.body.clone();
-    }
-    let size = message.iter().map(|p| p.body.len() + 1).sum::<usize>() + 1;
-    let mut body = Vec::with_capacity(size);
-    body.push(b'[');
-    for (i, pending) in message.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&pending.body);
-    }
-    body.push(b']');
-    body
+    let parts: Vec<&[u8]> = message.iter().map(|p| p.body.as_slice()).collect();
+    json_array_body(&parts)
 }
 
 async fn publish(publisher: &Publisher, exchange: &str, message: Vec<Pending>) {
@@ -244,7 +215,7 @@ mod tests {
         ];
         assert_eq!(
             gathered(&taken, 2, 1000),
-            [vec!["1", "3"], vec!["4"], vec!["2", "5"]]
+            [vec!["1", "3"], vec!["2", "5"], vec!["4"]]
         );
         // Within the bytes, but a larger response still goes, alone.
         let taken = [

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use collect_shared::amqp::gather::{group_by_key, json_array_body};
 use collect_shared::amqp::{
     Batching, Broker, OutgoingMessage, Publisher, Retried, Settled, Topology, consume_batches,
     dead_letter_part, retry_transient, retry_until_shutdown,
@@ -138,15 +139,22 @@ impl Worker {
             rows.push((outcomes.len(), stored, event));
             outcomes.push(outcome);
         }
-        let messages = gather_by_form(
-            rows.iter().map(|(_, stored, _)| stored.form_id.as_str()),
+        let bodies: Vec<Vec<u8>> = rows
+            .iter()
+            .map(|(_, stored, _)| serde_json::to_vec(stored).unwrap_or_default())
+            .collect();
+        let messages = group_by_key(
+            rows.iter()
+                .zip(&bodies)
+                .map(|((_, stored, _), body)| (stored.form_id.as_str(), body.len())),
             self.saved_gather_max,
+            SAVED_MAX_BYTES,
         );
-        let confirmed = futures::future::join_all(
-            messages
-                .iter()
-                .map(|message| self.publish_saved(message.iter().map(|&r| &rows[r].1).collect())),
-        )
+        let confirmed = futures::future::join_all(messages.iter().map(|message| {
+            let first = &rows[message[0]].1;
+            let parts: Vec<&[u8]> = message.iter().map(|&r| bodies[r].as_slice()).collect();
+            self.publish_saved(first, json_array_body(&parts))
+        }))
         .await;
         let rows = &rows;
         let flagged = futures::future::join_all(
@@ -191,17 +199,9 @@ impl Worker {
         .await
     }
 
-    /// Publishes stored rows of one form to `N.saved`: one row as itself, more as a JSON
-    /// array of them (`message_id` the first one's id).
-    async fn publish_saved(&self, rows: Vec<&StoredResponse>) -> bool {
-        let Some(first) = rows.first() else {
-            return true;
-        };
-        let body = match rows.as_slice() {
-            [one] => serde_json::to_vec(one),
-            _ => serde_json::to_vec(&rows),
-        }
-        .unwrap_or_default();
+    /// Publishes stored rows of one form to `N.saved` (`body`: the one row, or an array of
+    /// them; `message_id` the first one's id).
+    async fn publish_saved(&self, first: &StoredResponse, body: Vec<u8>) -> bool {
         let exchange = self.topology.saved_exchange();
         self.publish(OutgoingMessage {
             exchange: &exchange,
@@ -368,23 +368,9 @@ impl Worker {
 /// that each carry many responses is handled in several, one after the other).
 const MAX_PER_TRANSACTION: usize = 500;
 
-/// The rows of each form together, in order, at most `max` a group: the positions (in
-/// `forms`) of the rows of each message to publish.
-fn gather_by_form<'a>(forms: impl Iterator<Item = &'a str>, max: usize) -> Vec<Vec<usize>> {
-    let mut messages: Vec<Vec<usize>> = Vec::new();
-    // The message of each form still being filled.
-    let mut open: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (row, form) in forms.enumerate() {
-        match open.get(form) {
-            Some(&m) if messages[m].len() < max.max(1) => messages[m].push(row),
-            _ => {
-                open.insert(form, messages.len());
-                messages.push(vec![row]);
-            }
-        }
-    }
-    messages
-}
+/// Most bytes of stored rows in one `N.saved` message, as ingest gathers (a larger row still
+/// goes, alone).
+const SAVED_MAX_BYTES: usize = 1024 * 1024;
 
 /// The responses a message body carries: the body itself (a JSON object, or anything else:
 /// [`Worker::check`] says what is wrong with it), or each element of a JSON array. An array
@@ -419,25 +405,7 @@ pub async fn run(worker: Arc<Worker>, broker: Broker, batching: Batching) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{gather_by_form, split};
-
-    #[test]
-    fn stored_rows_are_gathered_by_form_in_order() {
-        let forms = ["a", "b", "a", "a", "c", "a", "b"];
-        assert_eq!(
-            gather_by_form(forms.into_iter(), 2),
-            [vec![0, 2], vec![1, 6], vec![3, 5], vec![4]]
-        );
-        assert_eq!(
-            gather_by_form(forms.into_iter(), 1),
-            (0..7).map(|r| vec![r]).collect::<Vec<_>>()
-        );
-        assert_eq!(
-            gather_by_form(forms.into_iter(), 100),
-            [vec![0, 2, 3, 5], vec![1, 6], vec![4]]
-        );
-        assert!(gather_by_form([].into_iter(), 100).is_empty());
-    }
+    use super::split;
 
     #[test]
     fn a_body_is_one_response_or_an_array_of_them() {

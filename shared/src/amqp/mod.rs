@@ -3,6 +3,7 @@
 mod broker;
 mod consumer;
 pub mod dead_letters;
+pub mod gather;
 mod publisher;
 mod topology;
 
