@@ -41,27 +41,3 @@ pub async fn bind(addr: std::net::SocketAddr, variable: &str) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on {addr} ({variable})"))
 }
-
-/// A service that so far only holds its broker connection (declaring the topology) and answers
-/// `/healthz`, `/readyz` and `/metrics`: the workers before their work lands.
-pub async fn run_ops_only(
-    service: &str,
-    listener: TcpListener,
-    common: &crate::config::CommonConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    use crate::amqp::{Broker, BrokerSettings, Topology};
-    use crate::telemetry::{Readiness, ops_router, track_http};
-
-    let topology = Topology::new(common.namespace.clone());
-    let broker = Broker::start(BrokerSettings::new(
-        common.amqp_url.clone(),
-        service,
-        topology,
-    ));
-    let readiness = Readiness::new().with_check("broker", broker.readiness_check());
-    let router = ops_router(readiness).layer(axum::middleware::from_fn(track_http));
-    serve(listener, router, shutdown, Duration::from_secs(5)).await?;
-    broker.close().await;
-    Ok(())
-}

@@ -26,41 +26,6 @@ pub enum Settled {
     Keep,
 }
 
-/// Consumes `queue` until `shutdown`, handing each delivery to `handler`, which says what
-/// became of it, with `prefetch` deliveries in hand and processed concurrently. In-flight
-/// deliveries finish before it returns; prefetched ones go back to the queue with the channel.
-pub async fn consume<H, Fut>(
-    broker: Broker,
-    queue: String,
-    prefetch: u16,
-    shutdown: CancellationToken,
-    handler: H,
-) where
-    H: Fn(Delivery) -> Fut + Clone,
-    Fut: Future<Output = Settled>,
-{
-    consume_batches(
-        broker,
-        queue,
-        Batching {
-            prefetch,
-            batch: 1,
-            linger: Duration::ZERO,
-        },
-        shutdown,
-        move |mut deliveries| {
-            let handler = handler.clone();
-            async move {
-                match deliveries.pop() {
-                    Some(delivery) => vec![handler(delivery).await],
-                    None => Vec::new(),
-                }
-            }
-        },
-    )
-    .await;
-}
-
 /// How a consumer takes its deliveries.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
@@ -75,11 +40,12 @@ pub struct Batching {
     pub linger: Duration,
 }
 
-/// Like [`consume`], but hands over deliveries together, up to `batch` at a time, so that
-/// their work can share one transaction: those that are ready, or with a `linger`, those that
-/// arrive within it. Up to `prefetch / batch` batches are processed at once. The handler
-/// returns what became of each delivery, in the order it got them; the acks are sent as
-/// [`Acks`] says.
+/// Consumes `queue` until `shutdown`, handing deliveries to `handler` together, up to `batch`
+/// at a time, so that their work can share one transaction: those that are ready, or with a
+/// `linger`, those that arrive within it. Up to `prefetch / batch` batches are processed at
+/// once. The handler returns what became of each delivery, in the order it got them; the acks
+/// are sent as [`Acks`] says. In-flight batches finish before it returns; prefetched
+/// deliveries go back to the queue with the channel.
 pub async fn consume_batches<H, Fut>(
     broker: Broker,
     queue: String,

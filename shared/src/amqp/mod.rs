@@ -9,7 +9,7 @@ mod topology;
 
 pub use broker::{Broker, BrokerSettings, BrokerStatus};
 pub use consumer::{
-    Acks, Batching, Command, Settled, consume, consume_batches, dead_letter, dead_letter_part,
+    Acks, Batching, Command, Settled, consume_batches, dead_letter, dead_letter_part,
 };
 pub use publisher::{OutgoingMessage, PublishError, PublishSettings, Publisher};
 pub use topology::{DELIVERY_LIMIT, Topology, TopologyError};
