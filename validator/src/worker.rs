@@ -139,10 +139,20 @@ impl Worker {
             rows.push((outcomes.len(), stored, event));
             outcomes.push(outcome);
         }
-        let bodies: Vec<Vec<u8>> = rows
-            .iter()
-            .map(|(_, stored, _)| serde_json::to_vec(stored).unwrap_or_default())
-            .collect();
+        // A row that cannot be serialised (it cannot happen: strings, numbers and JSON values)
+        // is set aside in `N.dead` with the reason, never published as an empty body.
+        let mut bodies: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+        rows.retain(|(at, stored, _)| match serde_json::to_vec(stored) {
+            Ok(body) => {
+                bodies.push(body);
+                true
+            }
+            Err(error) => {
+                outcomes[*at] =
+                    Outcome::DeadLettered(format!("cannot serialise the stored row: {error}"));
+                false
+            }
+        });
         let messages = group_by_key(
             rows.iter()
                 .zip(&bodies)
@@ -183,7 +193,14 @@ impl Worker {
 
     async fn publish_flag_event(&self, kind: FlagEventKind, stored: &StoredResponse) -> bool {
         let flag_event = FlagEvent::new(kind, stored, Utc::now());
-        let body = serde_json::to_vec(&flag_event).unwrap_or_default();
+        let body = match serde_json::to_vec(&flag_event) {
+            Ok(body) => body,
+            // Cannot happen (strings and JSON values); never an empty body if it did.
+            Err(error) => {
+                tracing::error!(%error, "cannot serialise a flag event; the delivery waits");
+                return false;
+            }
+        };
         let routing_key = flag_event.routing_key();
         let exchange = self.topology.flags_exchange();
         self.publish(OutgoingMessage {
