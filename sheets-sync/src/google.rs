@@ -2,6 +2,7 @@
 //! `Scope::Spreadsheet` on every call (so one token serves reads and writes), a client-side
 //! request budget, and errors sorted into what to do about them.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,6 @@ use google_sheets4::{Error, Sheets};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 type Hub = Sheets<HttpsConnector<HttpConnector>>;
 
@@ -51,31 +51,18 @@ pub struct ApiFailure {
 }
 
 /// Spaces requests out to stay within a per-minute budget (Google: 60 a minute per user for
-/// writes, the same for reads).
-struct Budget {
-    interval: Duration,
-    next: Mutex<Instant>,
-}
+/// writes, the same for reads): evenly, one every `60 s / requests`, no bursts.
+struct Budget(governor::DefaultDirectRateLimiter);
 
 impl Budget {
     fn per_minute(requests: u32) -> Self {
-        Self {
-            interval: Duration::from_secs(60) / requests.max(1),
-            next: Mutex::new(Instant::now()),
-        }
+        let requests = NonZeroU32::new(requests).unwrap_or(NonZeroU32::MIN);
+        let quota = governor::Quota::per_minute(requests).allow_burst(NonZeroU32::MIN);
+        Self(governor::RateLimiter::direct(quota))
     }
 
     async fn acquire(&self) {
-        let wait = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot - now
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+        self.0.until_ready().await;
     }
 }
 
@@ -637,17 +624,14 @@ pub fn a1(tab: &str, cells: &str) -> String {
 }
 
 /// google-sheets4 puts the range into the URL path as it is: encode everything but the
-/// unreserved characters, so a tab named `Q&A #1 / 2024?` survives.
+/// unreserved characters (RFC 3986), so a tab named `Q&A #1 / 2024?` survives.
 fn encode_range(range: &str) -> String {
-    let mut encoded = String::with_capacity(range.len() * 3);
-    for byte in range.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(range, UNRESERVED).to_string()
 }
 
 /// The first row of an A1 range such as `'Tab'!A11:T60`.
@@ -688,7 +672,34 @@ mod tests {
     #[test]
     fn ranges_survive_the_url() {
         assert_eq!(encode_range("'Q&A #1'!A1"), "%27Q%26A%20%231%27%21A1");
+        assert_eq!(encode_range("a-b.c_d~e/f?"), "a-b.c_d~e%2Ff%3F");
+        assert_eq!(encode_range("Été"), "%C3%89t%C3%A9");
         assert_eq!(a1("It's", "A:A"), "'It''s'!A:A");
+    }
+
+    /// The budget spaces requests out evenly: no burst, even after an idle spell.
+    #[tokio::test]
+    async fn the_budget_spaces_requests_evenly() {
+        let budget = Budget::per_minute(6000); // one every 10 ms
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        for _ in 0..4 {
+            budget.acquire().await;
+        }
+        // The first goes at once, each next one 10 ms after the one before.
+        assert!(
+            started.elapsed() >= Duration::from_millis(30),
+            "{:?}",
+            started.elapsed()
+        );
+        // A zero budget is read as one a minute, never as no limit.
+        let zero = Budget::per_minute(0);
+        zero.acquire().await;
+        let next = tokio::time::timeout(Duration::from_millis(50), zero.acquire()).await;
+        assert!(
+            next.is_err(),
+            "a second request within the minute went at once"
+        );
     }
 
     #[test]
