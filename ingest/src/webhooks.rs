@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Request, header};
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use chrono::Utc;
 use http_body_util::Full;
@@ -30,10 +29,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use collect_shared::amqp::{Batching, Broker, retry_transient};
-use collect_shared::amqp::{Publisher, Retried, Settled, Topology, consume_batches, dead_letter};
+use collect_shared::amqp::{Batching, Broker};
+use collect_shared::amqp::{Publisher, Settled, Topology, consume_batches, dead_letter};
 use collect_shared::messages::FlagEvent;
-use collect_shared::store::{ClaimedDelivery, NewDelivery, Store, Webhook, is_permanent};
+use collect_shared::retry::{Policy, Retried, retry_transient, retry_until_shutdown};
+use collect_shared::store::{ClaimedDelivery, NewDelivery, Store, Webhook};
 
 /// How the dispatcher delivers.
 #[derive(Debug, Clone)]
@@ -56,14 +56,7 @@ impl WebhookSettings {
         if attempts >= self.max_attempts {
             return None;
         }
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(self.retry_min)
-            .with_max_delay(self.retry_max)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build();
-        delays.nth(attempts.saturating_sub(1) as usize)
+        Some(Policy::new(self.retry_min, self.retry_max).delay_after(attempts))
     }
 }
 
@@ -197,18 +190,12 @@ struct Recorder {
 impl Recorder {
     /// Records the deliveries of the events that arrived together, then has them acked.
     async fn record(&self, deliveries: Vec<Delivery>) -> Vec<Settled> {
-        let webhooks = match retry_transient(
-            "reading webhooks",
-            &self.stop,
-            |_: &sqlx::Error| false,
-            || self.cache.get(),
-        )
-        .await
-        {
-            Retried::Done(webhooks) => webhooks,
-            // Shutting down: the events come again.
-            _ => return requeue(&deliveries),
-        };
+        let webhooks =
+            match retry_until_shutdown("reading webhooks", &self.stop, || self.cache.get()).await {
+                Some(webhooks) => webhooks,
+                // Shutting down: the events come again.
+                None => return requeue(&deliveries),
+            };
         let mut outbox = Vec::new();
         let mut events = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
@@ -237,15 +224,10 @@ impl Recorder {
             }
         }
         if !outbox.is_empty() {
-            match retry_transient(
-                "recording webhook deliveries",
-                &self.stop,
-                is_permanent,
-                || async {
-                    let _connection = self.background.acquire().await;
-                    self.store.enqueue_deliveries(&outbox).await
-                },
-            )
+            match retry_transient("recording webhook deliveries", &self.stop, || async {
+                let _connection = self.background.acquire().await;
+                self.store.enqueue_deliveries(&outbox).await
+            })
             .await
             {
                 Retried::Done(recorded) => {

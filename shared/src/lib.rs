@@ -9,6 +9,7 @@ pub mod amqp;
 pub mod config;
 pub mod forms;
 pub mod messages;
+pub mod retry;
 pub mod rules;
 pub mod server;
 pub mod shutdown;

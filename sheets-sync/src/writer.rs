@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use collect_shared::forms::Form;
 use collect_shared::messages::FormId;
+use collect_shared::retry::{Delays, Policy};
 use collect_shared::store::{FormCache, ParkRow, PendingRow, Store, TabLocks};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -82,18 +83,7 @@ pub struct Blocked {
     pub about_this_sheet: bool,
     failures: u32,
     retry_at: Instant,
-    delays: backon::ExponentialBackoff,
-}
-
-/// Truncated exponential backoff with jitter, up to a minute (Google advises 32 to 64 s).
-fn delays() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(60))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    delays: Delays,
 }
 
 #[derive(Clone)]
@@ -422,12 +412,12 @@ impl Writer {
             about_this_sheet: false,
             failures: 0,
             retry_at: now,
-            delays: delays(),
+            delays: Policy::SHEETS.delays(),
         });
         entry.failures += 1;
         entry.reason = failure.reason.clone();
         entry.about_this_sheet = failure.about_this_sheet;
-        let next = entry.delays.next().unwrap_or(Duration::from_secs(60));
+        let next = entry.delays.next_delay();
         let delay = backoff(failure.retry_after, next);
         entry.retry_at = now.checked_add(delay).unwrap_or(now + MAX_BACKOFF);
         warn!(

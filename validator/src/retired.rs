@@ -9,8 +9,9 @@
 
 use std::time::Duration;
 
-use collect_shared::amqp::{Broker, Publisher, Topology, dead_letter, retry_until_shutdown};
+use collect_shared::amqp::{Broker, Publisher, Topology, dead_letter};
 use collect_shared::messages::{FormId, ResponseId};
+use collect_shared::retry::retry_until_shutdown;
 use collect_shared::store::Store;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueueDeleteOptions,

@@ -7,10 +7,11 @@ use std::time::Instant;
 use chrono::Utc;
 use collect_shared::amqp::gather::{group_by_key, json_array_body};
 use collect_shared::amqp::{
-    Batching, Broker, OutgoingMessage, Publisher, Retried, Settled, Topology, consume_batches,
-    dead_letter_part, retry_transient, retry_until_shutdown,
+    Batching, Broker, OutgoingMessage, Publisher, Settled, Topology, consume_batches,
+    dead_letter_part,
 };
 use collect_shared::messages::{FlagEvent, FlagEventKind, ResponseMessage, StoredResponse};
+use collect_shared::retry::{Retried, retry_transient, retry_until_shutdown};
 use collect_shared::rules::Evaluation;
 use collect_shared::store::{FormCache, FormLookupError, NewResponse, SaveOutcome, Store};
 use lapin::message::Delivery;
@@ -109,12 +110,9 @@ impl Worker {
                 evaluation: &c.evaluation,
             })
             .collect();
-        retry_transient(
-            "storing responses",
-            &self.shutdown,
-            collect_shared::store::is_permanent,
-            || self.store.save_responses(&batch),
-        )
+        retry_transient("storing responses", &self.shutdown, || {
+            self.store.save_responses(&batch)
+        })
         .await
     }
 

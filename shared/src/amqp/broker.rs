@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::retry::Policy;
 use futures::StreamExt;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties, Event};
@@ -178,21 +178,13 @@ impl Broker {
     }
 }
 
-fn reconnect_delays() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-}
-
 async fn supervise(
     settings: BrokerSettings,
     state: watch::Sender<State>,
     close: CancellationToken,
 ) {
     let url = redact_url(&settings.url);
-    let mut delays = reconnect_delays().build();
+    let mut delays = Policy::BROKER_RECONNECT.delays();
     loop {
         let attempt = tokio::select! {
             _ = close.cancelled() => break,
@@ -201,7 +193,7 @@ async fn supervise(
         match attempt {
             Ok(Ok((connection, channel))) => {
                 info!(broker = %url, "connected to RabbitMQ; topology declared");
-                delays = reconnect_delays().build();
+                delays = Policy::BROKER_RECONNECT.delays();
                 state.send_replace(State::Up {
                     connection: connection.clone(),
                     channel: channel.clone(),
@@ -229,7 +221,7 @@ async fn supervise(
                 state.send_replace(State::Down(reason));
             }
         }
-        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        let delay = delays.next_delay();
         tokio::select! {
             _ = close.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}

@@ -12,7 +12,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Broker, OutgoingMessage, Publisher, retry_until_shutdown};
+use super::{Broker, OutgoingMessage, Publisher};
+use crate::retry::retry_until_shutdown;
 
 /// What became of a delivery, as a handler reports it: the consumer sends the acks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -141,13 +141,7 @@ impl Store {
         settings: &StoreSettings,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<Self> {
-        use backon::BackoffBuilder;
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays = crate::retry::Policy::DATABASE_CONNECT.delays();
         loop {
             match Self::connect(settings).await {
                 Ok(store) => return Ok(store),
@@ -156,7 +150,7 @@ impl Store {
                         error = format!("{error:#}"),
                         "the database is not usable yet; retrying"
                     );
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    let delay = delays.next_delay();
                     tokio::select! {
                         _ = shutdown.cancelled() => return Err(error.context("stopped while waiting for the database")),
                         _ = tokio::time::sleep(delay) => {}
