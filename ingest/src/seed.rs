@@ -37,7 +37,7 @@ pub fn envelope_from_seed(form: &Form, payload: Value) -> Result<ResponseEnvelop
         Some(_) => return Err(ApiError::invalid("username", "username must be a string")),
     };
     let revision = match fields.get("last_modified_time") {
-        None | Some(Value::Null) => Revision(0),
+        None | Some(Value::Null) => Revision::ZERO,
         Some(value) => {
             let modified = parse_timestamp(value).map_err(|message| {
                 ApiError::invalid(
@@ -45,7 +45,7 @@ pub fn envelope_from_seed(form: &Form, payload: Value) -> Result<ResponseEnvelop
                     format!("last_modified_time {message}"),
                 )
             })?;
-            Revision(modified.timestamp_millis().max(0) as u64)
+            Revision::saturating_from_i64(modified.timestamp_millis())
         }
     };
     // A `submitted_time` that is not a time stays in `metadata` only (the seed never checked

@@ -128,21 +128,62 @@ fn check_form_id(kind: &str, value: &str) -> Result<(), InvalidIdentifier> {
 
 /// Which version of a response this is: a higher revision replaces the stored one.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema,
 )]
 #[serde(transparent)]
-pub struct Revision(pub u64);
+pub struct Revision(u64);
+
+impl Revision {
+    pub const ZERO: Self = Self(0);
+    /// The highest revision: what the store's signed 64-bit column holds.
+    pub const MAX: Self = Self(i64::MAX as u64);
+
+    /// A revision, if it is at most [`Revision::MAX`].
+    pub fn new(value: u64) -> Result<Self, RevisionTooLarge> {
+        if value <= Self::MAX.0 {
+            Ok(Self(value))
+        } else {
+            Err(RevisionTooLarge)
+        }
+    }
+
+    /// A revision from a signed number (a time in milliseconds, a stored column): negative
+    /// ones are 0.
+    pub const fn saturating_from_i64(value: i64) -> Self {
+        if value < 0 {
+            Self(0)
+        } else {
+            Self(value as u64)
+        }
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// As the store holds it; never wraps, since a revision is at most `i64::MAX`.
+    pub const fn as_i64(self) -> i64 {
+        self.0 as i64
+    }
+}
+
+/// A revision over [`Revision::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevisionTooLarge;
+
+impl fmt::Display for RevisionTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "revision must be at most {}", Revision::MAX)
+    }
+}
+
+impl std::error::Error for RevisionTooLarge {}
+
+impl<'de> Deserialize<'de> for Revision {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::new(u64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
 
 impl fmt::Display for Revision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -472,7 +513,7 @@ mod tests {
         let envelope: ResponseEnvelope =
             serde_json::from_value(json!({"response_id": "r-1", "collector": {"user_id": "u-1"}}))
                 .expect("minimal envelope");
-        assert_eq!(envelope.revision, Revision(0));
+        assert_eq!(envelope.revision, Revision::ZERO);
         assert!(envelope.answers.is_empty());
         let typo = serde_json::from_value::<ResponseEnvelope>(
             json!({"response_id": "r-1", "collector": {"user_id": "u"}, "answer": {}}),
@@ -533,7 +574,7 @@ mod tests {
         let message = ResponseMessage {
             form_id: FormId::parse("f").expect("form id"),
             response_id: ResponseId::parse("r").expect("response id"),
-            revision: Revision(3),
+            revision: Revision::saturating_from_i64(3),
             collector: Collector {
                 user_id: UserId::parse("u").expect("user id"),
                 username: Some("asha".into()),

@@ -88,7 +88,7 @@ pub fn row(form: &Form, header: &[String], response: &StoredResponse) -> Vec<Val
 fn cell(source: Option<&Source>, column: &str, response: &StoredResponse) -> Value {
     match source {
         Some(Source::Fixed("response_id")) => Value::String(response.response_id.to_string()),
-        Some(Source::Fixed("revision")) => Value::from(response.revision.0),
+        Some(Source::Fixed("revision")) => Value::from(response.revision.get()),
         Some(Source::Fixed("status")) => Value::String(response.status.as_str().into()),
         Some(Source::Fixed(_)) => Value::String(flags_text(response)),
         Some(Source::Question(id)) => scalar(response.answers.get(id)),

@@ -514,7 +514,7 @@ impl Writer {
                 .iter()
                 .filter_map(|pending| {
                     let (row, written) = known.get(pending.response.response_id.as_str())?;
-                    let stale = *written != pending.response.revision.0 as i64 || pending.force;
+                    let stale = *written != pending.response.revision.as_i64() || pending.force;
                     stale.then_some(*row)
                 })
                 .collect();
@@ -579,7 +579,7 @@ impl Writer {
             let moved = rows.iter().any(|pending| {
                 let id = pending.response.response_id.as_str();
                 known.get(id).is_some_and(|(row, written)| {
-                    let stale = *written != pending.response.revision.0 as i64 || pending.force;
+                    let stale = *written != pending.response.revision.as_i64() || pending.force;
                     stale && holds.get(row).map(String::as_str) != Some(id)
                 })
             });
@@ -629,7 +629,7 @@ impl Writer {
             if !seen.insert(id.clone()) {
                 continue;
             }
-            let revision = response.revision.0 as i64;
+            let revision = response.revision.as_i64();
             let cells = sheet_row::row(form, &header, response);
             let item = Item {
                 id,

@@ -62,12 +62,6 @@ impl Worker {
                 )));
             }
         };
-        if i64::try_from(message.revision.0).is_err() {
-            return Err(Outcome::DeadLettered(format!(
-                "revision {} is larger than 2^63 - 1",
-                message.revision
-            )));
-        }
         let form = retry_until_shutdown("loading the form", &self.shutdown, || async {
             match self.forms.get(&message.form_id).await {
                 Ok(form) => Ok(Ok(form)),

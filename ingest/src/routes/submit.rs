@@ -238,12 +238,6 @@ fn parse_envelope(form: &Form, payload: Value) -> Result<ResponseEnvelope, ApiEr
         ));
     }
     let envelope: ResponseEnvelope = from_value(payload)?;
-    if i64::try_from(envelope.revision.0).is_err() {
-        return Err(ApiError::invalid(
-            "revision",
-            "revision must be at most 9223372036854775807",
-        ));
-    }
     envelope
         .check_storable()
         .map_err(|unstorable| ApiError::invalid(unstorable.field, unstorable.message))?;

@@ -90,6 +90,10 @@ async fn structurally_wrong_envelopes_get_422_naming_the_field() {
         (with("revision", json!(-1)), "revision"),
         (with("revision", json!(1.5)), "revision"),
         (with("revision", json!("2")), "revision"),
+        (
+            with("revision", json!(9_223_372_036_854_775_808u64)),
+            "revision",
+        ),
         (with("submitted_at", json!("yesterday")), "submitted_at"),
         (with("answers", json!([1, 2])), "answers"),
         (with("answers", Value::Null), "answers"),
@@ -119,6 +123,11 @@ async fn structurally_wrong_envelopes_get_422_naming_the_field() {
         202
     );
     assert_eq!(probe.next().await.body["response_id"], json!(longest));
+    // So does the highest revision the store holds.
+    let mut highest = envelope("r-highest", 1);
+    highest["revision"] = json!(i64::MAX);
+    assert_eq!(app.post_json(ROUTE, &highest).await.status(), 202);
+    assert_eq!(probe.next().await.body["revision"], json!(i64::MAX));
     app.stop().await;
 }
 

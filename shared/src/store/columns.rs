@@ -35,7 +35,7 @@ pub(crate) fn response(
     let stored = StoredResponse {
         response_id: decode(ResponseId::parse(row.text("response_id")?))?,
         form_id: decode(FormId::parse(row.text("form_id")?))?,
-        revision: Revision(row.bigint("revision")? as u64),
+        revision: Revision::saturating_from_i64(row.bigint("revision")?),
         form_version: row.int("form_version")?,
         status: parse_status(&row.text("status")?)?,
         flags: row.json("flags")?,
@@ -63,7 +63,7 @@ pub(crate) fn flag_event(
         kind,
         response_id: decode(ResponseId::parse(row.text("response_id")?))?,
         form_id: decode(FormId::parse(row.text("form_id")?))?,
-        revision: Revision(row.bigint("revision")? as u64),
+        revision: Revision::saturating_from_i64(row.bigint("revision")?),
         collector: Collector {
             user_id: decode(UserId::parse(row.text("user_id")?))?,
             username: row.optional_text("username")?,

@@ -176,15 +176,14 @@ pub(crate) fn decide(
                 (false, false) => None,
             }),
             std::cmp::Ordering::Equal => Decision::Duplicate,
-            std::cmp::Ordering::Greater => Decision::Stale(Revision(stored as u64)),
+            std::cmp::Ordering::Greater => Decision::Stale(Revision::saturating_from_i64(stored)),
         },
     }
 }
 
 /// A batch checked before it reaches the database: each response's revision as the store
 /// holds it (a `bigint`) and its status, in batch order, and the batch's indexes in key order
-/// (rows are locked in that order). A response twice in one batch, or a revision over
-/// 2^63 - 1, is refused.
+/// (rows are locked in that order). A response twice in one batch is refused.
 pub(crate) struct Prepared {
     pub rows: Vec<(i64, ResponseStatus)>,
     pub order: Vec<usize>,
@@ -199,8 +198,7 @@ pub(crate) fn prepare(batch: &[NewResponse<'_>]) -> Result<Prepared, sqlx::Error
     }
     let mut rows = Vec::with_capacity(batch.len());
     for new in batch {
-        let revision = i64::try_from(new.message.revision.0)
-            .map_err(|_| sqlx::Error::Protocol("revision is larger than 2^63 - 1".into()))?;
+        let revision = new.message.revision.as_i64();
         let status = if new.evaluation.is_flagged() {
             ResponseStatus::Flagged
         } else {
@@ -343,7 +341,10 @@ mod tests {
             Decision::Write(Some(Flagged))
         );
         assert_eq!(decide(Some((2, true)), 2, V), Decision::Duplicate);
-        assert_eq!(decide(Some((3, false)), 2, F), Decision::Stale(Revision(3)));
+        assert_eq!(
+            decide(Some((3, false)), 2, F),
+            Decision::Stale(Revision::saturating_from_i64(3))
+        );
     }
 
     #[test]

@@ -146,7 +146,7 @@ fn message(form: &str, id: &str, revision: u64, user: &str) -> ResponseMessage {
     ResponseMessage {
         form_id: form_id(form),
         response_id: ResponseId::parse(id).unwrap(),
-        revision: Revision(revision),
+        revision: Revision::new(revision).unwrap(),
         collector: Collector {
             user_id: UserId::parse(user).unwrap(),
             username: Some("Ádá \u{1F600}".into()),
@@ -219,7 +219,7 @@ async fn revisions(store: Store) {
     assert_eq!(
         save(&store, &older, &valid()).await,
         SaveOutcome::Stale {
-            stored_revision: Revision(2)
+            stored_revision: Revision::saturating_from_i64(2)
         }
     );
 
@@ -229,7 +229,7 @@ async fn revisions(store: Store) {
         panic!("a newer revision is written");
     };
     assert_eq!(event, Some(FlagEventKind::Cleared));
-    assert_eq!(stored.revision, Revision(3));
+    assert_eq!(stored.revision.get(), 3);
     assert_eq!(
         store
             .response(&newer.form_id, &newer.response_id)
@@ -246,16 +246,21 @@ async fn revisions(store: Store) {
             .is_empty()
     );
 
-    // A revision over what the store holds is refused before it reaches it.
-    let huge = message("household_finance", "r-2", u64::MAX, "u-1");
-    let refused = store
-        .save_responses(&[NewResponse {
-            message: &huge,
-            form_version: 1,
-            evaluation: &valid(),
-        }])
-        .await;
-    assert!(refused.is_err());
+    // A revision over what the store holds cannot be made; the highest one is stored and
+    // read back as it was.
+    assert!(Revision::new(u64::MAX).is_err());
+    assert!(Revision::new(1 << 63).is_err());
+    let highest = message("household_finance", "r-2", i64::MAX as u64, "u-1");
+    let SaveOutcome::Written { stored, .. } = save(&store, &highest, &valid()).await else {
+        panic!("the highest revision is written");
+    };
+    assert_eq!(stored.revision, Revision::MAX);
+    let read = store
+        .response(&highest.form_id, &highest.response_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.revision.get(), 9_223_372_036_854_775_807);
 
     // The edges of the years ingest accepts (1000 to 9999) read back as written.
     // (2040 is past MySQL's TIMESTAMP: bound as one, MariaDB stored it as NULL.)
@@ -383,7 +388,7 @@ async fn batches_and_forms_sharing_ids(store: Store) {
         .unwrap();
     let forms: Vec<(&str, u64)> = same
         .iter()
-        .map(|r| (r.form_id.as_str(), r.revision.0))
+        .map(|r| (r.form_id.as_str(), r.revision.get()))
         .collect();
     assert_eq!(forms, [("a", 1), ("b", 2)]);
     // A response twice in one batch is refused.
@@ -460,7 +465,7 @@ async fn flag_history(store: Store) {
     let kinds: Vec<(FlagEventKind, u64)> = all
         .events
         .iter()
-        .map(|(_, event)| (event.kind, event.revision.0))
+        .map(|(_, event)| (event.kind, event.revision.get()))
         .collect();
     assert_eq!(
         kinds,
@@ -480,7 +485,7 @@ async fn flag_history(store: Store) {
     let cursor = FlagCursor::parse(&first.next.to_string()).unwrap();
     let second = store.flag_history(&user, cursor, 2).await.unwrap();
     assert_eq!(second.events.len(), 1);
-    assert_eq!(second.events[0].1.revision, Revision(3));
+    assert_eq!(second.events[0].1.revision.get(), 3);
     let third = store.flag_history(&user, second.next, 2).await.unwrap();
     assert!(third.events.is_empty());
     assert_eq!(third.next, second.next);
@@ -692,7 +697,12 @@ async fn outbox_rows_and_parking(store: Store) {
 async fn waiting(store: &Store, form: &FormId) -> Vec<(String, u64)> {
     let rows = store.pending_rows(form, 100).await.unwrap();
     rows.iter()
-        .map(|r| (r.response.response_id.to_string(), r.response.revision.0))
+        .map(|r| {
+            (
+                r.response.response_id.to_string(),
+                r.response.revision.get(),
+            )
+        })
         .collect()
 }
 

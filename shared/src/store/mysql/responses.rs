@@ -153,7 +153,7 @@ impl MySqlStore {
             let stored = current.get(&owned_key(batch[i].message));
             let held = stored.map(|(stored, _)| {
                 (
-                    stored.revision.0 as i64,
+                    stored.revision.as_i64(),
                     stored.status == ResponseStatus::Flagged,
                 )
             });
@@ -248,7 +248,7 @@ impl MySqlStore {
                     .push_bind(event.collector.username.as_deref())
                     .push_bind(event.form_id.as_str())
                     .push_bind(event.response_id.as_str())
-                    .push_bind(event.revision.0 as i64)
+                    .push_bind(event.revision.as_i64())
                     .push_bind(event.kind.as_str())
                     .push_bind(json(&event.flags))
                     .push_bind(json(&event.answers))

@@ -241,7 +241,7 @@ async fn record_flag_events(
         usernames.push(event.collector.username.as_deref());
         form_ids.push(event.form_id.as_str());
         response_ids.push(event.response_id.as_str());
-        revisions.push(event.revision.0 as i64);
+        revisions.push(event.revision.as_i64());
         kinds.push(event.kind.as_str());
         flags.push(json(&event.flags));
         answers.push(json(&event.answers));
