@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod engine;
+mod harness;
 mod process;
 mod proxy;
 mod stack;
@@ -23,6 +24,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 
 pub use engine::{Engine, count, database_pool, database_url, drop_database, url_via};
+pub use harness::{ANY_PORT, Api, Running, Services, Site, defaults, wait_until_ready};
 pub use process::{ServiceProcess, check_lifecycle};
 pub use proxy::FaultProxy;
 pub use stack::Stack;

@@ -133,16 +133,7 @@ impl Stack {
 
     /// Waits until the service at `addr` answers `/readyz` with 200.
     pub async fn wait_ready(&self, addr: &str) {
-        crate::eventually(Duration::from_secs(60), "a service ready", || async {
-            let response = self
-                .client
-                .get(format!("http://{addr}/readyz"))
-                .send()
-                .await
-                .ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await;
+        crate::wait_until_ready(&self.client, addr, Duration::from_secs(60)).await;
     }
 
     /// Removes the namespace's exchanges and queues, the database and the key file.

@@ -2,12 +2,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
 use collect_shared::config::Namespace;
-use collect_testkit::{amqp_url, eventually, remove_namespace};
+use collect_testkit::{ANY_PORT, Api, Running, Services, Site, amqp_url, defaults, eventually};
 use serde_json::{Value, json};
 use sheets_emulator::Emulator;
-use tokio::task::JoinHandle;
+use sheets_sync::SheetsSyncConfig;
 use tokio_util::sync::CancellationToken;
 
 pub const KEY: &str = "sync-key";
@@ -15,19 +14,26 @@ pub const SPREADSHEET: &str = "sheet-1";
 /// A second spreadsheet, for moving a form to.
 pub const OTHER_SPREADSHEET: &str = "sheet-2";
 
-type Running = (CancellationToken, JoinHandle<anyhow::Result<()>>);
-
+/// ingest, a validator and (unless asked not to) sheets-sync in process, with the emulator.
+/// Derefs to ingest's [`Api`] (`post`, `put`, ... with the key).
 pub struct Pipeline {
-    pub ingest: SocketAddr,
+    pub api: Api,
     pub namespace: Namespace,
     pub database_url: String,
     pub emulator: Emulator,
     pub emulator_url: String,
     pub key_file: PathBuf,
-    pub client: reqwest::Client,
     /// The in-process sheets-sync's health routes, when one runs.
     pub sheets_sync: Option<SocketAddr>,
-    services: Vec<Running>,
+    services: Services,
+}
+
+impl std::ops::Deref for Pipeline {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Pipeline {
@@ -38,139 +44,98 @@ impl Pipeline {
     /// With or without a sheets-sync running in process.
     pub async fn start_with(sheets_sync: bool) -> Self {
         collect_shared::telemetry::init_tracing(collect_shared::config::LogFormat::Text);
-        let namespace = collect_testkit::namespace();
-        let database_url = collect_testkit::database_url(super::ENGINE);
+        let site = Site::new(super::ENGINE);
 
         let emulator = Emulator::new();
         emulator.create_spreadsheet(SPREADSHEET);
         emulator.create_spreadsheet(OTHER_SPREADSHEET);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(ANY_PORT).await.unwrap();
         let emulator_url = format!("http://{}/", listener.local_addr().unwrap());
         let router = sheets_emulator::router(emulator.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
         let key = emulator.issue_key(&format!("{emulator_url}token"));
-        let key_file = std::env::temp_dir().join(format!("collect-key-{namespace}.json"));
+        let key_file = std::env::temp_dir().join(format!("collect-key-{}.json", site.namespace));
         std::fs::write(&key_file, key.to_string()).unwrap();
 
-        let ingest_config = ingest::IngestConfig::try_parse_from([
-            "ingest",
-            "--listen",
-            "127.0.0.1:0",
-            "--namespace",
-            namespace.as_str(),
-            "--database-url",
-            &database_url,
-            "--amqp-url",
-            &amqp_url(),
-            "--api-keys",
-            KEY,
-            "--auth",
-            "on",
-        ])
-        .unwrap();
+        let mut ingest_config: ingest::IngestConfig = defaults();
+        ingest_config.common = site.common();
+        ingest_config.listen = ANY_PORT;
+        ingest_config.api_keys = vec![KEY.to_owned()];
+        ingest_config.auth = ingest::AuthMode::On;
         let app = ingest::Application::build(ingest_config).await.unwrap();
         let ingest = app.local_addr();
-        let shutdown = CancellationToken::new();
-        let mut services = vec![(
-            shutdown.clone(),
-            tokio::spawn(app.run_until_stopped(shutdown)),
-        )];
+        let mut services = Services::default();
+        services.push(Running::spawn(|shutdown| app.run_until_stopped(shutdown)));
 
-        let validator_config = validator::ValidatorConfig::try_parse_from([
-            "validator",
-            "--listen",
-            "127.0.0.1:0",
-            "--namespace",
-            namespace.as_str(),
-            "--database-url",
-            &database_url,
-            "--amqp-url",
-            &amqp_url(),
-        ])
-        .unwrap();
-        let shutdown = CancellationToken::new();
-        let app = validator::Application::build(validator_config, &shutdown)
+        let mut validator_config: validator::ValidatorConfig = defaults();
+        validator_config.common = site.common();
+        validator_config.listen = ANY_PORT;
+        let app = validator::Application::build(validator_config, &CancellationToken::new())
             .await
             .unwrap();
-        services.push((
-            shutdown.clone(),
-            tokio::spawn(app.run_until_stopped(shutdown)),
-        ));
+        services.push(Running::spawn(|shutdown| app.run_until_stopped(shutdown)));
 
-        let pipeline = Self {
-            ingest,
-            namespace,
-            database_url,
+        let mut pipeline = Self {
+            api: Api::new(ingest, KEY),
+            namespace: site.namespace,
+            database_url: site.database_url,
             emulator,
             emulator_url,
             key_file,
-            client: reqwest::Client::new(),
             sheets_sync: None,
             services,
         };
-        let mut pipeline = pipeline;
         if sheets_sync {
             let (sync, addr) = pipeline.start_sheets_sync().await;
             pipeline.services.push(sync);
             pipeline.sheets_sync = Some(addr);
         }
-        eventually(Duration::from_secs(20), "ingest ready", || async {
-            let response = pipeline
-                .client
-                .get(pipeline.url("/readyz"))
-                .send()
-                .await
-                .ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await;
+        pipeline.api.wait_until_ready().await;
         pipeline
+    }
+
+    fn site(&self) -> Site {
+        Site {
+            namespace: self.namespace.clone(),
+            database_url: self.database_url.clone(),
+            amqp_url: amqp_url(),
+        }
+    }
+
+    /// A sheets-sync configuration on this pipeline's namespace, database and emulator, with
+    /// batches and a budget that suit tests.
+    pub fn sheets_sync_config(&self) -> SheetsSyncConfig {
+        let mut config: SheetsSyncConfig = defaults();
+        config.common = self.site().common();
+        config.listen = ANY_PORT;
+        config.google_application_credentials = Some(self.key_file.clone());
+        config.sheets_api_url = self.emulator_url.clone();
+        config.default_spreadsheet_id = Some(SPREADSHEET.to_owned());
+        config.batch_rows = 200;
+        config.batch_max_wait_ms = 100;
+        config.writes_per_minute = 6000;
+        config.not_ready_after_ms = 300;
+        config
     }
 
     /// Another sheets-sync instance on the same namespace, database and emulator.
     pub async fn start_sheets_sync(&self) -> (Running, SocketAddr) {
-        self.start_sheets_sync_with(&[]).await
+        self.start_sheets_sync_with(|_| {}).await
     }
 
-    /// Like [`Pipeline::start_sheets_sync`], with more flags (later ones win).
-    pub async fn start_sheets_sync_with(&self, extra: &[&str]) -> (Running, SocketAddr) {
-        let base = [
-            "sheets-sync",
-            "--listen",
-            "127.0.0.1:0",
-            "--namespace",
-            self.namespace.as_str(),
-            "--database-url",
-            &self.database_url,
-            "--amqp-url",
-            &amqp_url(),
-            "--google-application-credentials",
-            self.key_file.to_str().unwrap(),
-            "--sheets-api-url",
-            &self.emulator_url,
-            "--default-spreadsheet-id",
-            SPREADSHEET,
-            "--batch-rows",
-            "200",
-            "--batch-max-wait-ms",
-            "100",
-            "--writes-per-minute",
-            "6000",
-            "--not-ready-after-ms",
-            "300",
-        ];
-        let config =
-            sheets_sync::SheetsSyncConfig::try_parse_from(base.iter().chain(extra.iter())).unwrap();
-        let shutdown = CancellationToken::new();
-        let app = sheets_sync::Application::build(config, &shutdown)
+    /// Like [`Pipeline::start_sheets_sync`], with its configuration changed by `configure`.
+    pub async fn start_sheets_sync_with(
+        &self,
+        configure: impl FnOnce(&mut SheetsSyncConfig),
+    ) -> (Running, SocketAddr) {
+        let mut config = self.sheets_sync_config();
+        configure(&mut config);
+        let app = sheets_sync::Application::build(config, &CancellationToken::new())
             .await
             .unwrap();
         let addr = app.local_addr();
         (
-            (
-                shutdown.clone(),
-                tokio::spawn(app.run_until_stopped(shutdown)),
-            ),
+            Running::spawn(|shutdown| app.run_until_stopped(shutdown)),
             addr,
         )
     }
@@ -194,39 +159,9 @@ impl Pipeline {
         ]
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.ingest)
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .put(self.url(path))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
     /// `GET` an ingest route with the API key: the status and the JSON body (`null` if none).
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap();
+        let response = self.api.get(path).await;
         (
             response.status().as_u16(),
             response.json().await.unwrap_or(Value::Null),
@@ -258,9 +193,10 @@ impl Pipeline {
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
-    /// Starts sheets-sync in process with more flags, as the one `/readyz` helpers talk to.
-    pub async fn with_sheets_sync(mut self, extra: &[&str]) -> Self {
-        let (sync, addr) = self.start_sheets_sync_with(extra).await;
+    /// Starts sheets-sync in process, its configuration changed by `configure`, as the one
+    /// the `/readyz` helpers talk to.
+    pub async fn with_sheets_sync(mut self, configure: impl FnOnce(&mut SheetsSyncConfig)) -> Self {
+        let (sync, addr) = self.start_sheets_sync_with(configure).await;
         self.services.push(sync);
         self.sheets_sync = Some(addr);
         self
@@ -310,18 +246,9 @@ impl Pipeline {
     }
 
     pub async fn stop(self) {
-        for (shutdown, _) in &self.services {
-            shutdown.cancel();
-        }
-        for (_, task) in self.services {
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("a service stops within 20 s")
-                .unwrap()
-                .unwrap();
-        }
-        remove_namespace(&self.namespace).await;
-        collect_testkit::drop_database(&self.database_url).await;
+        let site = self.site();
+        self.services.stop().await;
+        site.remove().await;
         let _ = std::fs::remove_file(&self.key_file);
     }
 }

@@ -15,15 +15,8 @@ const TAB: &str = "household-finance";
 const BATCH: &str = "/v1/forms/household-finance/responses:batch";
 
 async fn store(pipeline: &Pipeline) -> Store {
-    use clap::Parser;
-    let config = sheets_sync::SheetsSyncConfig::try_parse_from([
-        "sheets-sync",
-        "--database-url",
-        &pipeline.database_url,
-        "--database-max-connections",
-        "2",
-    ])
-    .unwrap();
+    let mut config = pipeline.sheets_sync_config();
+    config.common.database_max_connections = 2;
     Store::connect(&config.common.store_settings())
         .await
         .unwrap()
@@ -65,7 +58,10 @@ async fn a_batch_over_googles_payload_limit_goes_out_in_requests_within_the_byte
     // batch: it becomes due only once all 100 wait.
     let pipeline = Pipeline::start_with(false)
         .await
-        .with_sheets_sync(&["--batch-rows", "100", "--batch-max-wait-ms", "120000"])
+        .with_sheets_sync(|config| {
+            config.batch_rows = 100;
+            config.batch_max_wait_ms = 120_000;
+        })
         .await;
     pipeline
         .put_form("big", "big", &[("a", "A"), ("b", "B"), ("c", "C")], &[])
@@ -202,7 +198,7 @@ async fn a_row_the_sheet_refuses_is_parked_and_the_rows_after_it_flow() {
 async fn a_hung_sheets_api_times_out_shows_in_readyz_and_every_row_lands_once() {
     let pipeline = Pipeline::start_with(false)
         .await
-        .with_sheets_sync(&["--request-timeout-ms", "500"])
+        .with_sheets_sync(|config| config.request_timeout_ms = 500)
         .await;
     send(&pipeline, 10).await;
     pipeline.tab_with_rows(TAB, 10).await;
@@ -252,7 +248,7 @@ async fn a_hung_sheets_api_times_out_shows_in_readyz_and_every_row_lands_once() 
 async fn fifteen_forms_on_fifteen_tabs_with_three_database_connections() {
     let pipeline = Pipeline::start_with(false)
         .await
-        .with_sheets_sync(&["--database-max-connections", "3"])
+        .with_sheets_sync(|config| config.common.database_max_connections = 3)
         .await;
     for i in 0..15 {
         let form = format!("form-{i}");

@@ -69,8 +69,7 @@ async fn while_the_database_is_down_messages_wait_then_are_stored() {
             .await
             .is_none()
     );
-    validator.0.cancel();
-    validator.1.await.unwrap().unwrap();
+    validator.stop().await;
     pipeline.stop().await;
 }
 
@@ -132,7 +131,6 @@ async fn a_statement_stuck_behind_a_lock_times_out_and_is_retried() {
     drop(person);
     pool.close().await;
     pipeline.stored("r-during", 1_795_169_700_000).await;
-    validator.0.cancel();
-    validator.1.await.unwrap().unwrap();
+    validator.stop().await;
     pipeline.stop().await;
 }

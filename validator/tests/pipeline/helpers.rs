@@ -1,45 +1,46 @@
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use collect_shared::amqp::Topology;
 use collect_shared::config::Namespace;
-use collect_testkit::{Probe, amqp_url, eventually, remove_namespace};
+use collect_testkit::{
+    ANY_PORT, Api, Probe, Running, Services, Site, amqp_url, defaults, eventually,
+};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use validator::ValidatorConfig;
 
 pub const KEY: &str = "pipeline-key";
 
-type Running = (CancellationToken, JoinHandle<anyhow::Result<()>>);
-
-/// ingest and validators, in process, sharing this test's own namespace and database.
+/// ingest and validators, in process, sharing this test's own namespace and database. Derefs
+/// to ingest's [`Api`] (`post`, `get`, ... with the key).
 pub struct Pipeline {
-    pub ingest: SocketAddr,
+    pub api: Api,
     pub namespace: Namespace,
     pub topology: Topology,
     pub database_url: String,
     /// Where the services reach RabbitMQ.
     pub amqp: String,
-    pub client: reqwest::Client,
     /// ingest first, then the validators.
-    services: Vec<Running>,
+    services: Services,
+}
+
+impl std::ops::Deref for Pipeline {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 pub fn validator_config(namespace: &Namespace, database_url: &str, amqp: &str) -> ValidatorConfig {
-    ValidatorConfig::try_parse_from([
-        "validator",
-        "--listen",
-        "127.0.0.1:0",
-        "--namespace",
-        namespace.as_str(),
-        "--database-url",
-        database_url,
-        "--amqp-url",
-        amqp,
-    ])
-    .unwrap()
+    let site = Site {
+        namespace: namespace.clone(),
+        database_url: database_url.to_owned(),
+        amqp_url: amqp.to_owned(),
+    };
+    let mut config: ValidatorConfig = defaults();
+    config.common = site.common();
+    config.listen = ANY_PORT;
+    config
 }
 
 impl Pipeline {
@@ -56,99 +57,56 @@ impl Pipeline {
     pub async fn start_on(validators: usize, amqp: String) -> Self {
         // Shown when a test fails (RUST_LOG filters; default info).
         collect_shared::telemetry::init_tracing(collect_shared::config::LogFormat::Text);
-        let namespace = collect_testkit::namespace();
-        let database_url = collect_testkit::database_url(super::ENGINE);
-        let (ingest, running) = start_ingest(&namespace, &database_url, &amqp, 0).await;
-        let mut services = vec![running];
+        let site = Site {
+            amqp_url: amqp,
+            ..Site::new(super::ENGINE)
+        };
+        let (ingest, running) = start_ingest(&site, ANY_PORT.port()).await;
+        let mut services = Services::default();
+        services.push(running);
         for _ in 0..validators {
-            services
-                .push(start_validator(validator_config(&namespace, &database_url, &amqp)).await);
+            services.push(
+                start_validator(validator_config(
+                    &site.namespace,
+                    &site.database_url,
+                    &site.amqp_url,
+                ))
+                .await,
+            );
         }
         let pipeline = Self {
-            ingest,
-            topology: Topology::new(namespace.clone()),
-            namespace,
-            database_url,
-            amqp,
-            client: reqwest::Client::new(),
+            api: Api::new(ingest, KEY),
+            topology: Topology::new(site.namespace.clone()),
+            namespace: site.namespace,
+            database_url: site.database_url,
+            amqp: site.amqp_url,
             services,
         };
         pipeline.wait_until_ready().await;
         pipeline
     }
 
-    async fn wait_until_ready(&self) {
-        eventually(Duration::from_secs(20), "ingest ready", || async {
-            let response = self.client.get(self.url("/readyz")).send().await.ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await;
+    fn site(&self) -> Site {
+        Site {
+            namespace: self.namespace.clone(),
+            database_url: self.database_url.clone(),
+            amqp_url: self.amqp.clone(),
+        }
     }
 
     /// Stops ingest (as SIGTERM would) and returns once it has stopped.
     pub async fn stop_ingest(&mut self) {
-        let (shutdown, task) = &mut self.services[0];
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), task)
-            .await
-            .expect("ingest stops within 20 s")
-            .unwrap()
-            .unwrap();
+        let stopped = self
+            .services
+            .replace(0, Running::spawn(|_| async { Ok(()) }));
+        stopped.stop().await;
     }
 
     /// Starts ingest again on the port it had.
     pub async fn start_ingest_again(&mut self) {
-        let (_, running) = start_ingest(
-            &self.namespace,
-            &self.database_url,
-            &self.amqp,
-            self.ingest.port(),
-        )
-        .await;
-        self.services[0] = running;
+        let (_, running) = start_ingest(&self.site(), self.api.addr.port()).await;
+        self.services.replace(0, running).stop().await;
         self.wait_until_ready().await;
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.ingest)
-    }
-
-    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .put(self.url(path))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn delete(&self, path: &str) -> reqwest::Response {
-        self.client
-            .delete(self.url(path))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
     }
 
     /// The stored response once it is at `revision` (the route without the form).
@@ -196,72 +154,39 @@ impl Pipeline {
     }
 
     pub async fn stop(self) {
-        for (shutdown, _) in &self.services {
-            shutdown.cancel();
-        }
-        for (_, task) in self.services {
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("a service stops within 20 s")
-                .unwrap()
-                .unwrap();
-        }
-        remove_namespace(&self.namespace).await;
-        collect_testkit::drop_database(&self.database_url).await;
+        let site = self.site();
+        self.services.stop().await;
+        site.remove().await;
     }
 }
 
 /// ingest in process, on `port` (0: any).
-async fn start_ingest(
-    namespace: &Namespace,
-    database_url: &str,
-    amqp: &str,
-    port: u16,
-) -> (SocketAddr, Running) {
-    let listen = format!("127.0.0.1:{port}");
-    let config = ingest::IngestConfig::try_parse_from([
-        "ingest",
-        "--listen",
-        &listen,
-        "--namespace",
-        namespace.as_str(),
-        "--database-url",
-        database_url,
-        "--amqp-url",
-        amqp,
-        "--api-keys",
-        KEY,
-        "--auth",
-        "on",
-        // Webhook receivers in tests are local, and their retries quick.
-        "--webhooks-allow-http",
-        "true",
-        "--webhooks-retry-min-ms",
-        "100",
-        "--webhooks-retry-max-ms",
-        "400",
-        "--webhooks-max-attempts",
-        "3",
-        "--webhooks-timeout-ms",
-        "5000",
-    ])
-    .unwrap();
+async fn start_ingest(site: &Site, port: u16) -> (std::net::SocketAddr, Running) {
+    let mut config: ingest::IngestConfig = defaults();
+    config.common = site.common();
+    config.listen = std::net::SocketAddr::new(ANY_PORT.ip(), port);
+    config.api_keys = vec![KEY.to_owned()];
+    config.auth = ingest::AuthMode::On;
+    // Webhook receivers in tests are local, and their retries quick.
+    config.webhooks_allow_http = true;
+    config.webhooks_retry_min_ms = 100;
+    config.webhooks_retry_max_ms = 400;
+    config.webhooks_max_attempts = 3;
+    config.webhooks_timeout_ms = 5000;
     let app = ingest::Application::build(config).await.unwrap();
     let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    (addr, (shutdown, task))
+    (
+        addr,
+        Running::spawn(|shutdown| app.run_until_stopped(shutdown)),
+    )
 }
 
 pub async fn start_validator(config: ValidatorConfig) -> Running {
-    let shutdown = CancellationToken::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
     let app = validator::Application::build(config, &shutdown)
         .await
         .unwrap();
-    (
-        shutdown.clone(),
-        tokio::spawn(app.run_until_stopped(shutdown)),
-    )
+    Running::spawn(|shutdown| app.run_until_stopped(shutdown))
 }
 
 /// A seed payload with `changes` applied: valid as it stands.

@@ -56,7 +56,6 @@ async fn two_validators_store_every_response_once_at_its_latest_revision() {
         &collect_testkit::amqp_url(),
     ))
     .await;
-    extra.0.cancel();
-    extra.1.await.unwrap().unwrap();
+    extra.stop().await;
     pipeline.stop().await;
 }
