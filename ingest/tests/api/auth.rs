@@ -460,7 +460,10 @@ async fn keys_from_a_file_have_their_roles() {
     )
     .unwrap();
     let app = spawn_app_with(Options {
-        extra_args: vec!["--api-keys-file".into(), path.to_str().unwrap().to_owned()],
+        configure: Some(Box::new({
+            let path = path.clone();
+            move |config| config.api_keys_file = Some(path)
+        })),
         ..Options::default()
     })
     .await;
@@ -487,7 +490,7 @@ async fn keys_from_a_file_have_their_roles() {
 async fn ingest_refuses_to_start_with_a_malformed_key_without_showing_it() {
     let namespace: Namespace = collect_testkit::namespace();
     let database_url = collect_testkit::database_url(super::ENGINE);
-    let mut malformed = config(&namespace, &database_url, &Options::default());
+    let mut malformed = config(&namespace, &database_url, &collect_testkit::amqp_url());
     malformed.api_keys = vec![
         "good-key".into(),
         "reader:another-good-key".into(),
@@ -514,7 +517,7 @@ async fn ingest_refuses_to_start_with_a_malformed_key_without_showing_it() {
 async fn ingest_refuses_to_start_without_keys_unless_auth_is_off() {
     let namespace: Namespace = collect_testkit::namespace();
     let database_url = collect_testkit::database_url(super::ENGINE);
-    let mut without_keys = config(&namespace, &database_url, &Options::default());
+    let mut without_keys = config(&namespace, &database_url, &collect_testkit::amqp_url());
     without_keys.api_keys = vec![" ".into(), String::new()];
     let error = Application::build(without_keys.clone())
         .await

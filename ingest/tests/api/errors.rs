@@ -80,7 +80,7 @@ async fn other_content_types_are_415() {
 #[tokio::test]
 async fn bodies_over_the_limit_are_413() {
     let app = spawn_app_with(Options {
-        extra_args: vec!["--max-body-bytes".into(), "2048".into()],
+        configure: Some(Box::new(|config| config.max_body_bytes = 2048)),
         ..Options::default()
     })
     .await;

@@ -1,11 +1,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use collect_shared::amqp::Topology;
 use collect_shared::config::Namespace;
-use collect_testkit::{Probe, amqp_url, eventually, remove_namespace};
-use ingest::{Application, IngestConfig};
+use collect_testkit::{ANY_PORT, Probe, Site, amqp_url, defaults, eventually, remove_namespace};
+use ingest::{Application, AuthMode, IngestConfig};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,10 +25,14 @@ pub fn api_keys() -> String {
     )
 }
 
+/// A change to the configuration [`config`] makes.
+pub type Configure = Box<dyn FnOnce(&mut IngestConfig)>;
+
 /// How a test wants its ingest.
 pub struct Options {
     pub amqp_url: String,
-    pub extra_args: Vec<String>,
+    /// Applied to the configuration last.
+    pub configure: Option<Configure>,
     pub wait_until_ready: bool,
     /// Defaults to a fresh one.
     pub namespace: Option<Namespace>,
@@ -39,7 +42,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             amqp_url: amqp_url(),
-            extra_args: Vec::new(),
+            configure: None,
             wait_until_ready: true,
             namespace: None,
         }
@@ -61,39 +64,34 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
-pub fn config(namespace: &Namespace, database_url: &str, options: &Options) -> IngestConfig {
-    let mut args: Vec<String> = [
-        "ingest",
-        "--database-url",
-        database_url,
-        "--listen",
-        "127.0.0.1:0",
-        "--namespace",
-        namespace.as_str(),
-        "--amqp-url",
-        &options.amqp_url,
-        "--api-keys",
-        &api_keys(),
-        "--auth",
-        "on",
-        "--publish-timeout-ms",
-        "2000",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(options.extra_args.iter().cloned());
-    IngestConfig::try_parse_from(args).expect("test configuration parses")
+/// ingest's configuration for a test: its namespace and database, every role's key, and
+/// publishes that give up after 2 s.
+pub fn config(namespace: &Namespace, database_url: &str, amqp_url: &str) -> IngestConfig {
+    let site = Site {
+        namespace: namespace.clone(),
+        database_url: database_url.to_owned(),
+        amqp_url: amqp_url.to_owned(),
+    };
+    let mut config: IngestConfig = defaults();
+    config.common = site.common();
+    config.listen = ANY_PORT;
+    config.api_keys = api_keys().split(',').map(str::to_owned).collect();
+    config.auth = AuthMode::On;
+    config.publish_timeout_ms = 2000;
+    config
 }
 
-pub async fn spawn_app_with(options: Options) -> TestApp {
+pub async fn spawn_app_with(mut options: Options) -> TestApp {
     let namespace = options
         .namespace
         .clone()
         .unwrap_or_else(collect_testkit::namespace);
     let database_url = collect_testkit::database_url(super::ENGINE);
-    let app = Application::build(config(&namespace, &database_url, &options))
-        .await
-        .expect("ingest starts");
+    let mut config = config(&namespace, &database_url, &options.amqp_url);
+    if let Some(configure) = options.configure.take() {
+        configure(&mut config);
+    }
+    let app = Application::build(config).await.expect("ingest starts");
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -80,7 +80,7 @@ async fn a_broker_that_does_not_confirm_gives_503_at_the_deadline() {
     let proxy = FaultProxy::for_broker().await;
     let app = spawn_app_with(Options {
         amqp_url: proxy.amqp_url(),
-        extra_args: vec!["--publish-timeout-ms".into(), "700".into()],
+        configure: Some(Box::new(|config| config.publish_timeout_ms = 700)),
         ..Options::default()
     })
     .await;
