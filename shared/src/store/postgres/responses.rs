@@ -39,15 +39,7 @@ impl ResponseStore for PgStore {
             order,
             rows,
             &insert_events,
-            "INSERT INTO responses (response_id, form_id, revision, form_version, user_id,
-                 username, submitted_at, answers, metadata, status, flags, flag_event,
-                 received_at)
-             SELECT u.response_id, u.form_id, u.revision, u.form_version, u.user_id,
-                 u.username, u.submitted_at, u.answers::jsonb, u.metadata::jsonb, u.status,
-                 u.flags::jsonb, u.flag_event, u.received_at
-             FROM ROWS
-             ON CONFLICT (form_id, response_id) DO NOTHING
-             RETURNING form_id, response_id, stored_at",
+            INSERT_MANY,
         )
         .await?;
         for &i in order {
@@ -112,15 +104,7 @@ impl ResponseStore for PgStore {
                     &newer,
                     rows,
                     &update_events,
-                    "UPDATE responses SET form_id = u.form_id, revision = u.revision,
-                         form_version = u.form_version, user_id = u.user_id,
-                         username = u.username, submitted_at = u.submitted_at,
-                         answers = u.answers::jsonb, metadata = u.metadata::jsonb,
-                         status = u.status, flags = u.flags::jsonb, flag_event = u.flag_event,
-                         received_at = u.received_at, stored_at = now()
-                     FROM ROWS
-                     WHERE responses.form_id = u.form_id AND responses.response_id = u.response_id
-                     RETURNING responses.form_id, responses.response_id, responses.stored_at",
+                    UPDATE_MANY,
                 )
                 .await?;
                 for &i in &newer {
@@ -274,15 +258,56 @@ fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, sqlx::Error> 
         .collect()
 }
 
-/// Runs `statement` with `ROWS` standing for the rows `indexes` of `batch` (an `UNNEST` of
-/// one array per column, aliased `u`); returns `stored_at` by `(form_id, response_id)`.
+/// The rows of a batch as a table: an `UNNEST` of one array per column, aliased `u`, in the
+/// order [`upsert_many`] binds them.
+macro_rules! unnest_rows {
+    () => {
+        "UNNEST($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[],
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
+                $12::text[], $13::timestamptz[])
+         AS u(response_id, form_id, revision, form_version, user_id, username, submitted_at,
+              answers, metadata, status, flags, flag_event, received_at)"
+    };
+}
+
+/// Inserts the rows that are new; returns those it inserted.
+const INSERT_MANY: &str = concat!(
+    "INSERT INTO responses (response_id, form_id, revision, form_version, user_id,
+         username, submitted_at, answers, metadata, status, flags, flag_event, received_at)
+     SELECT u.response_id, u.form_id, u.revision, u.form_version, u.user_id,
+         u.username, u.submitted_at, u.answers::jsonb, u.metadata::jsonb, u.status,
+         u.flags::jsonb, u.flag_event, u.received_at
+     FROM ",
+    unnest_rows!(),
+    "
+     ON CONFLICT (form_id, response_id) DO NOTHING
+     RETURNING form_id, response_id, stored_at"
+);
+
+/// Replaces stored rows with newer revisions.
+const UPDATE_MANY: &str = concat!(
+    "UPDATE responses SET form_id = u.form_id, revision = u.revision,
+         form_version = u.form_version, user_id = u.user_id,
+         username = u.username, submitted_at = u.submitted_at,
+         answers = u.answers::jsonb, metadata = u.metadata::jsonb,
+         status = u.status, flags = u.flags::jsonb, flag_event = u.flag_event,
+         received_at = u.received_at, stored_at = now()
+     FROM ",
+    unnest_rows!(),
+    "
+     WHERE responses.form_id = u.form_id AND responses.response_id = u.response_id
+     RETURNING responses.form_id, responses.response_id, responses.stored_at"
+);
+
+/// Runs `statement` ([`INSERT_MANY`] or [`UPDATE_MANY`]) on the rows `indexes` of `batch`;
+/// returns `stored_at` by `(form_id, response_id)`.
 async fn upsert_many(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[NewResponse<'_>],
     indexes: &[usize],
     rows: &[(i64, ResponseStatus)],
     events: &[Option<FlagEventKind>],
-    statement: &str,
+    statement: &'static str,
 ) -> Result<std::collections::HashMap<(String, String), DateTime<Utc>>, sqlx::Error> {
     let mut ids = Vec::new();
     let mut form_ids = Vec::new();
@@ -314,16 +339,7 @@ async fn upsert_many(
         flag_events.push(events[i].map(FlagEventKind::as_str));
         received.push(message.received_at);
     }
-    let sql = statement.replace(
-        "ROWS",
-        "UNNEST($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[],
-                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[],
-                $12::text[], $13::timestamptz[])
-         AS u(response_id, form_id, revision, form_version, user_id, username, submitted_at,
-              answers, metadata, status, flags, flag_event, received_at)",
-    );
-    // Built from this file's constant statements only.
-    let returned = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let returned = sqlx::query(statement)
         .bind(&ids)
         .bind(&form_ids)
         .bind(&revisions)
