@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::a1::{self, CellRange, Rect};
@@ -729,33 +730,26 @@ impl Spreadsheet {
         let mut draft = self.clone();
         let mut replies = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
-            let Some((kind, body)) = request
-                .as_object()
-                .filter(|object| object.len() == 1)
-                .and_then(|object| object.iter().next())
-            else {
-                return Err(GoogleError::invalid_argument(format!(
-                    "Invalid requests[{index}]: No request set."
-                )));
-            };
+            let (kind, request) = Request::parse(index, request)?;
+            let kind = kind.as_str();
             let fail = |message: String| {
                 GoogleError::invalid_argument(format!(
                     "Invalid requests[{index}].{kind}: {message}"
                 ))
             };
-            let reply = match kind.as_str() {
-                "addSheet" => draft.add_sheet(&body["properties"], &mut new_sheet_id, fail)?,
-                "updateSheetProperties" => draft.update_sheet_properties(body, fail)?,
-                "deleteSheet" => draft.delete_sheet(body, fail)?,
-                "sortRange" => draft.sort_range(body, &At { index, kind })?,
-                "deleteDimension" => draft.delete_dimension(body, &At { index, kind })?,
-                "insertDimension" => draft.insert_dimension(body, &At { index, kind })?,
-                "appendDimension" => draft.append_dimension(body, &At { index, kind })?,
-                other => {
-                    return Err(GoogleError::invalid_argument(format!(
-                        "Invalid requests[{index}]: the emulator does not support '{other}' (it supports addSheet, updateSheetProperties, deleteSheet, sortRange, deleteDimension, insertDimension and appendDimension)."
-                    )));
+            let at = At { index, kind };
+            let reply = match request {
+                Request::AddSheet(body) => {
+                    draft.add_sheet(&body["properties"], &mut new_sheet_id, fail)?
                 }
+                Request::UpdateSheetProperties(body) => {
+                    draft.update_sheet_properties(&body, fail)?
+                }
+                Request::DeleteSheet(body) => draft.delete_sheet(&body, fail)?,
+                Request::SortRange(body) => draft.sort_range(&body, &at)?,
+                Request::DeleteDimension(body) => draft.delete_dimension(&body, &at)?,
+                Request::InsertDimension(body) => draft.insert_dimension(&body, &at)?,
+                Request::AppendDimension(body) => draft.append_dimension(&body, &at)?,
             };
             replies.push(reply);
         }
@@ -889,6 +883,42 @@ impl Spreadsheet {
     }
 }
 
+/// A request of `spreadsheets.batchUpdate` that the emulator supports. Google's `Request` is a
+/// union: exactly one of its fields is set, named for the request; each body is read by its
+/// handler, with Google's messages for what it refuses.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Request {
+    AddSheet(Value),
+    UpdateSheetProperties(Value),
+    DeleteSheet(Value),
+    SortRange(Value),
+    DeleteDimension(Value),
+    InsertDimension(Value),
+    AppendDimension(Value),
+}
+
+impl Request {
+    /// `requests[index]`, and the name of its field.
+    fn parse(index: usize, request: &Value) -> Result<(String, Self), GoogleError> {
+        let Some((kind, _)) = request
+            .as_object()
+            .filter(|object| object.len() == 1)
+            .and_then(|object| object.iter().next())
+        else {
+            return Err(GoogleError::invalid_argument(format!(
+                "Invalid requests[{index}]: No request set."
+            )));
+        };
+        match Self::deserialize(request) {
+            Ok(parsed) => Ok((kind.clone(), parsed)),
+            Err(_) => Err(GoogleError::invalid_argument(format!(
+                "Invalid requests[{index}]: the emulator does not support '{kind}' (it supports addSheet, updateSheetProperties, deleteSheet, sortRange, deleteDimension, insertDimension and appendDimension)."
+            ))),
+        }
+    }
+}
+
 /// Excel's "current region": grow from the first value in `search` while any cell bordering
 /// the block (diagonals included) holds a value.
 fn find_table(sheet: &Sheet, search: Rect) -> Option<Rect> {
@@ -987,6 +1017,49 @@ mod tests {
             .create("s".into(), &json!({}), DEFAULT_MAX_CELLS, || 7)
             .cloned()
             .unwrap()
+    }
+
+    #[test]
+    fn batch_update_reads_each_request_as_one_of_the_supported_kinds() {
+        let mut sheet = spreadsheet();
+        let refused = |sheet: &mut Spreadsheet, requests: Value| {
+            let requests = requests.as_array().cloned().unwrap();
+            sheet
+                .batch_update(&requests, DEFAULT_MAX_CELLS, || 9)
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            refused(&mut sheet, json!([{}])),
+            "Invalid requests[0]: No request set."
+        );
+        assert_eq!(
+            refused(
+                &mut sheet,
+                json!([{"deleteSheet": {"sheetId": 0}, "addSheet": {}}])
+            ),
+            "Invalid requests[0]: No request set."
+        );
+        // Nothing of a batch applies when one request is refused: the tab added first is not
+        // there after.
+        let message = refused(
+            &mut sheet,
+            json!([{"addSheet": {"properties": {"title": "A"}}}, {"mergeCells": {}}]),
+        );
+        assert!(
+            message.starts_with("Invalid requests[1]: the emulator does not support 'mergeCells'"),
+            "{message}"
+        );
+        assert_eq!(sheet.sheet_index("A"), None);
+        let replies = sheet
+            .batch_update(
+                &[json!({"addSheet": {"properties": {"title": "A"}}})],
+                DEFAULT_MAX_CELLS,
+                || 9,
+            )
+            .unwrap();
+        assert_eq!(replies[0]["addSheet"]["properties"]["title"], "A");
+        assert_eq!(replies[0]["addSheet"]["properties"]["sheetId"], 9);
     }
 
     fn rows(n: usize, width: usize) -> Vec<Vec<Value>> {

@@ -33,15 +33,8 @@ impl ResponseStore for PgStore {
                 _ => None,
             })
             .collect();
-        let inserted = upsert_many(
-            &mut tx,
-            batch,
-            order,
-            rows,
-            &insert_events,
-            INSERT_MANY,
-        )
-        .await?;
+        let inserted =
+            upsert_many(&mut tx, batch, order, rows, &insert_events, INSERT_MANY).await?;
         for &i in order {
             if let Some(stored_at) = inserted.get(&owned_key(batch[i].message)) {
                 outcomes[i] = Some(SaveOutcome::Written {
@@ -98,15 +91,8 @@ impl ResponseStore for PgStore {
                 }
             }
             if !newer.is_empty() {
-                let updated = upsert_many(
-                    &mut tx,
-                    batch,
-                    &newer,
-                    rows,
-                    &update_events,
-                    UPDATE_MANY,
-                )
-                .await?;
+                let updated =
+                    upsert_many(&mut tx, batch, &newer, rows, &update_events, UPDATE_MANY).await?;
                 for &i in &newer {
                     let stored_at = *updated
                         .get(&owned_key(batch[i].message))
