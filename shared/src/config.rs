@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 /// Settings shared by every service.
 #[derive(Debug, Clone, Args)]
@@ -59,11 +59,7 @@ impl CommonConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// The prefix of every AMQP name: letters, digits, `_`, `-` and `.`, at most 100 characters, so
 /// that every derived name stays well inside AMQP's 255-byte limit.

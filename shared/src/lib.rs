@@ -7,6 +7,7 @@
 
 pub mod amqp;
 pub mod config;
+pub mod domain;
 pub mod forms;
 pub mod messages;
 pub mod retry;

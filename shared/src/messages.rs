@@ -3,193 +3,14 @@
 //! Types here parse rather than validate: a [`ResponseId`] that exists is a valid one, so code
 //! further down the pipeline never checks again.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::forms::Severity;
-
-/// Why an identifier was refused; the text is meant for the API client.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidIdentifier(String);
-
-/// `1..=128` visible ASCII characters (RFC 5234 `VCHAR`, `!` to `~`): what `response_id` and
-/// `collector.user_id` must be. They travel as AMQP `message_id` and routing keys, which are
-/// limited to 255 bytes, and end up in URLs and sheet cells.
-fn check_visible(kind: &str, value: &str) -> Result<(), InvalidIdentifier> {
-    let length = value.chars().count();
-    if length == 0 || length > 128 {
-        return Err(InvalidIdentifier(format!(
-            "{kind} must be 1 to 128 characters long, got {length}"
-        )));
-    }
-    if let Some(bad) = value.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(InvalidIdentifier(format!(
-            "{kind} must be visible ASCII characters (no spaces or control characters), found {bad:?}"
-        )));
-    }
-    Ok(())
-}
-
-macro_rules! identifier {
-    (
-        $(#[$doc:meta])* $name:ident, $kind:literal, $check:path,
-        schema: $max:literal characters matching $pattern:literal, $description:literal
-    ) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
-
-        // By hand: the derive cannot put length and pattern on a newtype.
-        impl utoipa::PartialSchema for $name {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .description(Some($description))
-                    .min_length(Some(1))
-                    .max_length(Some($max))
-                    .pattern(Some($pattern))
-                    .into()
-            }
-        }
-
-        impl utoipa::ToSchema for $name {
-            fn name() -> std::borrow::Cow<'static, str> {
-                std::borrow::Cow::Borrowed(stringify!($name))
-            }
-        }
-
-        impl $name {
-            pub fn parse(value: impl Into<String>) -> Result<Self, InvalidIdentifier> {
-                let value = value.into();
-                $check($kind, &value)?;
-                Ok(Self(value))
-            }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let value = String::deserialize(deserializer)?;
-                Self::parse(value).map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
-
-identifier!(
-    /// Identifies a response across its revisions.
-    ResponseId,
-    "response_id",
-    check_visible,
-    schema: 128 characters matching "^[!-~]+$",
-    "Identifies a response across its revisions: 1 to 128 visible ASCII characters."
-);
-identifier!(
-    /// The field collector who submitted a response; flags go back to them.
-    UserId,
-    "user_id",
-    check_visible,
-    schema: 128 characters matching "^[!-~]+$",
-    "The field collector who submitted a response: 1 to 128 visible ASCII characters."
-);
-identifier!(
-    /// A form: `1..=64` letters, digits, `_` or `-`. It is the routing key on `N.responses`,
-    /// so it has no `.` (a topic-exchange word separator).
-    FormId,
-    "form_id",
-    check_form_id,
-    schema: 64 characters matching "^[A-Za-z0-9_-]+$",
-    "A form: 1 to 64 letters, digits, `_` or `-` (the routing key on `N.responses` and `N.saved`)."
-);
-
-fn check_form_id(kind: &str, value: &str) -> Result<(), InvalidIdentifier> {
-    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
-    if value.is_empty() || value.len() > 64 || !value.chars().all(valid_char) {
-        return Err(InvalidIdentifier(format!(
-            "{kind} must be 1 to 64 letters, digits, '_' or '-'"
-        )));
-    }
-    Ok(())
-}
-
-/// Which version of a response this is: a higher revision replaces the stored one.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema,
-)]
-#[serde(transparent)]
-pub struct Revision(u64);
-
-impl Revision {
-    pub const ZERO: Self = Self(0);
-    /// The highest revision: what the store's signed 64-bit column holds.
-    pub const MAX: Self = Self(i64::MAX as u64);
-
-    /// A revision, if it is at most [`Revision::MAX`].
-    pub fn new(value: u64) -> Result<Self, RevisionTooLarge> {
-        if value <= Self::MAX.0 {
-            Ok(Self(value))
-        } else {
-            Err(RevisionTooLarge)
-        }
-    }
-
-    /// A revision from a signed number (a time in milliseconds, a stored column): negative
-    /// ones are 0.
-    pub const fn saturating_from_i64(value: i64) -> Self {
-        if value < 0 {
-            Self(0)
-        } else {
-            Self(value as u64)
-        }
-    }
-
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// As the store holds it; never wraps, since a revision is at most `i64::MAX`.
-    pub const fn as_i64(self) -> i64 {
-        self.0 as i64
-    }
-}
-
-/// A revision over [`Revision::MAX`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RevisionTooLarge;
-
-impl fmt::Display for RevisionTooLarge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "revision must be at most {}", Revision::MAX)
-    }
-}
-
-impl std::error::Error for RevisionTooLarge {}
-
-impl<'de> Deserialize<'de> for Revision {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Self::new(u64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for Revision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use crate::domain::{
+    Flag, FlagEventKind, FormId, InvalidIdentifier, ResponseId, ResponseStatus, Revision,
+    RevisionTooLarge, Severity, UserId,
+};
 
 /// Who submitted a response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -361,32 +182,6 @@ fn check_value_storable(value: &Value, field: &str) -> Result<(), Unstorable> {
     }
 }
 
-/// One finding about a response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Flag {
-    /// `required:<question>`, `type:<question>`, or the id of a rule.
-    pub rule_id: String,
-    pub message: String,
-    pub severity: Severity,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ResponseStatus {
-    Valid,
-    /// Some flag has severity `error`: the response went back to its collector.
-    Flagged,
-}
-
-impl ResponseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Valid => "valid",
-            Self::Flagged => "flagged",
-        }
-    }
-}
-
 /// A response as stored: the body of `N.saved` messages and of `GET /v1/responses/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredResponse {
@@ -408,24 +203,6 @@ pub struct StoredResponse {
     pub received_at: Option<DateTime<Utc>>,
     /// When the validator stored this revision.
     pub stored_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FlagEventKind {
-    /// The response breaks a rule: the collector should fix it.
-    Flagged,
-    /// A correction of a flagged response passes now.
-    Cleared,
-}
-
-impl FlagEventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Flagged => "flagged",
-            Self::Cleared => "cleared",
-        }
-    }
 }
 
 /// A flag as the collector's app sees it.

@@ -20,7 +20,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::config::LogFormat;
+/// Log output: human-readable `text` or one JSON object per line (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), `LOG_FORMAT`
 /// picks text or one JSON object per line. Logs go to stderr. Calling it twice is harmless.

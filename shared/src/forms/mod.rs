@@ -4,7 +4,8 @@ mod household_finance;
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::FormId;
+use crate::domain::FormId;
+pub use crate::domain::Severity;
 
 pub use household_finance::{HOUSEHOLD_FINANCE, SEED_METADATA, household_finance};
 
@@ -59,16 +60,6 @@ pub struct Rule {
     pub message: String,
     #[serde(default)]
     pub severity: Severity,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// The response is flagged and goes back to its collector.
-    #[default]
-    Error,
-    /// Recorded with the response and shown in its sheet row, not sent back.
-    Warning,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

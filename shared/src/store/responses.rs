@@ -149,38 +149,6 @@ impl std::fmt::Display for FlaggedCursor {
     }
 }
 
-/// What one revision does to the stored response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// Newer than the stored one (or the first): written, with this flag event.
-    Write(Option<FlagEventKind>),
-    /// The stored revision: nothing changes.
-    Duplicate,
-    /// Older than the stored one: ignored.
-    Stale(Revision),
-}
-
-/// The revision rules. `stored` is the stored revision and whether it is flagged, if any.
-pub(crate) fn decide(
-    stored: Option<(i64, bool)>,
-    revision: i64,
-    status: ResponseStatus,
-) -> Decision {
-    let flagged = status == ResponseStatus::Flagged;
-    match stored {
-        None => Decision::Write(flagged.then_some(FlagEventKind::Flagged)),
-        Some((stored, was_flagged)) => match stored.cmp(&revision) {
-            std::cmp::Ordering::Less => Decision::Write(match (flagged, was_flagged) {
-                (true, _) => Some(FlagEventKind::Flagged),
-                (false, true) => Some(FlagEventKind::Cleared),
-                (false, false) => None,
-            }),
-            std::cmp::Ordering::Equal => Decision::Duplicate,
-            std::cmp::Ordering::Greater => Decision::Stale(Revision::saturating_from_i64(stored)),
-        },
-    }
-}
-
 /// A batch checked before it reaches the database: each response's revision as the store
 /// holds it (a `bigint`) and its status, in batch order, and the batch's indexes in key order
 /// (rows are locked in that order). A response twice in one batch is refused.
@@ -320,32 +288,6 @@ pub(crate) fn decode<T, E: std::error::Error + Send + Sync + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_revision_rules() {
-        use FlagEventKind::{Cleared, Flagged};
-        use ResponseStatus::{Flagged as F, Valid as V};
-        assert_eq!(decide(None, 1, V), Decision::Write(None));
-        assert_eq!(decide(None, 1, F), Decision::Write(Some(Flagged)));
-        assert_eq!(
-            decide(Some((1, true)), 2, V),
-            Decision::Write(Some(Cleared))
-        );
-        assert_eq!(decide(Some((1, false)), 2, V), Decision::Write(None));
-        assert_eq!(
-            decide(Some((1, false)), 2, F),
-            Decision::Write(Some(Flagged))
-        );
-        assert_eq!(
-            decide(Some((1, true)), 2, F),
-            Decision::Write(Some(Flagged))
-        );
-        assert_eq!(decide(Some((2, true)), 2, V), Decision::Duplicate);
-        assert_eq!(
-            decide(Some((3, false)), 2, F),
-            Decision::Stale(Revision::saturating_from_i64(3))
-        );
-    }
 
     #[test]
     fn flagged_cursors_read_back_as_written() {

@@ -12,13 +12,13 @@ use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, QueryBuilder, Transaction};
 
 use super::{MySqlStore, is_duplicate_key, push_list};
+use crate::domain::{Decision, decide};
 use crate::messages::{
     FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, StoredResponse, UserId,
 };
 use crate::store::responses::{
-    Decision, FlaggedCursor, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition,
-    all_decided, decide, json, key, owned_key, prepare, stored_response, written_events,
-    written_keys,
+    FlaggedCursor, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition, all_decided,
+    json, key, owned_key, prepare, stored_response, written_events, written_keys,
 };
 
 /// The columns written for a response, in the order [`push_response`] binds them.

@@ -6,11 +6,11 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::PgStore;
+use crate::domain::{Decision, decide};
 use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredResponse, UserId};
 use crate::store::responses::{
-    Decision, FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided,
-    decide, json, key, owned_key, parse_status, prepare, stored_response, written_events,
-    written_keys,
+    FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided, json, key,
+    owned_key, parse_status, prepare, stored_response, written_events, written_keys,
 };
 
 #[async_trait::async_trait]

@@ -1,0 +1,118 @@
+//! A response's flags and status, and what a new revision does to the stored one.
+
+use serde::{Deserialize, Serialize};
+
+use super::Revision;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The response is flagged and goes back to its collector.
+    #[default]
+    Error,
+    /// Recorded with the response and shown in its sheet row, not sent back.
+    Warning,
+}
+
+/// One finding about a response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Flag {
+    /// `required:<question>`, `type:<question>`, or the id of a rule.
+    pub rule_id: String,
+    pub message: String,
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseStatus {
+    Valid,
+    /// Some flag has severity `error`: the response went back to its collector.
+    Flagged,
+}
+
+impl ResponseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Flagged => "flagged",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagEventKind {
+    /// The response breaks a rule: the collector should fix it.
+    Flagged,
+    /// A correction of a flagged response passes now.
+    Cleared,
+}
+
+impl FlagEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flagged => "flagged",
+            Self::Cleared => "cleared",
+        }
+    }
+}
+
+/// What one revision does to the stored response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Newer than the stored one (or the first): written, with this flag event.
+    Write(Option<FlagEventKind>),
+    /// The stored revision: nothing changes.
+    Duplicate,
+    /// Older than the stored one: ignored.
+    Stale(Revision),
+}
+
+/// The revision rules. `stored` is the stored revision and whether it is flagged, if any.
+pub fn decide(stored: Option<(i64, bool)>, revision: i64, status: ResponseStatus) -> Decision {
+    let flagged = status == ResponseStatus::Flagged;
+    match stored {
+        None => Decision::Write(flagged.then_some(FlagEventKind::Flagged)),
+        Some((stored, was_flagged)) => match stored.cmp(&revision) {
+            std::cmp::Ordering::Less => Decision::Write(match (flagged, was_flagged) {
+                (true, _) => Some(FlagEventKind::Flagged),
+                (false, true) => Some(FlagEventKind::Cleared),
+                (false, false) => None,
+            }),
+            std::cmp::Ordering::Equal => Decision::Duplicate,
+            std::cmp::Ordering::Greater => Decision::Stale(Revision::saturating_from_i64(stored)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_revision_rules() {
+        use FlagEventKind::{Cleared, Flagged};
+        use ResponseStatus::{Flagged as F, Valid as V};
+        assert_eq!(decide(None, 1, V), Decision::Write(None));
+        assert_eq!(decide(None, 1, F), Decision::Write(Some(Flagged)));
+        assert_eq!(
+            decide(Some((1, true)), 2, V),
+            Decision::Write(Some(Cleared))
+        );
+        assert_eq!(decide(Some((1, false)), 2, V), Decision::Write(None));
+        assert_eq!(
+            decide(Some((1, false)), 2, F),
+            Decision::Write(Some(Flagged))
+        );
+        assert_eq!(
+            decide(Some((1, true)), 2, F),
+            Decision::Write(Some(Flagged))
+        );
+        assert_eq!(decide(Some((2, true)), 2, V), Decision::Duplicate);
+        assert_eq!(
+            decide(Some((3, false)), 2, F),
+            Decision::Stale(Revision::saturating_from_i64(3))
+        );
+    }
+}
