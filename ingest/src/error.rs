@@ -3,10 +3,28 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::routes::{ErrorBody, ErrorDetail};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Seconds a client should wait before retrying when the broker cannot take messages.
 pub const RETRY_AFTER_SECONDS: u64 = 2;
+
+/// Every error answer: `{"error": {"code", "message", "field"}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A machine code: `malformed_json`, `unauthorized`, `unknown_form`, `invalid_field`, ...
+    pub code: String,
+    pub message: String,
+    /// What is at fault, when something is: a JSON path (`collector.user_id`, `[3].response_id`),
+    /// `""` for the whole body, or a header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 #[derive(Debug, Clone)]
 pub struct ApiError {

@@ -77,22 +77,7 @@ pub enum FailedStatus {
     Failed,
 }
 
-/// Every error answer: `{"error": {"code", "message", "field"}}`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A machine code: `malformed_json`, `unauthorized`, `unknown_form`, `invalid_field`, ...
-    pub code: String,
-    pub message: String,
-    /// What is at fault, when something is: a JSON path (`collector.user_id`, `[3].response_id`),
-    /// `""` for the whole body, or a header.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use crate::error::{ErrorBody, ErrorDetail};
 
 /// A form as stored: its definition with its id and version.
 #[derive(Debug, Clone, Serialize, ToSchema)]
