@@ -103,24 +103,32 @@ impl Running {
 
 /// Services started together and stopped together.
 #[derive(Default)]
-pub struct Services(Vec<Running>);
+pub struct Services(Vec<Option<Running>>);
 
 impl Services {
     pub fn push(&mut self, service: Running) {
-        self.0.push(service);
+        self.0.push(Some(service));
     }
 
-    /// The `index`-th service started, to stop or replace it.
-    pub fn replace(&mut self, index: usize, service: Running) -> Running {
-        std::mem::replace(&mut self.0[index], service)
+    /// Stops the `index`-th service started (as SIGTERM would) and waits until it has.
+    pub async fn stop_at(&mut self, index: usize) {
+        if let Some(service) = self.0[index].take() {
+            service.stop().await;
+        }
+    }
+
+    /// Puts `service` in the `index`-th place (after [`Services::stop_at`]).
+    pub fn restart_at(&mut self, index: usize, service: Running) {
+        assert!(self.0[index].is_none(), "service {index} is still running");
+        self.0[index] = Some(service);
     }
 
     /// Asks every service to stop at once, then waits for each.
     pub async fn stop(self) {
-        for service in &self.0 {
+        for service in self.0.iter().flatten() {
             service.cancel();
         }
-        for service in self.0 {
+        for service in self.0.into_iter().flatten() {
             service.stopped().await;
         }
     }

@@ -96,16 +96,13 @@ impl Pipeline {
 
     /// Stops ingest (as SIGTERM would) and returns once it has stopped.
     pub async fn stop_ingest(&mut self) {
-        let stopped = self
-            .services
-            .replace(0, Running::spawn(|_| async { Ok(()) }));
-        stopped.stop().await;
+        self.services.stop_at(0).await;
     }
 
     /// Starts ingest again on the port it had.
     pub async fn start_ingest_again(&mut self) {
         let (_, running) = start_ingest(&self.site(), self.api.addr.port()).await;
-        self.services.replace(0, running).stop().await;
+        self.services.restart_at(0, running);
         self.wait_until_ready().await;
     }
 
