@@ -60,6 +60,11 @@ impl WebhookSettings {
     }
 }
 
+/// Counts a delivery attempt by its outcome (`collect_webhook_deliveries_total`).
+fn count_delivery(outcome: &'static str) {
+    metrics::counter!("collect_webhook_deliveries_total", "outcome" => outcome).increment(1);
+}
+
 /// Attempts in flight at once (per ingest process).
 const IN_FLIGHT: usize = 32;
 
@@ -411,8 +416,7 @@ impl Sender {
         let attempts = u32::try_from(claimed.attempts).unwrap_or(0) + 1;
         let recorded = match outcome {
             Ok(status) if (200..300).contains(&status) => {
-                metrics::counter!("collect_webhook_deliveries_total", "outcome" => "delivered")
-                    .increment(1);
+                count_delivery("delivered");
                 let _connection = self.background.acquire().await;
                 self.store
                     .delivery_succeeded(&claimed.webhook_id, &claimed.delivery_id, status)
@@ -433,8 +437,7 @@ impl Sender {
                 } else {
                     "dead"
                 };
-                metrics::counter!("collect_webhook_deliveries_total", "outcome" => outcome)
-                    .increment(1);
+                count_delivery(outcome);
                 warn!(
                     webhook_id = %claimed.webhook_id,
                     delivery_id = %claimed.delivery_id,

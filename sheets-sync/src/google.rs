@@ -197,8 +197,7 @@ impl SheetsApi {
         match result {
             Ok(result) => settle(method, result, retry_after),
             Err(_) => {
-                metrics::counter!("collect_sheets_api_calls_total", "method" => method, "status" => "timeout")
-                    .increment(1);
+                count_call(method, "timeout");
                 Err(ApiFailure {
                     reason: format!(
                         "{method}: {TIMED_OUT} {} ms (SHEETS_REQUEST_TIMEOUT_MS)",
@@ -559,8 +558,7 @@ fn settle<T>(
 ) -> Result<(Response, T), ApiFailure> {
     let error = match result {
         Ok(ok) => {
-            metrics::counter!("collect_sheets_api_calls_total", "method" => method, "status" => "200")
-                .increment(1);
+            count_call(method, "200");
             return Ok(ok);
         }
         Err(error) => error,
@@ -571,8 +569,7 @@ fn settle<T>(
         _ => None,
     };
     let label = status.map_or_else(|| "transport".to_owned(), |code| code.to_string());
-    metrics::counter!("collect_sheets_api_calls_total", "method" => method, "status" => label)
-        .increment(1);
+    count_call(method, label);
     let outcome_unknown = match status {
         // Refused before it was applied.
         Some(400..=499) => false,
@@ -616,6 +613,12 @@ fn refuses_content(status: Option<u16>, message: &str) -> bool {
         "Requested entity was not found",
     ];
     matches!(status, Some(400 | 413)) && !ABOUT_THE_TAB.iter().any(|m| message.contains(m))
+}
+
+/// Counts a call to the API by its method and outcome (`collect_sheets_api_calls_total`).
+fn count_call(method: &'static str, status: impl Into<metrics::SharedString>) {
+    metrics::counter!("collect_sheets_api_calls_total", "method" => method, "status" => status.into())
+        .increment(1);
 }
 
 /// `'Tab name'!A1` for a tab, with `'` doubled as A1 notation wants.

@@ -54,11 +54,12 @@ pub async fn report(
     loop {
         let failing = failing(&blocked);
         let now: HashSet<FormId> = failing.iter().map(|f| f.form_id.clone()).collect();
+        let failing_gauge = |form: &FormId| metrics::gauge!("collect_sheets_form_failing", "form_id" => form.to_string());
         for form in &now {
-            metrics::gauge!("collect_sheets_form_failing", "form_id" => form.to_string()).set(1.0);
+            failing_gauge(form).set(1.0);
         }
         for form in shown.difference(&now) {
-            metrics::gauge!("collect_sheets_form_failing", "form_id" => form.to_string()).set(0.0);
+            failing_gauge(form).set(0.0);
         }
         shown = now;
         if let Err(error) = store.report_sheet_failures(&instance, &failing).await {

@@ -703,8 +703,7 @@ impl Writer {
                     .collect();
                 match api.write_ranges(&target.spreadsheet_id, data).await {
                     Ok(()) => {
-                        metrics::counter!("collect_sheets_rows_written_total", "kind" => "update")
-                            .increment(group.len() as u64);
+                        count_written("update", group.len());
                         for item in group {
                             progress.wrote(item.row, item);
                         }
@@ -741,8 +740,7 @@ impl Writer {
                     .await
                 {
                     Ok(first) => {
-                        metrics::counter!("collect_sheets_rows_written_total", "kind" => "append")
-                            .increment(group.len() as u64);
+                        count_written("append", group.len());
                         // INSERT_ROWS: rows at or below the first moved down (an append into a
                         // gap a person left in the table).
                         let first = first as i32;
@@ -855,6 +853,11 @@ impl From<sqlx::Error> for BatchError {
     fn from(error: sqlx::Error) -> Self {
         Self::Database(error)
     }
+}
+
+/// Counts rows written to sheets by how (`collect_sheets_rows_written_total`).
+fn count_written(kind: &'static str, rows: usize) {
+    metrics::counter!("collect_sheets_rows_written_total", "kind" => kind).increment(rows as u64);
 }
 
 /// The delay before a tab is tried again: the server's `Retry-After` when it gave one, else
