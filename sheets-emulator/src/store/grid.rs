@@ -13,6 +13,19 @@ impl Sheet {
         }
     }
 
+    /// The cells of `bounds` inside the grid; an open side reaches the grid's edge.
+    pub(super) fn within(&self, bounds: &CellRange) -> Rect {
+        Rect {
+            start_row: bounds.start_row.unwrap_or(0),
+            end_row: bounds.end_row.unwrap_or(self.row_count).min(self.row_count),
+            start_col: bounds.start_col.unwrap_or(0),
+            end_col: bounds
+                .end_col
+                .unwrap_or(self.column_count)
+                .min(self.column_count),
+        }
+    }
+
     pub(super) fn cell(&self, row: u32, col: u32) -> &Cell {
         static EMPTY: Cell = Cell::Empty;
         self.data

@@ -294,15 +294,7 @@ impl Spreadsheet {
         let (sheet, bounds) = self.resolve(range)?;
         let cells = Self::cells_from(values, major, input)?;
         let grid = &self.sheets[sheet];
-        let search = Rect {
-            start_row: bounds.start_row.unwrap_or(0),
-            end_row: bounds.end_row.unwrap_or(grid.row_count).min(grid.row_count),
-            start_col: bounds.start_col.unwrap_or(0),
-            end_col: bounds
-                .end_col
-                .unwrap_or(grid.column_count)
-                .min(grid.column_count),
-        };
+        let search = grid.within(&bounds);
         let table = find_table(grid, search);
         let (row, col) = match table {
             Some(table) => (table.end_row, table.start_col),
@@ -335,15 +327,7 @@ impl Spreadsheet {
     pub fn clear(&mut self, range: &str) -> Result<String, GoogleError> {
         let (sheet, bounds) = self.resolve(range)?;
         let grid = &mut self.sheets[sheet];
-        let rect = Rect {
-            start_row: bounds.start_row.unwrap_or(0),
-            end_row: bounds.end_row.unwrap_or(grid.row_count).min(grid.row_count),
-            start_col: bounds.start_col.unwrap_or(0),
-            end_col: bounds
-                .end_col
-                .unwrap_or(grid.column_count)
-                .min(grid.column_count),
-        };
+        let rect = grid.within(&bounds);
         let data = Arc::make_mut(&mut grid.data);
         for row in data
             .iter_mut()
