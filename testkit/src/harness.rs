@@ -37,6 +37,15 @@ impl Site {
         }
     }
 
+    /// An existing site: a namespace, a database and a broker already chosen.
+    pub fn at(namespace: &Namespace, database_url: &str, amqp_url: &str) -> Self {
+        Self {
+            namespace: namespace.clone(),
+            database_url: database_url.to_owned(),
+            amqp_url: amqp_url.to_owned(),
+        }
+    }
+
     /// The settings every service shares, for this site.
     pub fn common(&self) -> CommonConfig {
         #[derive(clap::Parser)]

@@ -67,13 +67,8 @@ pub async fn spawn_app() -> TestApp {
 /// ingest's configuration for a test: its namespace and database, every role's key, and
 /// publishes that give up after 2 s.
 pub fn config(namespace: &Namespace, database_url: &str, amqp_url: &str) -> IngestConfig {
-    let site = Site {
-        namespace: namespace.clone(),
-        database_url: database_url.to_owned(),
-        amqp_url: amqp_url.to_owned(),
-    };
     let mut config: IngestConfig = defaults();
-    config.common = site.common();
+    config.common = Site::at(namespace, database_url, amqp_url).common();
     config.listen = ANY_PORT;
     config.api_keys = api_keys().split(',').map(str::to_owned).collect();
     config.auth = AuthMode::On;

@@ -95,11 +95,7 @@ impl Pipeline {
     }
 
     fn site(&self) -> Site {
-        Site {
-            namespace: self.namespace.clone(),
-            database_url: self.database_url.clone(),
-            amqp_url: amqp_url(),
-        }
+        Site::at(&self.namespace, &self.database_url, &amqp_url())
     }
 
     /// A sheets-sync configuration on this pipeline's namespace, database and emulator, with

@@ -32,13 +32,8 @@ impl std::ops::Deref for Pipeline {
 }
 
 pub fn validator_config(namespace: &Namespace, database_url: &str, amqp: &str) -> ValidatorConfig {
-    let site = Site {
-        namespace: namespace.clone(),
-        database_url: database_url.to_owned(),
-        amqp_url: amqp.to_owned(),
-    };
     let mut config: ValidatorConfig = defaults();
-    config.common = site.common();
+    config.common = Site::at(namespace, database_url, amqp).common();
     config.listen = ANY_PORT;
     config
 }
@@ -87,11 +82,7 @@ impl Pipeline {
     }
 
     fn site(&self) -> Site {
-        Site {
-            namespace: self.namespace.clone(),
-            database_url: self.database_url.clone(),
-            amqp_url: self.amqp.clone(),
-        }
+        Site::at(&self.namespace, &self.database_url, &self.amqp)
     }
 
     /// Stops ingest (as SIGTERM would) and returns once it has stopped.
