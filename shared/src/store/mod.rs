@@ -10,6 +10,7 @@ mod forms;
 pub mod mysql;
 pub mod postgres;
 mod responses;
+mod save;
 mod sheet_status;
 mod sheets;
 mod webhooks;

@@ -2,11 +2,11 @@
 //! What both engines share: the types, the interface, and the revision rules as pure functions
 //! (each engine only reads and writes rows).
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::messages::{
-    FlagEvent, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision,
-    StoredResponse, UserId,
+    FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision, StoredResponse,
+    UserId,
 };
 use crate::rules::Evaluation;
 
@@ -146,108 +146,6 @@ impl std::fmt::Display for FlaggedCursor {
             self.form_id,
             self.response_id
         )
-    }
-}
-
-/// A batch checked before it reaches the database: each response's revision as the store
-/// holds it (a `bigint`) and its status, in batch order, and the batch's indexes in key order
-/// (rows are locked in that order). A response twice in one batch is refused.
-pub(crate) struct Prepared {
-    pub rows: Vec<(i64, ResponseStatus)>,
-    pub order: Vec<usize>,
-}
-
-pub(crate) fn prepare(batch: &[NewResponse<'_>]) -> Result<Prepared, sqlx::Error> {
-    let mut seen = std::collections::HashSet::new();
-    if !batch.iter().all(|n| seen.insert(key(n.message))) {
-        return Err(sqlx::Error::Protocol(
-            "a response appears twice in one batch".into(),
-        ));
-    }
-    let mut rows = Vec::with_capacity(batch.len());
-    for new in batch {
-        let revision = new.message.revision.as_i64();
-        let status = if new.evaluation.is_flagged() {
-            ResponseStatus::Flagged
-        } else {
-            ResponseStatus::Valid
-        };
-        rows.push((revision, status));
-    }
-    let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by_key(|&i| key(batch[i].message));
-    Ok(Prepared { rows, order })
-}
-
-/// The flag events of the revisions written now, for the collector's history.
-pub(crate) fn written_events(outcomes: &[Option<SaveOutcome>]) -> Vec<FlagEvent> {
-    outcomes
-        .iter()
-        .filter_map(|outcome| match outcome {
-            Some(SaveOutcome::Written {
-                stored,
-                event: Some(kind),
-            }) => Some(FlagEvent::new(*kind, stored, stored.stored_at)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Every outcome, once each was decided.
-pub(crate) fn all_decided(
-    outcomes: Vec<Option<SaveOutcome>>,
-) -> Result<Vec<SaveOutcome>, sqlx::Error> {
-    outcomes
-        .into_iter()
-        .map(|o| o.ok_or(sqlx::Error::RowNotFound))
-        .collect()
-}
-
-/// A response's key: its form and its id within the form.
-pub(crate) fn key(message: &ResponseMessage) -> (&str, &str) {
-    (message.form_id.as_str(), message.response_id.as_str())
-}
-
-/// The responses of a batch whose revision was written (`(form_id, response_id)`), in the
-/// batch's order: those a sheet must show now.
-pub(crate) fn written_keys<'a>(
-    batch: &[NewResponse<'a>],
-    order: &[usize],
-    outcomes: &[Option<SaveOutcome>],
-) -> Vec<(&'a str, &'a str)> {
-    order
-        .iter()
-        .filter(|&&i| matches!(outcomes[i], Some(SaveOutcome::Written { .. })))
-        .map(|&i| key(batch[i].message))
-        .collect()
-}
-
-pub(crate) fn owned_key(message: &ResponseMessage) -> (String, String) {
-    let (form, id) = key(message);
-    (form.to_owned(), id.to_owned())
-}
-
-/// What a later read of a response written now will say.
-pub(crate) fn stored_response(
-    new: &NewResponse<'_>,
-    status: ResponseStatus,
-    stored_at: DateTime<Utc>,
-) -> StoredResponse {
-    let message = new.message;
-    StoredResponse {
-        response_id: message.response_id.clone(),
-        form_id: message.form_id.clone(),
-        revision: message.revision,
-        form_version: new.form_version,
-        status,
-        flags: new.evaluation.flags.clone(),
-        collector: message.collector.clone(),
-        // Both engines keep microseconds.
-        submitted_at: message.submitted_at.map(|t| t.trunc_subsecs(6)),
-        answers: message.answers.clone(),
-        metadata: message.metadata.clone(),
-        received_at: message.received_at.map(|t| t.trunc_subsecs(6)),
-        stored_at,
     }
 }
 

@@ -12,14 +12,13 @@ use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, QueryBuilder, Transaction};
 
 use super::{MySqlStore, is_duplicate_key, push_list};
-use crate::domain::{Decision, decide};
 use crate::messages::{
     FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, StoredResponse, UserId,
 };
 use crate::store::responses::{
-    FlaggedCursor, NewResponse, Prepared, ResponseStore, SaveOutcome, SheetPosition, all_decided,
-    json, key, owned_key, prepare, stored_response, written_events, written_keys,
+    FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, json,
 };
+use crate::store::save::{Key, Prepared, SaveDecision, key, owned_key, written_events};
 
 /// The columns written for a response, in the order [`push_response`] binds them.
 const COLUMNS: &str = "response_id, form_id, revision, form_version, user_id, username, \
@@ -32,7 +31,7 @@ impl ResponseStore for MySqlStore {
         &self,
         batch: &[NewResponse<'_>],
     ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
-        let prepared = prepare(batch)?;
+        let prepared = Prepared::new(batch)?;
         for new in batch {
             check_times(new.message)?;
         }
@@ -122,15 +121,17 @@ impl MySqlStore {
         batch: &[NewResponse<'_>],
         prepared: &Prepared,
     ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
-        let (rows, order) = (&prepared.rows, &prepared.order);
-        let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; batch.len()];
         let mut tx = self.pool.begin().await?;
         let now: DateTime<Utc> = sqlx::query_scalar("SELECT CURRENT_TIMESTAMP(6)")
             .fetch_one(&mut *tx)
             .await?;
 
         // The rows stored already, locked in key order.
-        let keys: Vec<(&str, &str)> = order.iter().map(|&i| key(batch[i].message)).collect();
+        let keys: Vec<Key<'_>> = prepared
+            .order()
+            .iter()
+            .map(|&i| key(batch[i].message))
+            .collect();
         let mut current = HashMap::new();
         for run in self.runs(&keys, 2, |_| 0)? {
             let mut query = QueryBuilder::<MySql>::new("SELECT * FROM responses WHERE ");
@@ -144,57 +145,29 @@ impl MySqlStore {
                 );
             }
         }
-
-        let mut new = Vec::new();
-        let mut newer = Vec::new();
-        let mut events: Vec<Option<FlagEventKind>> = vec![None; batch.len()];
-        for &i in order {
-            let (revision, status) = rows[i];
-            let stored = current.get(&owned_key(batch[i].message));
-            let held = stored.map(|(stored, _)| {
-                (
-                    stored.revision.as_i64(),
-                    stored.status == ResponseStatus::Flagged,
-                )
-            });
-            match (decide(held, revision, status), stored) {
-                (Decision::Write(event), _) => {
-                    events[i] = event;
-                    if stored.is_some() {
-                        newer.push(i)
-                    } else {
-                        new.push(i)
-                    }
-                    outcomes[i] = Some(SaveOutcome::Written {
-                        stored: stored_response(&batch[i], status, now),
-                        event,
-                    });
-                }
-                (Decision::Duplicate, Some((stored, event))) => {
-                    outcomes[i] = Some(SaveOutcome::Duplicate {
-                        stored: stored.clone(),
-                        event: *event,
-                    });
-                }
-                (Decision::Duplicate, None) => return Err(sqlx::Error::RowNotFound),
-                (Decision::Stale(stored_revision), _) => {
-                    outcomes[i] = Some(SaveOutcome::Stale { stored_revision });
-                }
-            }
-        }
+        let decision = prepared.decide(batch, |(form, id)| {
+            current
+                .get(&(form.to_owned(), id.to_owned()))
+                .map(|(stored, _)| {
+                    (
+                        stored.revision.as_i64(),
+                        stored.status == ResponseStatus::Flagged,
+                    )
+                })
+        });
 
         let size = |&i: &usize| response_size(&batch[i]);
-        for run in self.runs(&new, COLUMN_COUNT, size)? {
+        for run in self.runs(&decision.inserts(), COLUMN_COUNT, size)? {
             let mut query =
                 QueryBuilder::<MySql>::new(format!("INSERT INTO responses ({COLUMNS}) "));
-            push_responses(&mut query, batch, run, rows, &events, now);
+            push_responses(&mut query, batch, run, &decision, now);
             query.build().execute(&mut *tx).await?;
         }
         // The rows are locked and exist: the upsert only ever updates.
-        for run in self.runs(&newer, COLUMN_COUNT, size)? {
+        for run in self.runs(&decision.updates(), COLUMN_COUNT, size)? {
             let mut query =
                 QueryBuilder::<MySql>::new(format!("INSERT INTO responses ({COLUMNS}) "));
-            push_responses(&mut query, batch, run, rows, &events, now);
+            push_responses(&mut query, batch, run, &decision, now);
             query.push(
                 " ON DUPLICATE KEY UPDATE revision = VALUES(revision),
                      form_version = VALUES(form_version), user_id = VALUES(user_id),
@@ -206,13 +179,18 @@ impl MySqlStore {
             );
             query.build().execute(&mut *tx).await?;
         }
+        let outcomes = decision.outcomes(
+            batch,
+            |_| Some(now),
+            |i| current.get(&owned_key(batch[i].message)).cloned(),
+        )?;
         // The transactional outbox: a written revision waits for its sheet from the moment it
         // is committed.
-        let written = written_keys(batch, order, &outcomes);
-        self.enqueue_for_sheets(&mut tx, &written).await?;
+        self.enqueue_for_sheets(&mut tx, &decision.written_keys(batch))
+            .await?;
         self.record_flag_events(&mut tx, &outcomes).await?;
         tx.commit().await?;
-        all_decided(outcomes)
+        Ok(outcomes)
     }
 
     /// Adds the flag event of each revision written now to `flag_events`, numbered with the
@@ -220,7 +198,7 @@ impl MySqlStore {
     async fn record_flag_events(
         &self,
         tx: &mut Transaction<'_, MySql>,
-        outcomes: &[Option<SaveOutcome>],
+        outcomes: &[SaveOutcome],
     ) -> Result<(), sqlx::Error> {
         let events = written_events(outcomes);
         if events.is_empty() {
@@ -290,8 +268,7 @@ fn push_responses(
     query: &mut QueryBuilder<MySql>,
     batch: &[NewResponse<'_>],
     indexes: &[usize],
-    rows: &[(i64, ResponseStatus)],
-    events: &[Option<FlagEventKind>],
+    decision: &SaveDecision,
     now: DateTime<Utc>,
 ) {
     query.push_values(indexes, |mut row, &i| {
@@ -299,16 +276,16 @@ fn push_responses(
         let message = new.message;
         row.push_bind(message.response_id.as_str())
             .push_bind(message.form_id.as_str())
-            .push_bind(rows[i].0)
+            .push_bind(message.revision.as_i64())
             .push_bind(new.form_version)
             .push_bind(message.collector.user_id.as_str())
             .push_bind(message.collector.username.as_deref())
             .push_bind(message.submitted_at.map(|t| t.naive_utc()))
             .push_bind(json(&message.answers))
             .push_bind(json(&message.metadata))
-            .push_bind(rows[i].1.as_str())
+            .push_bind(decision.status(i).as_str())
             .push_bind(json(&new.evaluation.flags))
-            .push_bind(events[i].map(FlagEventKind::as_str))
+            .push_bind(decision.event(i).map(FlagEventKind::as_str))
             .push_bind(message.received_at.map(|t| t.naive_utc()))
             .push_bind(now.naive_utc());
     });

@@ -5,119 +5,62 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 
+use std::collections::HashMap;
+
 use super::PgStore;
-use crate::domain::{Decision, decide};
 use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredResponse, UserId};
 use crate::store::responses::{
-    FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, all_decided, json, key,
-    owned_key, parse_status, prepare, stored_response, written_events, written_keys,
+    FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, json, parse_status,
 };
+use crate::store::save::{Held, Key, Prepared, SaveDecision, key, written_at, written_events};
 
 #[async_trait::async_trait]
 impl ResponseStore for PgStore {
     /// One multi-row insert of them all (`ON CONFLICT DO NOTHING`), one locking read of those
-    /// already stored, one multi-row update of the newer ones.
+    /// already stored, one multi-row update of the newer ones; what to write is the
+    /// [`SaveDecision`]'s.
     async fn save_responses(
         &self,
         batch: &[NewResponse<'_>],
     ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
-        let prepared = prepare(batch)?;
-        let (rows, order) = (&prepared.rows, &prepared.order);
-        let mut outcomes: Vec<Option<SaveOutcome>> = vec![None; batch.len()];
+        let prepared = Prepared::new(batch)?;
         let mut tx = self.pool.begin().await?;
 
-        let insert_events: Vec<Option<FlagEventKind>> = rows
+        // As if every response were new: a response stored already is not inserted.
+        let as_new = prepared.decide(batch, |_| None);
+        let mut stored_at =
+            upsert_many(&mut tx, batch, &as_new.inserts(), &as_new, INSERT_MANY).await?;
+        let rest: Vec<Key<'_>> = prepared
+            .order()
             .iter()
-            .map(|&(revision, status)| match decide(None, revision, status) {
-                Decision::Write(event) => event,
-                _ => None,
-            })
+            .map(|&i| key(batch[i].message))
+            .filter(|&(form, id)| !stored_at.contains_key(&(form.to_owned(), id.to_owned())))
             .collect();
-        let inserted =
-            upsert_many(&mut tx, batch, order, rows, &insert_events, INSERT_MANY).await?;
-        for &i in order {
-            if let Some(stored_at) = inserted.get(&owned_key(batch[i].message)) {
-                outcomes[i] = Some(SaveOutcome::Written {
-                    stored: stored_response(&batch[i], rows[i].1, *stored_at),
-                    event: insert_events[i],
-                });
+        let held = lock_held(&mut tx, &rest).await?;
+        let decision = prepared.decide(batch, |(form, id)| {
+            held.get(&(form.to_owned(), id.to_owned())).copied()
+        });
+        let updated =
+            upsert_many(&mut tx, batch, &decision.updates(), &decision, UPDATE_MANY).await?;
+        stored_at.extend(updated);
+        let mut duplicates = HashMap::new();
+        for i in decision.duplicates() {
+            let message = batch[i].message;
+            if let Some(stored) =
+                read_response(&mut tx, &message.form_id, &message.response_id).await?
+            {
+                duplicates.insert(i, stored);
             }
         }
-
-        let existing: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| outcomes[i].is_none())
-            .collect();
-        if !existing.is_empty() {
-            let (forms, ids): (Vec<&str>, Vec<&str>) =
-                existing.iter().map(|&i| key(batch[i].message)).unzip();
-            let current = sqlx::query(
-                "SELECT r.form_id, r.response_id, r.revision, r.status
-                 FROM responses r
-                 JOIN UNNEST($1::text[], $2::text[]) AS k(form_id, response_id)
-                   ON r.form_id = k.form_id AND r.response_id = k.response_id
-                 ORDER BY r.form_id, r.response_id FOR UPDATE OF r",
-            )
-            .bind(&forms)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut current_by_id = std::collections::HashMap::new();
-            for row in &current {
-                let form: String = row.try_get("form_id")?;
-                let id: String = row.try_get("response_id")?;
-                let revision: i64 = row.try_get("revision")?;
-                let flagged = parse_status(row.try_get("status")?)? == ResponseStatus::Flagged;
-                current_by_id.insert((form, id), (revision, flagged));
-            }
-            let mut newer = Vec::new();
-            let mut update_events: Vec<Option<FlagEventKind>> = vec![None; batch.len()];
-            let mut duplicates = Vec::new();
-            for &i in &existing {
-                let stored = *current_by_id
-                    .get(&owned_key(batch[i].message))
-                    .ok_or(sqlx::Error::RowNotFound)?;
-                let (revision, status) = rows[i];
-                match decide(Some(stored), revision, status) {
-                    Decision::Write(event) => {
-                        update_events[i] = event;
-                        newer.push(i);
-                    }
-                    Decision::Duplicate => duplicates.push(i),
-                    Decision::Stale(stored_revision) => {
-                        outcomes[i] = Some(SaveOutcome::Stale { stored_revision });
-                    }
-                }
-            }
-            if !newer.is_empty() {
-                let updated =
-                    upsert_many(&mut tx, batch, &newer, rows, &update_events, UPDATE_MANY).await?;
-                for &i in &newer {
-                    let stored_at = *updated
-                        .get(&owned_key(batch[i].message))
-                        .ok_or(sqlx::Error::RowNotFound)?;
-                    outcomes[i] = Some(SaveOutcome::Written {
-                        stored: stored_response(&batch[i], rows[i].1, stored_at),
-                        event: update_events[i],
-                    });
-                }
-            }
-            for i in duplicates {
-                let message = batch[i].message;
-                let (stored, event) =
-                    read_response(&mut tx, &message.form_id, &message.response_id)
-                        .await?
-                        .ok_or(sqlx::Error::RowNotFound)?;
-                outcomes[i] = Some(SaveOutcome::Duplicate { stored, event });
-            }
-        }
+        let outcomes = decision.outcomes(batch, written_at(batch, &stored_at), |i| {
+            duplicates.remove(&i)
+        })?;
         // The transactional outbox: a written revision waits for its sheet from the moment it
         // is committed.
-        super::sheets::enqueue(&mut tx, &written_keys(batch, order, &outcomes)).await?;
+        super::sheets::enqueue(&mut tx, &decision.written_keys(batch)).await?;
         record_flag_events(&mut tx, &outcomes).await?;
         tx.commit().await?;
-        all_decided(outcomes)
+        Ok(outcomes)
     }
 
     async fn response(
@@ -192,7 +135,7 @@ impl ResponseStore for PgStore {
 /// history), in the transaction that stores it: one row per event, whatever redeliveries do.
 async fn record_flag_events(
     tx: &mut Transaction<'_, Postgres>,
-    outcomes: &[Option<SaveOutcome>],
+    outcomes: &[SaveOutcome],
 ) -> Result<(), sqlx::Error> {
     let events = written_events(outcomes);
     if events.is_empty() {
@@ -236,6 +179,38 @@ async fn record_flag_events(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// What the store holds of these responses (revision, flagged), their rows locked in key
+/// order (`keys` is in it).
+async fn lock_held(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &[Key<'_>],
+) -> Result<HashMap<(String, String), Held>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (forms, ids): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    let rows = sqlx::query(
+        "SELECT r.form_id, r.response_id, r.revision, r.status
+         FROM responses r
+         JOIN UNNEST($1::text[], $2::text[]) AS k(form_id, response_id)
+           ON r.form_id = k.form_id AND r.response_id = k.response_id
+         ORDER BY r.form_id, r.response_id FOR UPDATE OF r",
+    )
+    .bind(&forms)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let flagged = parse_status(row.try_get("status")?)? == ResponseStatus::Flagged;
+            Ok((
+                (row.try_get("form_id")?, row.try_get("response_id")?),
+                (row.try_get("revision")?, flagged),
+            ))
+        })
+        .collect()
 }
 
 fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, sqlx::Error> {
@@ -285,16 +260,19 @@ const UPDATE_MANY: &str = concat!(
      RETURNING responses.form_id, responses.response_id, responses.stored_at"
 );
 
-/// Runs `statement` ([`INSERT_MANY`] or [`UPDATE_MANY`]) on the rows `indexes` of `batch`;
-/// returns `stored_at` by `(form_id, response_id)`.
+/// Runs `statement` ([`INSERT_MANY`] or [`UPDATE_MANY`]) on the rows `indexes` of `batch`,
+/// with the status and flag event `decision` gives each; returns `stored_at` by
+/// `(form_id, response_id)`.
 async fn upsert_many(
     tx: &mut Transaction<'_, Postgres>,
     batch: &[NewResponse<'_>],
     indexes: &[usize],
-    rows: &[(i64, ResponseStatus)],
-    events: &[Option<FlagEventKind>],
+    decision: &SaveDecision,
     statement: &'static str,
-) -> Result<std::collections::HashMap<(String, String), DateTime<Utc>>, sqlx::Error> {
+) -> Result<HashMap<(String, String), DateTime<Utc>>, sqlx::Error> {
+    if indexes.is_empty() {
+        return Ok(HashMap::new());
+    }
     let mut ids = Vec::new();
     let mut form_ids = Vec::new();
     let mut revisions = Vec::new();
@@ -313,16 +291,16 @@ async fn upsert_many(
         let message = new.message;
         ids.push(message.response_id.as_str());
         form_ids.push(message.form_id.as_str());
-        revisions.push(rows[i].0);
+        revisions.push(message.revision.as_i64());
         form_versions.push(new.form_version);
         user_ids.push(message.collector.user_id.as_str());
         usernames.push(message.collector.username.as_deref());
         submitted.push(message.submitted_at);
         answers.push(json(&message.answers));
         metadata.push(json(&message.metadata));
-        statuses.push(rows[i].1.as_str());
+        statuses.push(decision.status(i).as_str());
         flags.push(json(&new.evaluation.flags));
-        flag_events.push(events[i].map(FlagEventKind::as_str));
+        flag_events.push(decision.event(i).map(FlagEventKind::as_str));
         received.push(message.received_at);
     }
     let returned = sqlx::query(statement)
