@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use collect_shared::amqp::{Broker, Topology};
 use collect_shared::messages::{FlagEvent, UserId};
-use collect_shared::store::{FlagCursor, Store};
+use collect_shared::store::{FlagCursor, Store, StoreError};
 
 /// Events read from the history at a time.
 const PAGE: i64 = 200;
@@ -113,7 +113,7 @@ impl FlagWatch {
 
     /// The cursor at the end of the collector's history: where a watcher that asked for `now`
     /// starts.
-    pub async fn end_of_history(&self, user_id: &UserId) -> Result<FlagCursor, sqlx::Error> {
+    pub async fn end_of_history(&self, user_id: &UserId) -> Result<FlagCursor, StoreError> {
         let mut cursor = FlagCursor::default();
         loop {
             let page = {

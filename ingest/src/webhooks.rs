@@ -33,7 +33,7 @@ use collect_shared::amqp::{Batching, Broker};
 use collect_shared::amqp::{Publisher, Settled, Topology, consume_batches, dead_letter};
 use collect_shared::messages::FlagEvent;
 use collect_shared::retry::{Policy, Retried, retry_transient, retry_until_shutdown};
-use collect_shared::store::{ClaimedDelivery, NewDelivery, Store, Webhook};
+use collect_shared::store::{ClaimedDelivery, NewDelivery, Store, StoreError, Webhook};
 
 /// How the dispatcher delivers.
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ struct WebhookCache {
 }
 
 impl WebhookCache {
-    async fn get(&self) -> Result<Arc<Vec<Webhook>>, sqlx::Error> {
+    async fn get(&self) -> Result<Arc<Vec<Webhook>>, StoreError> {
         let mut cached = self.cached.lock().await;
         if let Some((at, webhooks)) = &*cached
             && at.elapsed() < WEBHOOKS_TTL
@@ -242,10 +242,7 @@ impl Recorder {
                 Retried::Permanent(error) => {
                     // Only a delivery the store cannot hold gets here (the ids are ours, the
                     // payload is an event that parsed): set the events aside with why.
-                    let reason = format!(
-                        "cannot record webhook deliveries: {}",
-                        collect_shared::store::describe(&error)
-                    );
+                    let reason = format!("cannot record webhook deliveries: {error}");
                     warn!(%reason, "flag events set aside");
                     for (delivery, event) in deliveries.iter().zip(&events) {
                         if event.is_some()

@@ -80,9 +80,9 @@ pub trait Retriable: Display {
     fn is_permanent(&self) -> bool;
 }
 
-impl Retriable for sqlx::Error {
+impl Retriable for crate::store::StoreError {
     fn is_permanent(&self) -> bool {
-        crate::store::is_permanent(self)
+        crate::store::StoreError::is_permanent(self)
     }
 }
 

@@ -13,7 +13,9 @@ use collect_shared::amqp::{
 use collect_shared::messages::{FlagEvent, FlagEventKind, ResponseMessage, StoredResponse};
 use collect_shared::retry::{Retried, retry_transient, retry_until_shutdown};
 use collect_shared::rules::Evaluation;
-use collect_shared::store::{FormCache, FormLookupError, NewResponse, SaveOutcome, Store};
+use collect_shared::store::{
+    FormCache, FormLookupError, NewResponse, SaveOutcome, Store, StoreError,
+};
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -93,9 +95,9 @@ impl Worker {
 
     /// Stores checked messages in one transaction, retried while the failure may pass (a lost
     /// connection, a timeout) until shutdown; a failure that would come again for this data
-    /// (see [`collect_shared::store::is_permanent`]) is returned at once. Each response id
+    /// (see [`StoreError::is_permanent`]) is returned at once. Each response id
     /// must appear once.
-    async fn store(&self, checked: &[&Checked]) -> Retried<Vec<SaveOutcome>, sqlx::Error> {
+    async fn store(&self, checked: &[&Checked]) -> Retried<Vec<SaveOutcome>, StoreError> {
         let batch: Vec<NewResponse<'_>> = checked
             .iter()
             .map(|c| NewResponse {
@@ -314,13 +316,11 @@ impl Worker {
                         }
                     }
                     Retried::Permanent(error) if group.len() == 1 => {
-                        outcomes[group[0]] = Some(Outcome::DeadLettered(
-                            collect_shared::store::describe(&error),
-                        ));
+                        outcomes[group[0]] = Some(Outcome::DeadLettered(error.to_string()));
                     }
                     Retried::Permanent(error) => {
                         warn!(
-                            error = %collect_shared::store::describe(&error),
+                            error = %error,
                             responses = group.len(),
                             "the database refused a batch for its data; storing its responses one by one"
                         );

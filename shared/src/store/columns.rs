@@ -2,6 +2,7 @@
 //! column of each kind ([`Columns`]), and the rows Collect reads back (a response, a parked
 //! row, a flag event, …) are decoded once, here.
 
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
@@ -31,7 +32,7 @@ pub(crate) trait Columns {
 /// A stored response and the flag event its revision caused.
 pub(crate) fn response(
     row: &impl Columns,
-) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
+) -> Result<(StoredResponse, Option<FlagEventKind>), StoreError> {
     let stored = StoredResponse {
         response_id: decode(ResponseId::parse(row.text("response_id")?))?,
         form_id: decode(FormId::parse(row.text("form_id")?))?,
@@ -57,8 +58,8 @@ pub(crate) fn response(
 pub(crate) fn flag_event(
     row: &impl Columns,
     cursor: FlagCursor,
-) -> Result<(FlagCursor, FlagEvent), sqlx::Error> {
-    let kind = parse_event(Some(&row.text("kind")?))?.ok_or(sqlx::Error::RowNotFound)?;
+) -> Result<(FlagCursor, FlagEvent), StoreError> {
+    let kind = parse_event(Some(&row.text("kind")?))?.ok_or(StoreError::Missing)?;
     let event = FlagEvent {
         kind,
         response_id: decode(ResponseId::parse(row.text("response_id")?))?,
@@ -75,7 +76,7 @@ pub(crate) fn flag_event(
     Ok((cursor, event))
 }
 
-pub(crate) fn parked(row: &impl Columns) -> Result<ParkedRow, sqlx::Error> {
+pub(crate) fn parked(row: &impl Columns) -> Result<ParkedRow, StoreError> {
     Ok(ParkedRow {
         spreadsheet_id: row.text("spreadsheet_id")?,
         tab: row.text("tab")?,
@@ -85,7 +86,7 @@ pub(crate) fn parked(row: &impl Columns) -> Result<ParkedRow, sqlx::Error> {
     })
 }
 
-pub(crate) fn position(row: &impl Columns) -> Result<SheetPosition, sqlx::Error> {
+pub(crate) fn position(row: &impl Columns) -> Result<SheetPosition, StoreError> {
     Ok(SheetPosition {
         spreadsheet_id: row.text("spreadsheet_id")?,
         tab: row.text("tab")?,
@@ -97,7 +98,7 @@ pub(crate) fn position(row: &impl Columns) -> Result<SheetPosition, sqlx::Error>
 pub(crate) fn failure(
     row: &impl Columns,
     form_id: &FormId,
-) -> Result<Option<SheetFailure>, sqlx::Error> {
+) -> Result<Option<SheetFailure>, StoreError> {
     let Some(reason) = row.optional_text("reason")? else {
         return Ok(None);
     };
@@ -112,7 +113,7 @@ pub(crate) fn failure(
 }
 
 /// A webhook, with its delivery counts (`pending`, `delivered`, `dead`).
-pub(crate) fn webhook(row: &impl Columns) -> Result<Webhook, sqlx::Error> {
+pub(crate) fn webhook(row: &impl Columns) -> Result<Webhook, StoreError> {
     let form_id = row.optional_text("form_id")?;
     Ok(Webhook {
         id: decode(WebhookId::parse(row.text("id")?))?,
@@ -130,7 +131,7 @@ pub(crate) fn webhook(row: &impl Columns) -> Result<Webhook, sqlx::Error> {
     })
 }
 
-pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery, sqlx::Error> {
+pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery, StoreError> {
     Ok(Delivery {
         webhook_id: decode(WebhookId::parse(row.text("webhook_id")?))?,
         delivery_id: row.text("delivery_id")?,
@@ -150,7 +151,7 @@ pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery, sqlx::Error> {
 }
 
 /// A claimed delivery, with its webhook's `url` and `secret`.
-pub(crate) fn claimed(row: &impl Columns) -> Result<ClaimedDelivery, sqlx::Error> {
+pub(crate) fn claimed(row: &impl Columns) -> Result<ClaimedDelivery, StoreError> {
     Ok(ClaimedDelivery {
         webhook_id: decode(WebhookId::parse(row.text("webhook_id")?))?,
         delivery_id: row.text("delivery_id")?,

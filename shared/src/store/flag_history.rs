@@ -1,6 +1,7 @@
 //! A collector's flag history: every `flagged` and `cleared` event, read with a cursor.
 
 use crate::messages::{FlagEvent, UserId};
+use crate::store::StoreError;
 
 /// Where a reader of the history is: after the event `(txid, event_id)`, where `txid` orders
 /// the transactions that wrote events (each engine says how) and `event_id` the events of one.
@@ -46,7 +47,7 @@ pub trait FlagHistoryStore {
         user_id: &UserId,
         since: FlagCursor,
         limit: i64,
-    ) -> Result<FlagHistoryPage, sqlx::Error>;
+    ) -> Result<FlagHistoryPage, StoreError>;
 }
 
 #[cfg(test)]

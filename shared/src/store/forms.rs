@@ -1,5 +1,6 @@
 //! Form definitions, and the cache that services read them through.
 
+use crate::store::StoreError;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,22 +29,22 @@ pub struct PutForm {
 /// Form definitions.
 #[async_trait::async_trait]
 pub trait FormStore {
-    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, sqlx::Error>;
+    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, StoreError>;
 
-    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, sqlx::Error>;
+    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError>;
 
     /// Stores a definition. The version goes up only when the definition changed, so the same
     /// `PUT` twice is a no-op.
-    async fn put_form(&self, form: &Form) -> Result<PutForm, sqlx::Error>;
+    async fn put_form(&self, form: &Form) -> Result<PutForm, StoreError>;
 
     /// Stores a definition unless the form exists (the built-in forms at start).
-    async fn ensure_form(&self, form: &Form) -> Result<(), sqlx::Error>;
+    async fn ensure_form(&self, form: &Form) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormLookupError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] StoreError),
     #[error("form {form_id} version {version} does not compile: {errors}")]
     Invalid {
         form_id: String,

@@ -5,6 +5,7 @@
 //! engine lives in its own module, with its own migrations.
 
 mod columns;
+mod error;
 mod flag_history;
 mod forms;
 pub mod mysql;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use crate::telemetry::Check;
 
+pub use error::StoreError;
 pub use flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
 pub use forms::{FormCache, FormLookupError, FormStore, PutForm, StoredForm};
 pub use responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition};
@@ -48,47 +50,7 @@ pub trait Engine:
     fn name(&self) -> &'static str;
 
     /// A trivial query.
-    async fn ping(&self) -> Result<(), sqlx::Error>;
-}
-
-/// Whether a failed statement would fail again for the same input however often it is
-/// retried: a data exception (SQLSTATE class 22: U+0000 in text or `jsonb`, a time out of
-/// range, a value too long ...), a broken constraint (23), a value over a limit (54), or a
-/// value the driver cannot encode (or a row over MySQL's `max_allowed_packet`). A lost
-/// connection, a timeout, a deadlock, a restart or a full disk (08, 40, 57, 53, HY000 ...) may
-/// pass, and is retried. Both engines report SQLSTATEs.
-pub fn is_permanent(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            ["22", "23", "54"]
-                .iter()
-                .any(|class| code.starts_with(class))
-        }),
-        sqlx::Error::Encode(_) => true,
-        _ => false,
-    }
-}
-
-/// A failed statement for a log line or a dead letter: the engine and the SQLSTATE with the
-/// engine's message.
-pub fn describe(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Database(database) => {
-            let engine = if database
-                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
-                .is_some()
-            {
-                "MySQL"
-            } else {
-                "PostgreSQL"
-            };
-            match database.code() {
-                Some(code) => format!("{engine} refused it ({code}): {}", database.message()),
-                None => format!("{engine} refused it: {}", database.message()),
-            }
-        }
-        other => other.to_string(),
-    }
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Clone)]

@@ -2,6 +2,7 @@
 //! What both engines share: the types, the interface, and the revision rules as pure functions
 //! (each engine only reads and writes rows).
 
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 
 use crate::messages::{
@@ -58,14 +59,14 @@ pub trait ResponseStore {
     async fn save_responses(
         &self,
         batch: &[NewResponse<'_>],
-    ) -> Result<Vec<SaveOutcome>, sqlx::Error>;
+    ) -> Result<Vec<SaveOutcome>, StoreError>;
 
     /// A form's response, at its latest revision.
     async fn response(
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<StoredResponse>, sqlx::Error>;
+    ) -> Result<Option<StoredResponse>, StoreError>;
 
     /// The responses of any form with this id, at most `limit` (for the route that names no
     /// form), in form order.
@@ -73,14 +74,14 @@ pub trait ResponseStore {
         &self,
         response_id: &ResponseId,
         limit: i64,
-    ) -> Result<Vec<StoredResponse>, sqlx::Error>;
+    ) -> Result<Vec<StoredResponse>, StoreError>;
 
     /// Where a form's response was last written in a sheet, if it was.
     async fn sheet_position(
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<SheetPosition>, sqlx::Error>;
+    ) -> Result<Option<SheetPosition>, StoreError>;
 
     /// The collector's responses that are flagged now (latest revision), after `after` in
     /// the order (`stored_at`, `form_id`, `response_id`), at most `limit`.
@@ -89,7 +90,7 @@ pub trait ResponseStore {
         user_id: &UserId,
         after: &FlaggedCursor,
         limit: i64,
-    ) -> Result<Vec<StoredResponse>, sqlx::Error>;
+    ) -> Result<Vec<StoredResponse>, StoreError>;
 }
 
 /// Where a reader of a collector's flagged responses is: after the response stored at
@@ -155,32 +156,30 @@ pub(crate) fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// A stored status or flag event, read back: an unknown word is an error, never a default.
-pub(crate) fn parse_status(text: &str) -> Result<ResponseStatus, sqlx::Error> {
+pub(crate) fn parse_status(text: &str) -> Result<ResponseStatus, StoreError> {
     match text {
         "valid" => Ok(ResponseStatus::Valid),
         "flagged" => Ok(ResponseStatus::Flagged),
-        other => Err(sqlx::Error::Decode(
-            format!("unknown response status {other:?}").into(),
-        )),
+        other => Err(StoreError::corrupt(format!(
+            "unknown response status {other:?}"
+        ))),
     }
 }
 
-pub(crate) fn parse_event(text: Option<&str>) -> Result<Option<FlagEventKind>, sqlx::Error> {
+pub(crate) fn parse_event(text: Option<&str>) -> Result<Option<FlagEventKind>, StoreError> {
     match text {
         None => Ok(None),
         Some("flagged") => Ok(Some(FlagEventKind::Flagged)),
         Some("cleared") => Ok(Some(FlagEventKind::Cleared)),
-        Some(other) => Err(sqlx::Error::Decode(
-            format!("unknown flag event kind {other:?}").into(),
-        )),
+        Some(other) => Err(StoreError::corrupt(format!(
+            "unknown flag event kind {other:?}"
+        ))),
     }
 }
 
 /// An identifier read back from the store.
-pub(crate) fn decode<T, E: std::error::Error + Send + Sync + 'static>(
-    result: Result<T, E>,
-) -> Result<T, sqlx::Error> {
-    result.map_err(|error| sqlx::Error::Decode(Box::new(error)))
+pub(crate) fn decode<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
+    result.map_err(StoreError::corrupt)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! `save_responses` only reads the stored revisions, asks [`Prepared::decide`], writes the
 //! rows it names and returns [`SaveDecision::outcomes`].
 
+use crate::store::StoreError;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -39,12 +40,13 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Refuses a batch in which a response appears twice.
-    pub fn new(batch: &[NewResponse<'_>]) -> Result<Self, sqlx::Error> {
+    pub fn new(batch: &[NewResponse<'_>]) -> Result<Self, StoreError> {
         let mut seen = HashSet::with_capacity(batch.len());
-        if !batch.iter().all(|new| seen.insert(key(new.message))) {
-            return Err(sqlx::Error::Protocol(
-                "a response appears twice in one batch".into(),
-            ));
+        if let Some(twice) = batch.iter().find(|new| !seen.insert(key(new.message))) {
+            return Err(StoreError::TwiceInBatch {
+                form_id: twice.message.form_id.to_string(),
+                response_id: twice.message.response_id.to_string(),
+            });
         }
         let statuses = batch
             .iter()
@@ -147,7 +149,7 @@ impl SaveDecision {
         batch: &[NewResponse<'_>],
         written_at: impl Fn(usize) -> Option<DateTime<Utc>>,
         mut duplicate: impl FnMut(usize) -> Option<(StoredResponse, Option<FlagEventKind>)>,
-    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+    ) -> Result<Vec<SaveOutcome>, StoreError> {
         self.decisions
             .iter()
             .enumerate()
@@ -157,12 +159,12 @@ impl SaveDecision {
                         stored: stored_response(
                             &batch[i],
                             self.status(i),
-                            written_at(i).ok_or(sqlx::Error::RowNotFound)?,
+                            written_at(i).ok_or(StoreError::Missing)?,
                         ),
                         event,
                     },
                     Decision::Duplicate => {
-                        let (stored, event) = duplicate(i).ok_or(sqlx::Error::RowNotFound)?;
+                        let (stored, event) = duplicate(i).ok_or(StoreError::Missing)?;
                         SaveOutcome::Duplicate { stored, event }
                     }
                     Decision::Stale(stored_revision) => SaveOutcome::Stale { stored_revision },

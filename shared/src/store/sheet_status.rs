@@ -1,6 +1,7 @@
 //! Each form's sheet as sheets-sync sees it: why it is not being written, if it is not, and how
 //! many of its rows wait or were refused. sheets-sync reports; `GET /v1/forms/{id}/sheet` reads.
 
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 
 use crate::messages::FormId;
@@ -38,8 +39,8 @@ pub trait SheetStatusStore {
         &self,
         instance: &str,
         failing: &[SheetFailure],
-    ) -> Result<(), sqlx::Error>;
+    ) -> Result<(), StoreError>;
 
     /// The form's sheet as last reported, with its waiting and parked rows.
-    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, sqlx::Error>;
+    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, StoreError>;
 }

@@ -2,6 +2,7 @@
 //! response sits in a sheet (`sheet_rows`), the rows a sheet refused (`sheet_parked`), and the
 //! locks that make one instance the writer of a tab.
 
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 
 use crate::messages::{FormId, ResponseId, StoredResponse};
@@ -59,20 +60,20 @@ pub trait SheetStore {
     async fn enqueue_many_for_sheet(
         &self,
         responses: &[(&ResponseId, &FormId)],
-    ) -> Result<(), sqlx::Error>;
+    ) -> Result<(), StoreError>;
 
     /// Marks every stored response of a form for rewriting; returns how many.
-    async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, sqlx::Error>;
+    async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, StoreError>;
 
     /// The forms with responses waiting, the longest-waiting first.
-    async fn pending_forms(&self) -> Result<Vec<PendingForm>, sqlx::Error>;
+    async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError>;
 
     /// Up to `limit` waiting responses of a form, oldest first, as stored now.
     async fn pending_rows(
         &self,
         form_id: &FormId,
         limit: i64,
-    ) -> Result<Vec<PendingRow>, sqlx::Error>;
+    ) -> Result<Vec<PendingRow>, StoreError>;
 
     /// The rows of a tab already written, for these responses of a form: `(response_id, row,
     /// revision)`.
@@ -82,14 +83,14 @@ pub trait SheetStore {
         spreadsheet_id: &str,
         tab: &str,
         response_ids: &[String],
-    ) -> Result<Vec<(String, i32, i64)>, sqlx::Error>;
+    ) -> Result<Vec<(String, i32, i64)>, StoreError>;
 
     /// How many rows of a tab `sheet_rows` records.
-    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, sqlx::Error>;
+    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, StoreError>;
 
     /// Forgets every row recorded for a tab (the tab was deleted, renamed or emptied); returns
     /// how many.
-    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, sqlx::Error>;
+    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, StoreError>;
 
     /// Makes `sheet_rows` of a tab say what the sheet holds (`(response_id, row)` as read from
     /// its `response_id` column), in one transaction: a response found keeps its recorded
@@ -103,7 +104,7 @@ pub trait SheetStore {
         spreadsheet_id: &str,
         tab: &str,
         found: &[(String, i32)],
-    ) -> Result<u64, sqlx::Error>;
+    ) -> Result<u64, StoreError>;
 
     /// Records where responses were written (`(response_id, row, revision)`) and takes them off
     /// the outbox, unless they were enqueued again meanwhile (a newer revision), in one
@@ -118,7 +119,7 @@ pub trait SheetStore {
         written: &[(String, i32, i64)],
         enqueued_before: &[(String, DateTime<Utc>)],
         inserted: &[(i32, i32)],
-    ) -> Result<(), sqlx::Error>;
+    ) -> Result<(), StoreError>;
 
     /// Takes responses a sheet permanently refused off the outbox, with the reason, unless a
     /// newer revision was queued meanwhile (that one is tried instead). Returns how many were
@@ -129,7 +130,7 @@ pub trait SheetStore {
         spreadsheet_id: &str,
         tab: &str,
         parked: &[ParkRow],
-    ) -> Result<u64, sqlx::Error>;
+    ) -> Result<u64, StoreError>;
 
     /// Why the response's row is not in its sheet, when the sheet refused it (`None` when it is
     /// written, waiting, or was never refused).
@@ -137,13 +138,13 @@ pub trait SheetStore {
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<ParkedRow>, sqlx::Error>;
+    ) -> Result<Option<ParkedRow>, StoreError>;
 
     /// How many responses are parked (all forms).
-    async fn parked_count(&self) -> Result<i64, sqlx::Error>;
+    async fn parked_count(&self) -> Result<i64, StoreError>;
 
     /// A session of its own to hold this instance's tab locks on (see [`TabLocks`]).
-    async fn lock_session(&self) -> Result<Box<dyn TabLocks>, sqlx::Error>;
+    async fn lock_session(&self) -> Result<Box<dyn TabLocks>, StoreError>;
 }
 
 /// A database session holding tab locks: they last as long as the session, so a writer that
@@ -153,10 +154,10 @@ pub trait SheetStore {
 pub trait TabLocks: Send + Sync {
     /// Takes (or confirms) the lock of a tab: `true` when this session holds it, `false` when
     /// another one does. Call it once per tab, then [`TabLocks::alive`].
-    async fn try_lock_tab(&mut self, spreadsheet_id: &str, tab: &str) -> Result<bool, sqlx::Error>;
+    async fn try_lock_tab(&mut self, spreadsheet_id: &str, tab: &str) -> Result<bool, StoreError>;
 
     /// Whether the session still answers (its locks are then still held).
-    async fn alive(&mut self) -> Result<(), sqlx::Error>;
+    async fn alive(&mut self) -> Result<(), StoreError>;
 
     /// Closes the session (and frees its locks) rather than returning it to the pool.
     fn discard(self: Box<Self>);

@@ -2,6 +2,7 @@
 //! (`webhook_deliveries`), an outbox that delivery workers claim with a lease (at least once).
 //! What both engines share: the types, the interface and the cursor.
 
+use crate::store::StoreError;
 use std::fmt;
 use std::time::Duration;
 
@@ -314,21 +315,21 @@ pub trait WebhookStore {
     /// Creates the webhook, or updates its url, form and collectors (and `updated_at`),
     /// keeping its stored secret. Returns the webhook as stored (with the stored secret) and
     /// whether it was created.
-    async fn put_webhook(&self, webhook: &NewWebhook) -> Result<(Webhook, bool), sqlx::Error>;
+    async fn put_webhook(&self, webhook: &NewWebhook) -> Result<(Webhook, bool), StoreError>;
 
-    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, sqlx::Error>;
+    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError>;
 
     /// Every webhook, by id.
-    async fn list_webhooks(&self) -> Result<Vec<Webhook>, sqlx::Error>;
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
 
     /// Deletes the webhook and its deliveries; false when there was none.
-    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, sqlx::Error>;
+    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError>;
 
     /// Adds deliveries, pending and due now, and returns how many are new. A delivery already
     /// stored (the same webhook and delivery id) is left as it is; one for a webhook that does
     /// not exist (any more) is skipped. A delivery id that is not [`is_delivery_id`] fails the
     /// batch (a permanent error).
-    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, sqlx::Error>;
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError>;
 
     /// Claims at most `limit` pending deliveries that are due (by the database's clock),
     /// the longest due first, and makes each due again only after `lease`: while one worker
@@ -338,7 +339,7 @@ pub trait WebhookStore {
         &self,
         limit: i64,
         lease: Duration,
-    ) -> Result<Vec<ClaimedDelivery>, sqlx::Error>;
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
     /// Records a delivery's success (HTTP `status`): delivered, one more attempt. False when
     /// there is no such delivery, or it was delivered already.
@@ -347,7 +348,7 @@ pub trait WebhookStore {
         webhook_id: &WebhookId,
         delivery_id: &str,
         status: u16,
-    ) -> Result<bool, sqlx::Error>;
+    ) -> Result<bool, StoreError>;
 
     /// Records a failed attempt (the HTTP status, if the receiver answered, and why; the error
     /// is kept to [`MAX_ERROR_CHARS`]): pending again at `retry_at`, or dead when `None`.
@@ -360,7 +361,7 @@ pub trait WebhookStore {
         status: Option<u16>,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
-    ) -> Result<bool, sqlx::Error>;
+    ) -> Result<bool, StoreError>;
 
     /// The webhook's deliveries (in `state`, if given) after the cursor, oldest first (by
     /// `created_at`, then delivery id), at most `limit` (at least 1).
@@ -370,7 +371,7 @@ pub trait WebhookStore {
         state: Option<DeliveryState>,
         after: Option<DeliveryCursor>,
         limit: i64,
-    ) -> Result<DeliveryPage, sqlx::Error>;
+    ) -> Result<DeliveryPage, StoreError>;
 
     /// A dead or delivered delivery pending again, due now, with no attempts (a replay once
     /// the receiver is fixed); a pending one is left as it is (it may be being delivered).
@@ -379,25 +380,22 @@ pub trait WebhookStore {
         &self,
         webhook_id: &WebhookId,
         delivery_id: &str,
-    ) -> Result<bool, sqlx::Error>;
+    ) -> Result<bool, StoreError>;
 
     /// Retention: deletes the delivered deliveries delivered before `before`; returns how many.
-    async fn delete_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error>;
+    async fn delete_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// A batch without repeats (the first of each webhook and delivery id kept), every id checked.
-pub(crate) fn distinct(deliveries: &[NewDelivery]) -> Result<Vec<&NewDelivery>, sqlx::Error> {
+pub(crate) fn distinct(deliveries: &[NewDelivery]) -> Result<Vec<&NewDelivery>, StoreError> {
     let mut seen = std::collections::HashSet::new();
     let mut kept = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         if !is_delivery_id(&delivery.delivery_id) {
-            return Err(sqlx::Error::Encode(
-                format!(
-                    "a delivery id must be 1 to 64 visible ASCII characters, got {:?}",
-                    delivery.delivery_id
-                )
-                .into(),
-            ));
+            return Err(StoreError::Unstorable(format!(
+                "a delivery id must be 1 to 64 visible ASCII characters, got {:?}",
+                delivery.delivery_id
+            )));
         }
         if seen.insert((&delivery.webhook_id, &delivery.delivery_id)) {
             kept.push(delivery);
@@ -417,9 +415,9 @@ pub(crate) fn kept_error(error: &str) -> String {
 }
 
 /// A stored state, read back: an unknown word is an error, never a default.
-pub(crate) fn parse_state(text: &str) -> Result<DeliveryState, sqlx::Error> {
+pub(crate) fn parse_state(text: &str) -> Result<DeliveryState, StoreError> {
     DeliveryState::parse(text)
-        .ok_or_else(|| sqlx::Error::Decode(format!("unknown delivery state {text:?}").into()))
+        .ok_or_else(|| StoreError::corrupt(format!("unknown delivery state {text:?}")))
 }
 
 #[cfg(test)]

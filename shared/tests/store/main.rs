@@ -15,7 +15,7 @@ use collect_shared::messages::{
 };
 use collect_shared::rules::Evaluation;
 use collect_shared::store::{
-    FlagCursor, FlaggedCursor, NewResponse, SaveOutcome, Store, StoreSettings,
+    FlagCursor, FlaggedCursor, NewResponse, SaveOutcome, Store, StoreError, StoreSettings,
 };
 use serde_json::json;
 
@@ -299,7 +299,7 @@ async fn revisions(store: Store) {
         }])
         .await
         .unwrap_err();
-    assert!(collect_shared::store::is_permanent(&refused), "{refused}");
+    assert!(refused.is_permanent(), "{refused}");
     assert!(
         store
             .response(&ancient.form_id, &ancient.response_id)
@@ -402,7 +402,15 @@ async fn batches_and_forms_sharing_ids(store: Store) {
             evaluation: &evaluation,
         })
         .collect();
-    assert!(store.save_responses(&batch).await.is_err());
+    let refused = store.save_responses(&batch).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            StoreError::TwiceInBatch { form_id, response_id } if form_id == "a" && response_id == "x"
+        ),
+        "{refused}"
+    );
+    assert!(refused.is_permanent(), "retrying cannot cure it");
     let u2 = UserId::parse("u-2").unwrap();
     let flagged_now = store
         .flagged_for_collector(&u2, &FlaggedCursor::default(), 10)

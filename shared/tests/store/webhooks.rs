@@ -260,10 +260,7 @@ async fn deliveries_enqueued_once(store: Store) {
             .enqueue_deliveries(&[delivery("w-1", "msg_e"), delivery("w-1", bad)])
             .await
             .unwrap_err();
-        assert!(
-            collect_shared::store::is_permanent(&error),
-            "{bad:?}: {error}"
-        );
+        assert!(error.is_permanent(), "{bad:?}: {error}");
     }
     assert_eq!(all_deliveries(&store, "w-1").await.len(), 3);
     assert!(!store.redeliver(&id("w-1"), "has space").await.unwrap());

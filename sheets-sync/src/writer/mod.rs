@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use collect_shared::forms::Form;
 use collect_shared::messages::FormId;
 use collect_shared::retry::{Delays, Policy};
-use collect_shared::store::{FormCache, ParkRow, PendingRow, Store, TabLocks};
+use collect_shared::store::{FormCache, ParkRow, PendingRow, Store, StoreError, TabLocks};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -186,7 +186,7 @@ impl Writer {
 
     /// Writes a batch of each form whose last batch was full or cut short; `true` when one
     /// of them was again.
-    async fn write_backlogged(&mut self) -> Result<bool, sqlx::Error> {
+    async fn write_backlogged(&mut self) -> Result<bool, StoreError> {
         let mut forms: Vec<FormId> = self.backlogged.drain().collect();
         forms.sort();
         let mut more = false;
@@ -201,7 +201,7 @@ impl Writer {
 
     /// Writes a batch of each form that has one due; `true` when a full batch was written
     /// (more are likely waiting).
-    async fn write_due(&mut self) -> Result<bool, sqlx::Error> {
+    async fn write_due(&mut self) -> Result<bool, StoreError> {
         let pending = self.store.pending_forms().await?;
         let waiting: i64 = pending.iter().map(|form| form.waiting).sum();
         let oldest = pending
@@ -229,7 +229,7 @@ impl Writer {
 
     /// Writes one batch of the form's waiting rows; `true` when more are likely waiting (a
     /// full batch, or rows left for the next request by the byte cap).
-    async fn write_form(&mut self, form_id: &FormId) -> Result<bool, sqlx::Error> {
+    async fn write_form(&mut self, form_id: &FormId) -> Result<bool, StoreError> {
         let compiled = match self.forms.get(form_id).await {
             Ok(Some(compiled)) => compiled,
             Ok(None) => {
@@ -354,7 +354,7 @@ impl Writer {
     }
 
     /// Takes, or confirms, this instance's lock on the tab.
-    async fn hold_lock(&mut self, target: &Target) -> Result<bool, sqlx::Error> {
+    async fn hold_lock(&mut self, target: &Target) -> Result<bool, StoreError> {
         if self.held.contains(target) {
             if let Some(session) = self.lock_session.as_mut()
                 && session.alive().await.is_ok()
@@ -820,7 +820,7 @@ impl Writer {
         form_id: &FormId,
         target: &Target,
         ids: &[String],
-    ) -> Result<HashMap<String, (i32, i64)>, sqlx::Error> {
+    ) -> Result<HashMap<String, (i32, i64)>, StoreError> {
         Ok(self
             .store
             .sheet_rows(form_id, &target.spreadsheet_id, &target.tab, ids)
@@ -840,7 +840,7 @@ struct Written {
 #[derive(Debug)]
 enum BatchError {
     Api(ApiFailure),
-    Database(sqlx::Error),
+    Database(StoreError),
 }
 
 impl From<ApiFailure> for BatchError {
@@ -849,8 +849,8 @@ impl From<ApiFailure> for BatchError {
     }
 }
 
-impl From<sqlx::Error> for BatchError {
-    fn from(error: sqlx::Error) -> Self {
+impl From<StoreError> for BatchError {
+    fn from(error: StoreError) -> Self {
         Self::Database(error)
     }
 }

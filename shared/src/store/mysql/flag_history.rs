@@ -2,6 +2,7 @@
 //! transaction took from `flag_event_clock` (see the migration), so rows become visible in
 //! cursor order and a reader needs no snapshot horizon.
 
+use crate::store::StoreError;
 use crate::store::columns;
 use sqlx::Row;
 
@@ -16,7 +17,7 @@ impl FlagHistoryStore for MySqlStore {
         user_id: &UserId,
         since: FlagCursor,
         limit: i64,
-    ) -> Result<FlagHistoryPage, sqlx::Error> {
+    ) -> Result<FlagHistoryPage, StoreError> {
         let rows = sqlx::query(
             "SELECT txid, event_id, user_id, username, form_id, response_id, revision, kind,
                  flags, answers, at

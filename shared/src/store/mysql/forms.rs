@@ -1,6 +1,7 @@
 //! Form definitions in MySQL. A definition is JSON text; "changed" compares it as JSON, so the
 //! same `PUT` twice is a no-op whatever the key order.
 
+use crate::store::StoreError;
 use sqlx::Row;
 
 use super::{MySqlStore, is_duplicate_key};
@@ -11,7 +12,7 @@ use crate::store::responses::json;
 
 #[async_trait::async_trait]
 impl FormStore for MySqlStore {
-    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, sqlx::Error> {
+    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, StoreError> {
         let row = sqlx::query("SELECT version, definition FROM forms WHERE form_id = ?")
             .bind(form_id.as_str())
             .fetch_optional(&self.pool)
@@ -29,14 +30,15 @@ impl FormStore for MySqlStore {
         .transpose()
     }
 
-    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, sqlx::Error> {
+    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError> {
         sqlx::query_scalar("SELECT version FROM forms WHERE form_id = ?")
             .bind(form_id.as_str())
             .fetch_optional(&self.pool)
             .await
+            .map_err(StoreError::from)
     }
 
-    async fn put_form(&self, form: &Form) -> Result<PutForm, sqlx::Error> {
+    async fn put_form(&self, form: &Form) -> Result<PutForm, StoreError> {
         let definition = json(&form.definition);
         let wanted: serde_json::Value = parse_json(&definition)?;
         // Two first `PUT`s of one form at once: the one whose insert loses reads the other's.
@@ -58,7 +60,7 @@ impl FormStore for MySqlStore {
                     .await;
                     match inserted {
                         Err(error) if is_duplicate_key(&error) && attempt < 3 => continue,
-                        Err(error) => return Err(error),
+                        Err(error) => return Err(error.into()),
                         Ok(_) => PutForm {
                             version: 1,
                             created: true,
@@ -96,7 +98,7 @@ impl FormStore for MySqlStore {
         unreachable!("the loop returns")
     }
 
-    async fn ensure_form(&self, form: &Form) -> Result<(), sqlx::Error> {
+    async fn ensure_form(&self, form: &Form) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO forms (form_id, version, definition) VALUES (?, 1, ?)
              ON DUPLICATE KEY UPDATE form_id = form_id",
@@ -110,6 +112,6 @@ impl FormStore for MySqlStore {
 }
 
 /// JSON text read back from a column.
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, sqlx::Error> {
-    serde_json::from_str(text).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(StoreError::corrupt)
 }

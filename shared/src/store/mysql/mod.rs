@@ -19,6 +19,7 @@ mod sheet_status;
 mod sheets;
 mod webhooks;
 
+use crate::store::StoreError;
 use std::time::Duration;
 
 use sqlx::QueryBuilder;
@@ -155,11 +156,12 @@ impl Engine for MySqlStore {
         "MySQL"
     }
 
-    async fn ping(&self) -> Result<(), sqlx::Error> {
+    async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map(|_| ())
+            .map_err(StoreError::from)
     }
 }
 
@@ -176,7 +178,7 @@ impl MySqlStore {
         items: &'a [T],
         columns: usize,
         size: impl Fn(&T) -> usize,
-    ) -> Result<Vec<&'a [T]>, sqlx::Error> {
+    ) -> Result<Vec<&'a [T]>, StoreError> {
         runs(items, columns, size, self.max_statement_bytes)
     }
 }
@@ -198,20 +200,17 @@ fn runs<T>(
     columns: usize,
     size: impl Fn(&T) -> usize,
     max_bytes: usize,
-) -> Result<Vec<&[T]>, sqlx::Error> {
+) -> Result<Vec<&[T]>, StoreError> {
     let max_items = (MAX_PLACEHOLDERS / columns.max(1)).max(1);
     let mut cut = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, item) in items.iter().enumerate() {
         let item_bytes = size(item) + 16 * columns;
         if item_bytes > max_bytes {
-            return Err(sqlx::Error::Encode(
-                format!(
-                    "a row of {item_bytes} bytes is over what one statement may carry \
+            return Err(StoreError::Unstorable(format!(
+                "a row of {item_bytes} bytes is over what one statement may carry \
                      ({max_bytes} bytes, from the server's max_allowed_packet)"
-                )
-                .into(),
-            ));
+            )));
         }
         if i > start && (i - start == max_items || bytes + item_bytes > max_bytes) {
             cut.push(&items[start..i]);

@@ -4,6 +4,7 @@
 //! another transaction inserts one of the new responses in between, the insert fails on its
 //! key and the whole batch is tried again (its read then waits for, and sees, that row).
 
+use crate::store::StoreError;
 use crate::store::columns;
 use std::collections::HashMap;
 
@@ -30,7 +31,7 @@ impl ResponseStore for MySqlStore {
     async fn save_responses(
         &self,
         batch: &[NewResponse<'_>],
-    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+    ) -> Result<Vec<SaveOutcome>, StoreError> {
         let prepared = Prepared::new(batch)?;
         for new in batch {
             check_times(new.message)?;
@@ -38,7 +39,9 @@ impl ResponseStore for MySqlStore {
         let mut attempt = 0;
         loop {
             match self.try_save(batch, &prepared).await {
-                Err(error) if is_duplicate_key(&error) && attempt < 3 => attempt += 1,
+                Err(StoreError::Database(error)) if is_duplicate_key(&error) && attempt < 3 => {
+                    attempt += 1
+                }
                 result => return result,
             }
         }
@@ -48,7 +51,7 @@ impl ResponseStore for MySqlStore {
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<StoredResponse>, sqlx::Error> {
+    ) -> Result<Option<StoredResponse>, StoreError> {
         let row = sqlx::query("SELECT * FROM responses WHERE form_id = ? AND response_id = ?")
             .bind(form_id.as_str())
             .bind(response_id.as_str())
@@ -62,7 +65,7 @@ impl ResponseStore for MySqlStore {
         &self,
         response_id: &ResponseId,
         limit: i64,
-    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+    ) -> Result<Vec<StoredResponse>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM responses WHERE response_id = ? ORDER BY form_id LIMIT ?")
                 .bind(response_id.as_str())
@@ -76,7 +79,7 @@ impl ResponseStore for MySqlStore {
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<SheetPosition>, sqlx::Error> {
+    ) -> Result<Option<SheetPosition>, StoreError> {
         let row = sqlx::query(
             "SELECT spreadsheet_id, tab, `row_number` FROM sheet_rows
              WHERE form_id = ? AND response_id = ? ORDER BY written_at DESC LIMIT 1",
@@ -93,7 +96,7 @@ impl ResponseStore for MySqlStore {
         user_id: &UserId,
         after: &FlaggedCursor,
         limit: i64,
-    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+    ) -> Result<Vec<StoredResponse>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM responses
              WHERE user_id = ? AND status = 'flagged'
@@ -120,7 +123,7 @@ impl MySqlStore {
         &self,
         batch: &[NewResponse<'_>],
         prepared: &Prepared,
-    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+    ) -> Result<Vec<SaveOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let now: DateTime<Utc> = sqlx::query_scalar("SELECT CURRENT_TIMESTAMP(6)")
             .fetch_one(&mut *tx)
@@ -199,7 +202,7 @@ impl MySqlStore {
         &self,
         tx: &mut Transaction<'_, MySql>,
         outcomes: &[SaveOutcome],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let events = written_events(outcomes);
         if events.is_empty() {
             return Ok(());
@@ -295,7 +298,7 @@ fn push_responses(
 /// earlier year back as NULL; ingest refuses others, but
 /// another publisher may send one) as a permanent error, before a statement is built: the
 /// query builder would panic on it.
-fn check_times(message: &ResponseMessage) -> Result<(), sqlx::Error> {
+fn check_times(message: &ResponseMessage) -> Result<(), StoreError> {
     use chrono::Datelike;
     for (field, time) in [
         ("submitted_at", message.submitted_at),
@@ -304,13 +307,10 @@ fn check_times(message: &ResponseMessage) -> Result<(), sqlx::Error> {
         if let Some(time) = time
             && !(1000..=9999).contains(&time.year())
         {
-            return Err(sqlx::Error::Encode(
-                format!(
-                    "{field} {time} of response {} is out of range for MySQL (the years 1000 to 9999)",
-                    message.response_id
-                )
-                .into(),
-            ));
+            return Err(StoreError::Unstorable(format!(
+                "{field} {time} of response {} is out of range for MySQL (the years 1000 to 9999)",
+                message.response_id
+            )));
         }
     }
     Ok(())
@@ -326,7 +326,7 @@ fn response_size(new: &NewResponse<'_>) -> usize {
         + 512
 }
 
-fn stored_responses(rows: &[MySqlRow]) -> Result<Vec<StoredResponse>, sqlx::Error> {
+fn stored_responses(rows: &[MySqlRow]) -> Result<Vec<StoredResponse>, StoreError> {
     rows.iter()
         .map(|row| from_row(row).map(|(stored, _)| stored))
         .collect()
@@ -334,6 +334,6 @@ fn stored_responses(rows: &[MySqlRow]) -> Result<Vec<StoredResponse>, sqlx::Erro
 
 pub(super) fn from_row(
     row: &MySqlRow,
-) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
+) -> Result<(StoredResponse, Option<FlagEventKind>), StoreError> {
     columns::response(row)
 }

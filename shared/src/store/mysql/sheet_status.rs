@@ -1,5 +1,6 @@
 //! Per-form sheet status in MySQL.
 
+use crate::store::StoreError;
 use crate::store::columns;
 use sqlx::{MySql, QueryBuilder, Row};
 
@@ -15,7 +16,7 @@ impl SheetStatusStore for MySqlStore {
         &self,
         instance: &str,
         failing: &[SheetFailure],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut forget = QueryBuilder::<MySql>::new("DELETE FROM sheet_status WHERE instance = ");
         forget.push_bind(instance);
@@ -49,10 +50,10 @@ impl SheetStatusStore for MySqlStore {
             );
             query.build().persistent(false).execute(&mut *tx).await?;
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, sqlx::Error> {
+    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, StoreError> {
         let row = sqlx::query(
             "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
                  (SELECT COUNT(*) FROM sheet_outbox o WHERE o.form_id = ?) AS waiting,

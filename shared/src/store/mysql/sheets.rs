@@ -6,6 +6,7 @@
 //! and MariaDB 10.0 a session may hold many. They are server-wide, so the name includes the
 //! database's.
 
+use crate::store::StoreError;
 use crate::store::columns;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -25,7 +26,7 @@ impl MySqlStore {
         &self,
         tx: &mut sqlx::Transaction<'_, MySql>,
         keys: &[(&str, &str)],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         // In key order, so that two transactions lock the outbox's rows in the same order.
         let distinct: BTreeSet<(&str, &str)> = keys.iter().copied().collect();
         let keys: Vec<(&str, &str)> = distinct.into_iter().collect();
@@ -50,14 +51,14 @@ impl SheetStore for MySqlStore {
     async fn enqueue_many_for_sheet(
         &self,
         responses: &[(&ResponseId, &FormId)],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let keys = crate::store::sheets::keys(responses);
         let mut tx = self.pool.begin().await?;
         self.enqueue_for_sheets(&mut tx, &keys).await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, sqlx::Error> {
+    async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM sheet_parked WHERE form_id = ?")
             .bind(form_id.as_str())
@@ -79,7 +80,7 @@ impl SheetStore for MySqlStore {
         Ok(count as u64)
     }
 
-    async fn pending_forms(&self) -> Result<Vec<PendingForm>, sqlx::Error> {
+    async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError> {
         let rows = sqlx::query(
             "SELECT form_id, COUNT(*) AS waiting,
                     TIMESTAMPDIFF(MICROSECOND, MIN(enqueued_at), SYSDATE(6)) / 1e6 AS oldest_age
@@ -91,7 +92,7 @@ impl SheetStore for MySqlStore {
             .map(|row| {
                 Ok(PendingForm {
                     form_id: FormId::parse(row.try_get::<String, _>("form_id")?)
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                        .map_err(StoreError::corrupt)?,
                     waiting: row.try_get("waiting")?,
                     oldest_age_seconds: row.try_get("oldest_age")?,
                 })
@@ -103,7 +104,7 @@ impl SheetStore for MySqlStore {
         &self,
         form_id: &FormId,
         limit: i64,
-    ) -> Result<Vec<PendingRow>, sqlx::Error> {
+    ) -> Result<Vec<PendingRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.*, o.`force` AS `force`, o.enqueued_at AS enqueued_at
              FROM (SELECT * FROM sheet_outbox WHERE form_id = ?
@@ -132,7 +133,7 @@ impl SheetStore for MySqlStore {
         spreadsheet_id: &str,
         tab: &str,
         response_ids: &[String],
-    ) -> Result<Vec<(String, i32, i64)>, sqlx::Error> {
+    ) -> Result<Vec<(String, i32, i64)>, StoreError> {
         let mut found = Vec::new();
         for run in self.runs(response_ids, 1, |_| 0)? {
             let mut query = QueryBuilder::<MySql>::new(
@@ -157,15 +158,16 @@ impl SheetStore for MySqlStore {
         Ok(found)
     }
 
-    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, sqlx::Error> {
+    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT COUNT(*) FROM sheet_rows WHERE spreadsheet_id = ? AND tab = ?")
             .bind(spreadsheet_id)
             .bind(tab)
             .fetch_one(&self.pool)
             .await
+            .map_err(StoreError::from)
     }
 
-    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, sqlx::Error> {
+    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sheet_rows WHERE spreadsheet_id = ? AND tab = ?")
             .bind(spreadsheet_id)
             .bind(tab)
@@ -182,7 +184,7 @@ impl SheetStore for MySqlStore {
         spreadsheet_id: &str,
         tab: &str,
         found: &[(String, i32)],
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let recorded: Vec<String> = sqlx::query_scalar(
             "SELECT response_id FROM sheet_rows WHERE spreadsheet_id = ? AND tab = ? FOR UPDATE",
@@ -238,7 +240,7 @@ impl SheetStore for MySqlStore {
         written: &[(String, i32, i64)],
         enqueued_before: &[(String, DateTime<Utc>)],
         inserted: &[(i32, i32)],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (first, count) in inserted {
             sqlx::query(
@@ -282,7 +284,7 @@ impl SheetStore for MySqlStore {
             push_list(&mut query, run.iter().copied());
             query.build().execute(&mut *tx).await?;
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
     async fn park_rows(
@@ -291,7 +293,7 @@ impl SheetStore for MySqlStore {
         spreadsheet_id: &str,
         tab: &str,
         parked: &[ParkRow],
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before: Vec<(String, DateTime<Utc>)> = parked
             .iter()
@@ -331,7 +333,7 @@ impl SheetStore for MySqlStore {
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<ParkedRow>, sqlx::Error> {
+    ) -> Result<Option<ParkedRow>, StoreError> {
         let row = sqlx::query(
             "SELECT spreadsheet_id, tab, revision, reason, parked_at FROM sheet_parked
              WHERE form_id = ? AND response_id = ?",
@@ -343,13 +345,14 @@ impl SheetStore for MySqlStore {
         row.as_ref().map(columns::parked).transpose()
     }
 
-    async fn parked_count(&self) -> Result<i64, sqlx::Error> {
+    async fn parked_count(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT COUNT(*) FROM sheet_parked")
             .fetch_one(&self.pool)
             .await
+            .map_err(StoreError::from)
     }
 
-    async fn lock_session(&self) -> Result<Box<dyn TabLocks>, sqlx::Error> {
+    async fn lock_session(&self) -> Result<Box<dyn TabLocks>, StoreError> {
         Ok(Box::new(MySqlTabLocks(self.pool.acquire().await?)))
     }
 }
@@ -362,7 +365,7 @@ impl MySqlStore {
         tx: &mut sqlx::Transaction<'_, MySql>,
         form_id: &FormId,
         enqueued_before: &[(String, DateTime<Utc>)],
-    ) -> Result<HashSet<String>, sqlx::Error> {
+    ) -> Result<HashSet<String>, StoreError> {
         let before: HashMap<&str, DateTime<Utc>> = enqueued_before
             .iter()
             .map(|(id, at)| (id.as_str(), *at))
@@ -423,7 +426,7 @@ struct MySqlTabLocks(PoolConnection<MySql>);
 impl TabLocks for MySqlTabLocks {
     /// The name is a hash of the database, the spreadsheet and the tab (a name may have 64
     /// characters). Taking a lock the session holds again succeeds.
-    async fn try_lock_tab(&mut self, spreadsheet_id: &str, tab: &str) -> Result<bool, sqlx::Error> {
+    async fn try_lock_tab(&mut self, spreadsheet_id: &str, tab: &str) -> Result<bool, StoreError> {
         let got: Option<i64> = sqlx::query_scalar(
             "SELECT GET_LOCK(CONCAT('collect-tab:', SHA1(CONCAT_WS(':', DATABASE(),
                  LENGTH(?), ?, ?))), 0)",
@@ -436,11 +439,12 @@ impl TabLocks for MySqlTabLocks {
         Ok(got == Some(1))
     }
 
-    async fn alive(&mut self) -> Result<(), sqlx::Error> {
+    async fn alive(&mut self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&mut *self.0)
             .await
             .map(|_| ())
+            .map_err(StoreError::from)
     }
 
     fn discard(mut self: Box<Self>) {

@@ -1,6 +1,7 @@
 //! Webhooks and their deliveries in MySQL. Claims lock with `FOR UPDATE SKIP LOCKED` (MySQL 8,
 //! MariaDB 10.6), so concurrent claimers pass each other by.
 
+use crate::store::StoreError;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -65,7 +66,7 @@ fn push_keys<'a>(
 
 #[async_trait::async_trait]
 impl WebhookStore for MySqlStore {
-    async fn put_webhook(&self, webhook: &NewWebhook) -> Result<(Webhook, bool), sqlx::Error> {
+    async fn put_webhook(&self, webhook: &NewWebhook) -> Result<(Webhook, bool), StoreError> {
         let user_ids = json(&webhook.user_ids);
         let form_id = webhook.form_id.as_ref().map(|id| id.as_str());
         // Two first `PUT`s of one webhook at once: the one whose insert loses updates.
@@ -89,7 +90,7 @@ impl WebhookStore for MySqlStore {
                 .await;
                 match inserted {
                     Err(error) if is_duplicate_key(&error) && attempt < 3 => continue,
-                    Err(error) => return Err(error),
+                    Err(error) => return Err(error.into()),
                     Ok(_) => true,
                 }
             } else {
@@ -117,7 +118,7 @@ impl WebhookStore for MySqlStore {
         unreachable!("the loop returns")
     }
 
-    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, sqlx::Error> {
+    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
         let row = sqlx::query(concat!(select_webhooks!(), " WHERE w.id = ?"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -125,14 +126,14 @@ impl WebhookStore for MySqlStore {
         row.as_ref().map(columns::webhook).transpose()
     }
 
-    async fn list_webhooks(&self) -> Result<Vec<Webhook>, sqlx::Error> {
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
         let rows = sqlx::query(concat!(select_webhooks!(), " ORDER BY w.id"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(columns::webhook).collect()
     }
 
-    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, sqlx::Error> {
+    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
         let deleted = sqlx::query("DELETE FROM webhooks WHERE id = ?")
             .bind(id.as_str())
             .execute(&self.pool)
@@ -146,7 +147,7 @@ impl WebhookStore for MySqlStore {
     /// that share deliveries do not deadlock). A delivery another batch inserts between that
     /// read and this insert is left as it is (`ON DUPLICATE KEY UPDATE` changes nothing), but
     /// counted by both.
-    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, sqlx::Error> {
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
         let mut batch = distinct(deliveries)?;
         if batch.is_empty() {
             return Ok(0);
@@ -214,7 +215,7 @@ impl WebhookStore for MySqlStore {
         &self,
         limit: i64,
         lease: Duration,
-    ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         if limit <= 0 {
             return Ok(Vec::new());
         }
@@ -283,7 +284,7 @@ impl WebhookStore for MySqlStore {
         webhook_id: &WebhookId,
         delivery_id: &str,
         status: u16,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         if !is_delivery_id(delivery_id) {
             return Ok(false);
         }
@@ -309,7 +310,7 @@ impl WebhookStore for MySqlStore {
         status: Option<u16>,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         if !is_delivery_id(delivery_id) {
             return Ok(false);
         }
@@ -339,7 +340,7 @@ impl WebhookStore for MySqlStore {
         state: Option<DeliveryState>,
         after: Option<DeliveryCursor>,
         limit: i64,
-    ) -> Result<DeliveryPage, sqlx::Error> {
+    ) -> Result<DeliveryPage, StoreError> {
         let limit = limit.max(1);
         let after = after.unwrap_or_default();
         let state = state.map(DeliveryState::as_str);
@@ -375,7 +376,7 @@ impl WebhookStore for MySqlStore {
         &self,
         webhook_id: &WebhookId,
         delivery_id: &str,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         if !is_delivery_id(delivery_id) {
             return Ok(false);
         }
@@ -403,7 +404,7 @@ impl WebhookStore for MySqlStore {
     }
 
     /// In batches of [`RETENTION_BATCH`], each its own transaction.
-    async fn delete_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    async fn delete_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
             let deleted = sqlx::query(

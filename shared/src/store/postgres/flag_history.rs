@@ -1,5 +1,6 @@
 //! The flag history in PostgreSQL: the cursor's `txid` is the writing transaction's id.
 
+use crate::store::StoreError;
 use crate::store::columns;
 use sqlx::Row;
 
@@ -17,7 +18,7 @@ impl FlagHistoryStore for PgStore {
         user_id: &UserId,
         since: FlagCursor,
         limit: i64,
-    ) -> Result<FlagHistoryPage, sqlx::Error> {
+    ) -> Result<FlagHistoryPage, StoreError> {
         let rows = sqlx::query(
             "SELECT txid::text AS txid, event_id, user_id, username, form_id, response_id,
                  revision, kind, flags, answers, at
@@ -36,13 +37,11 @@ impl FlagHistoryStore for PgStore {
         .await?;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
-            let _decode =
-                |error: crate::messages::InvalidIdentifier| sqlx::Error::Decode(Box::new(error));
             let cursor = FlagCursor {
                 txid: row
                     .try_get::<String, _>("txid")?
                     .parse()
-                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+                    .map_err(StoreError::corrupt)?,
                 event_id: row.try_get("event_id")?,
             };
             events.push(columns::flag_event(row, cursor)?);

@@ -1,5 +1,6 @@
 //! Form definitions in PostgreSQL.
 
+use crate::store::StoreError;
 use sqlx::Row;
 use sqlx::types::Json;
 
@@ -10,7 +11,7 @@ use crate::store::forms::{FormStore, PutForm, StoredForm};
 
 #[async_trait::async_trait]
 impl FormStore for PgStore {
-    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, sqlx::Error> {
+    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, StoreError> {
         let row = sqlx::query("SELECT version, definition FROM forms WHERE form_id = $1")
             .bind(form_id.as_str())
             .fetch_optional(&self.pool)
@@ -28,14 +29,15 @@ impl FormStore for PgStore {
         .transpose()
     }
 
-    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, sqlx::Error> {
+    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError> {
         sqlx::query_scalar("SELECT version FROM forms WHERE form_id = $1")
             .bind(form_id.as_str())
             .fetch_optional(&self.pool)
             .await
+            .map_err(StoreError::from)
     }
 
-    async fn put_form(&self, form: &Form) -> Result<PutForm, sqlx::Error> {
+    async fn put_form(&self, form: &Form) -> Result<PutForm, StoreError> {
         let written = sqlx::query(
             "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)
              ON CONFLICT (form_id) DO UPDATE
@@ -59,7 +61,7 @@ impl FormStore for PgStore {
         }
     }
 
-    async fn ensure_form(&self, form: &Form) -> Result<(), sqlx::Error> {
+    async fn ensure_form(&self, form: &Form) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)
              ON CONFLICT (form_id) DO NOTHING",

@@ -8,6 +8,7 @@ mod sheet_status;
 mod sheets;
 mod webhooks;
 
+use crate::store::StoreError;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
@@ -84,10 +85,11 @@ impl Engine for PgStore {
         "PostgreSQL"
     }
 
-    async fn ping(&self) -> Result<(), sqlx::Error> {
+    async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map(|_| ())
+            .map_err(StoreError::from)
     }
 }

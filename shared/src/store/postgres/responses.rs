@@ -1,5 +1,6 @@
 //! Responses in PostgreSQL: multi-row statements over `UNNEST`ed arrays, one per step.
 
+use crate::store::StoreError;
 use crate::store::columns;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -22,7 +23,7 @@ impl ResponseStore for PgStore {
     async fn save_responses(
         &self,
         batch: &[NewResponse<'_>],
-    ) -> Result<Vec<SaveOutcome>, sqlx::Error> {
+    ) -> Result<Vec<SaveOutcome>, StoreError> {
         let prepared = Prepared::new(batch)?;
         let mut tx = self.pool.begin().await?;
 
@@ -67,7 +68,7 @@ impl ResponseStore for PgStore {
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<StoredResponse>, sqlx::Error> {
+    ) -> Result<Option<StoredResponse>, StoreError> {
         let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
             .bind(form_id.as_str())
             .bind(response_id.as_str())
@@ -81,7 +82,7 @@ impl ResponseStore for PgStore {
         &self,
         response_id: &ResponseId,
         limit: i64,
-    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+    ) -> Result<Vec<StoredResponse>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM responses WHERE response_id = $1 ORDER BY form_id LIMIT $2")
                 .bind(response_id.as_str())
@@ -95,7 +96,7 @@ impl ResponseStore for PgStore {
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<SheetPosition>, sqlx::Error> {
+    ) -> Result<Option<SheetPosition>, StoreError> {
         let row = sqlx::query(
             "SELECT spreadsheet_id, tab, row_number FROM sheet_rows
              WHERE form_id = $1 AND response_id = $2 ORDER BY written_at DESC LIMIT 1",
@@ -112,7 +113,7 @@ impl ResponseStore for PgStore {
         user_id: &UserId,
         after: &FlaggedCursor,
         limit: i64,
-    ) -> Result<Vec<StoredResponse>, sqlx::Error> {
+    ) -> Result<Vec<StoredResponse>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM responses
              WHERE user_id = $1 AND status = 'flagged'
@@ -136,7 +137,7 @@ impl ResponseStore for PgStore {
 async fn record_flag_events(
     tx: &mut Transaction<'_, Postgres>,
     outcomes: &[SaveOutcome],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     let events = written_events(outcomes);
     if events.is_empty() {
         return Ok(());
@@ -186,7 +187,7 @@ async fn record_flag_events(
 async fn lock_held(
     tx: &mut Transaction<'_, Postgres>,
     keys: &[Key<'_>],
-) -> Result<HashMap<(String, String), Held>, sqlx::Error> {
+) -> Result<HashMap<(String, String), Held>, StoreError> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
@@ -213,7 +214,7 @@ async fn lock_held(
         .collect()
 }
 
-fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, sqlx::Error> {
+fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, StoreError> {
     rows.iter()
         .map(|row| from_row(row).map(|(stored, _)| stored))
         .collect()
@@ -269,7 +270,7 @@ async fn upsert_many(
     indexes: &[usize],
     decision: &SaveDecision,
     statement: &'static str,
-) -> Result<HashMap<(String, String), DateTime<Utc>>, sqlx::Error> {
+) -> Result<HashMap<(String, String), DateTime<Utc>>, StoreError> {
     if indexes.is_empty() {
         return Ok(HashMap::new());
     }
@@ -334,7 +335,7 @@ async fn read_response(
     tx: &mut Transaction<'_, Postgres>,
     form_id: &FormId,
     response_id: &ResponseId,
-) -> Result<Option<(StoredResponse, Option<FlagEventKind>)>, sqlx::Error> {
+) -> Result<Option<(StoredResponse, Option<FlagEventKind>)>, StoreError> {
     let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
         .bind(form_id.as_str())
         .bind(response_id.as_str())
@@ -343,8 +344,6 @@ async fn read_response(
     row.map(|row| from_row(&row)).transpose()
 }
 
-pub(super) fn from_row(
-    row: &PgRow,
-) -> Result<(StoredResponse, Option<FlagEventKind>), sqlx::Error> {
+pub(super) fn from_row(row: &PgRow) -> Result<(StoredResponse, Option<FlagEventKind>), StoreError> {
     columns::response(row)
 }

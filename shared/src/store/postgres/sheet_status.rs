@@ -1,5 +1,6 @@
 //! Per-form sheet status in PostgreSQL.
 
+use crate::store::StoreError;
 use crate::store::columns;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -16,7 +17,7 @@ impl SheetStatusStore for PgStore {
         &self,
         instance: &str,
         failing: &[SheetFailure],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let forms: Vec<&str> = failing.iter().map(|f| f.form_id.as_str()).collect();
         let spreadsheets: Vec<&str> = failing.iter().map(|f| f.spreadsheet_id.as_str()).collect();
         let tabs: Vec<&str> = failing.iter().map(|f| f.tab.as_str()).collect();
@@ -53,10 +54,10 @@ impl SheetStatusStore for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, sqlx::Error> {
+    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, StoreError> {
         let row = sqlx::query(
             "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
                  (SELECT count(*) FROM sheet_outbox o WHERE o.form_id = $1) AS waiting,

@@ -1,5 +1,6 @@
 //! sheets-sync's tables in PostgreSQL, and tab locks as advisory locks.
 
+use crate::store::StoreError;
 use crate::store::columns;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
@@ -14,14 +15,14 @@ impl SheetStore for PgStore {
     async fn enqueue_many_for_sheet(
         &self,
         responses: &[(&ResponseId, &FormId)],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let keys = crate::store::sheets::keys(responses);
         let mut tx = self.pool.begin().await?;
         enqueue(&mut tx, &keys).await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
-    async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, sqlx::Error> {
+    async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "WITH unparked AS (DELETE FROM sheet_parked WHERE form_id = $1)
              INSERT INTO sheet_outbox (response_id, form_id, force)
@@ -35,7 +36,7 @@ impl SheetStore for PgStore {
         Ok(done.rows_affected())
     }
 
-    async fn pending_forms(&self) -> Result<Vec<PendingForm>, sqlx::Error> {
+    async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError> {
         let rows = sqlx::query(
             "SELECT form_id, count(*) AS waiting,
                     EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at))::float8 AS oldest_age
@@ -47,7 +48,7 @@ impl SheetStore for PgStore {
             .map(|row| {
                 Ok(PendingForm {
                     form_id: FormId::parse(row.try_get::<String, _>("form_id")?)
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                        .map_err(StoreError::corrupt)?,
                     waiting: row.try_get("waiting")?,
                     oldest_age_seconds: row.try_get("oldest_age")?,
                 })
@@ -59,7 +60,7 @@ impl SheetStore for PgStore {
         &self,
         form_id: &FormId,
         limit: i64,
-    ) -> Result<Vec<PendingRow>, sqlx::Error> {
+    ) -> Result<Vec<PendingRow>, StoreError> {
         let rows = sqlx::query(
             // The oldest markers first, then their responses by primary key: joined the
             // other way round, the planner (with statistics behind a fast load) read every
@@ -91,7 +92,7 @@ impl SheetStore for PgStore {
         spreadsheet_id: &str,
         tab: &str,
         response_ids: &[String],
-    ) -> Result<Vec<(String, i32, i64)>, sqlx::Error> {
+    ) -> Result<Vec<(String, i32, i64)>, StoreError> {
         let rows = sqlx::query(
             // One lookup by (form, response) per id, whatever the statistics say. Behind a
             // fast load (no statistics yet: the planner believes a tab holds a couple of
@@ -126,15 +127,16 @@ impl SheetStore for PgStore {
             .collect()
     }
 
-    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, sqlx::Error> {
+    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT count(*) FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
             .bind(spreadsheet_id)
             .bind(tab)
             .fetch_one(&self.pool)
             .await
+            .map_err(StoreError::from)
     }
 
-    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, sqlx::Error> {
+    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
             .bind(spreadsheet_id)
             .bind(tab)
@@ -149,7 +151,7 @@ impl SheetStore for PgStore {
         spreadsheet_id: &str,
         tab: &str,
         found: &[(String, i32)],
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<u64, StoreError> {
         let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
         let rows: Vec<i32> = found.iter().map(|(_, row)| *row).collect();
         let mut tx = self.pool.begin().await?;
@@ -190,7 +192,7 @@ impl SheetStore for PgStore {
         written: &[(String, i32, i64)],
         enqueued_before: &[(String, DateTime<Utc>)],
         inserted: &[(i32, i32)],
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (first, count) in inserted {
             sqlx::query(
@@ -250,7 +252,7 @@ impl SheetStore for PgStore {
         .bind(form_id.as_str())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        Ok(tx.commit().await?)
     }
 
     async fn park_rows(
@@ -259,7 +261,7 @@ impl SheetStore for PgStore {
         spreadsheet_id: &str,
         tab: &str,
         parked: &[ParkRow],
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<u64, StoreError> {
         let ids: Vec<&str> = parked.iter().map(|p| p.response_id.as_str()).collect();
         let revisions: Vec<i64> = parked.iter().map(|p| p.revision).collect();
         let reasons: Vec<&str> = parked.iter().map(|p| p.reason.as_str()).collect();
@@ -298,7 +300,7 @@ impl SheetStore for PgStore {
         &self,
         form_id: &FormId,
         response_id: &ResponseId,
-    ) -> Result<Option<ParkedRow>, sqlx::Error> {
+    ) -> Result<Option<ParkedRow>, StoreError> {
         let row = sqlx::query(
             "SELECT spreadsheet_id, tab, revision, reason, parked_at FROM sheet_parked
              WHERE form_id = $1 AND response_id = $2",
@@ -310,13 +312,14 @@ impl SheetStore for PgStore {
         row.as_ref().map(columns::parked).transpose()
     }
 
-    async fn parked_count(&self) -> Result<i64, sqlx::Error> {
+    async fn parked_count(&self) -> Result<i64, StoreError> {
         sqlx::query_scalar("SELECT count(*) FROM sheet_parked")
             .fetch_one(&self.pool)
             .await
+            .map_err(StoreError::from)
     }
 
-    async fn lock_session(&self) -> Result<Box<dyn TabLocks>, sqlx::Error> {
+    async fn lock_session(&self) -> Result<Box<dyn TabLocks>, StoreError> {
         Ok(Box::new(PgTabLocks(self.pool.acquire().await?)))
     }
 }
@@ -330,7 +333,7 @@ impl TabLocks for PgTabLocks {
     /// partitioning relies on it), so instances of different builds agree on it. Advisory
     /// locks belong to the database, so two databases on one server never share one. Taking
     /// a lock the session already holds stacks it: call this once per tab.
-    async fn try_lock_tab(&mut self, spreadsheet_id: &str, tab: &str) -> Result<bool, sqlx::Error> {
+    async fn try_lock_tab(&mut self, spreadsheet_id: &str, tab: &str) -> Result<bool, StoreError> {
         sqlx::query_scalar(
             "SELECT pg_try_advisory_lock(hashtextextended(
                  'collect-sheet-tab:' || length($1) || ':' || $1 || ':' || $2, 0))",
@@ -339,13 +342,15 @@ impl TabLocks for PgTabLocks {
         .bind(tab)
         .fetch_one(&mut *self.0)
         .await
+        .map_err(StoreError::from)
     }
 
-    async fn alive(&mut self) -> Result<(), sqlx::Error> {
+    async fn alive(&mut self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&mut *self.0)
             .await
             .map(|_| ())
+            .map_err(StoreError::from)
     }
 
     fn discard(mut self: Box<Self>) {
@@ -358,7 +363,7 @@ impl TabLocks for PgTabLocks {
 pub(super) async fn enqueue(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     keys: &[(&str, &str)],
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     if keys.is_empty() {
         return Ok(());
     }

@@ -1,6 +1,7 @@
 //! Webhooks and their deliveries in PostgreSQL. Claims lock with `FOR UPDATE SKIP LOCKED`, so
 //! concurrent claimers pass each other by.
 
+use crate::store::StoreError;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -34,7 +35,7 @@ const RETENTION_BATCH: i64 = 10_000;
 
 #[async_trait::async_trait]
 impl WebhookStore for PgStore {
-    async fn put_webhook(&self, webhook: &NewWebhook) -> Result<(Webhook, bool), sqlx::Error> {
+    async fn put_webhook(&self, webhook: &NewWebhook) -> Result<(Webhook, bool), StoreError> {
         let mut tx = self.pool.begin().await?;
         let created: bool = sqlx::query_scalar(
             "INSERT INTO webhooks (id, url, form_id, user_ids, secret) VALUES ($1, $2, $3, $4, $5)
@@ -59,7 +60,7 @@ impl WebhookStore for PgStore {
         Ok((stored, created))
     }
 
-    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, sqlx::Error> {
+    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
         let row = sqlx::query(concat!(select_webhooks!(), " WHERE w.id = $1"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -67,14 +68,14 @@ impl WebhookStore for PgStore {
         row.as_ref().map(columns::webhook).transpose()
     }
 
-    async fn list_webhooks(&self) -> Result<Vec<Webhook>, sqlx::Error> {
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
         let rows = sqlx::query(concat!(select_webhooks!(), " ORDER BY w.id"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(columns::webhook).collect()
     }
 
-    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, sqlx::Error> {
+    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
         let deleted = sqlx::query("DELETE FROM webhooks WHERE id = $1")
             .bind(id.as_str())
             .execute(&self.pool)
@@ -85,7 +86,7 @@ impl WebhookStore for PgStore {
     /// The batch's webhooks are locked `FOR KEY SHARE` first: one deleted meanwhile is not
     /// found (and its deliveries skipped), and none can be deleted before this commits. Rows
     /// are inserted in key order, so two batches that share deliveries do not deadlock.
-    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, sqlx::Error> {
+    async fn enqueue_deliveries(&self, deliveries: &[NewDelivery]) -> Result<u64, StoreError> {
         let batch = distinct(deliveries)?;
         if batch.is_empty() {
             return Ok(0);
@@ -115,7 +116,7 @@ impl WebhookStore for PgStore {
         &self,
         limit: i64,
         lease: Duration,
-    ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         if limit <= 0 {
             return Ok(Vec::new());
         }
@@ -157,7 +158,7 @@ impl WebhookStore for PgStore {
         webhook_id: &WebhookId,
         delivery_id: &str,
         status: u16,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         if !is_delivery_id(delivery_id) {
             return Ok(false);
         }
@@ -182,7 +183,7 @@ impl WebhookStore for PgStore {
         status: Option<u16>,
         error: &str,
         retry_at: Option<DateTime<Utc>>,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         if !is_delivery_id(delivery_id) {
             return Ok(false);
         }
@@ -210,7 +211,7 @@ impl WebhookStore for PgStore {
         state: Option<DeliveryState>,
         after: Option<DeliveryCursor>,
         limit: i64,
-    ) -> Result<DeliveryPage, sqlx::Error> {
+    ) -> Result<DeliveryPage, StoreError> {
         let limit = limit.max(1);
         let after = after.unwrap_or_default();
         let rows = sqlx::query(
@@ -243,7 +244,7 @@ impl WebhookStore for PgStore {
         &self,
         webhook_id: &WebhookId,
         delivery_id: &str,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, StoreError> {
         if !is_delivery_id(delivery_id) {
             return Ok(false);
         }
@@ -271,7 +272,7 @@ impl WebhookStore for PgStore {
 
     /// In batches of [`RETENTION_BATCH`], each its own transaction. The outer condition is
     /// checked again on each row, so one redelivered meanwhile is kept.
-    async fn delete_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    async fn delete_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
             let deleted = sqlx::query(
