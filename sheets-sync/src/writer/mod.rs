@@ -40,10 +40,12 @@ use crate::google::{ApiFailure, Heartbeat, SheetsApi, a1};
 use crate::sheet_row;
 
 mod batch;
+mod plan;
 mod reconcile;
 mod tab;
 
 use batch::*;
+use plan::*;
 use reconcile::*;
 use tab::*;
 
@@ -57,9 +59,6 @@ pub struct Target {
 /// The longest a tab backs off, whatever `Retry-After` says (a larger one would overflow the
 /// clock, and is likelier a broken proxy than Google's advice).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
-
-/// What a request adds to its body besides the rows' JSON, counted generously.
-const REQUEST_OVERHEAD_BYTES: usize = 1024;
 
 struct TabState {
     header: Vec<String>,
@@ -518,15 +517,7 @@ impl Writer {
         // or inserted columns, or cleared the tab since the last batch.
         let mut verified = false;
         for _ in 0..3 {
-            let candidates: Vec<i32> = rows
-                .iter()
-                .filter_map(|pending| {
-                    let (row, written) = known.get(pending.response.response_id.as_str())?;
-                    let stale = *written != pending.response.revision.as_i64() || pending.force;
-                    stale.then_some(*row)
-                })
-                .collect();
-            let ranges = id_ranges(&candidates, tab.row_count);
+            let ranges = id_ranges(&rows_to_verify(&rows, &known), tab.row_count);
             let mut asked = vec![a1(&target.tab, "1:1")];
             asked.extend(ranges.iter().map(|(first, last)| {
                 let column = column_letters(tab.response_id_column);
@@ -584,14 +575,7 @@ impl Writer {
                     }
                 }
             }
-            let moved = rows.iter().any(|pending| {
-                let id = pending.response.response_id.as_str();
-                known.get(id).is_some_and(|(row, written)| {
-                    let stale = *written != pending.response.revision.as_i64() || pending.force;
-                    stale && holds.get(row).map(String::as_str) != Some(id)
-                })
-            });
-            if moved {
+            if moved(&rows, &known, &holds) {
                 info!(
                     spreadsheet = %target.spreadsheet_id,
                     tab = %target.tab,
@@ -625,59 +609,22 @@ impl Writer {
         }
         let header = tab.header.clone();
 
-        let mut updates = Vec::new();
-        let mut appends = Vec::new();
-        let mut progress = Progress::default();
-        let mut seen = HashSet::new();
-        let (mut update_bytes, mut append_bytes) = (0, 0);
-        let mut left = false;
-        for pending in &rows {
-            let response = &pending.response;
-            let id = response.response_id.to_string();
-            if !seen.insert(id.clone()) {
-                continue;
-            }
-            let revision = response.revision.as_i64();
-            let cells = sheet_row::row(form, &header, response);
-            let item = Item {
-                id,
-                revision,
-                enqueued_at: pending.enqueued_at,
-                bytes: json_len(&cells),
-                cells,
-                row: 0,
-            };
-            // Each request within the byte cap; what does not fit waits for the next batch.
-            let fits = |used: usize, item: &Item| {
-                used == 0
-                    || used + item.bytes + REQUEST_OVERHEAD_BYTES <= self.settings.batch_max_bytes
-            };
-            match known.get(&item.id) {
-                Some((_, written)) if *written == revision && !pending.force => {
-                    progress.done.push((item.id, item.enqueued_at));
-                }
-                Some((row, _)) => {
-                    let item = Item { row: *row, ..item };
-                    // The ranges and their wrappers travel with each update.
-                    let bytes =
-                        item.bytes + (target.tab.len() + 64) * owned_runs(&item.cells).len();
-                    if fits(update_bytes, &item) {
-                        update_bytes += bytes;
-                        updates.push(item);
-                    } else {
-                        left = true;
-                    }
-                }
-                None => {
-                    if fits(append_bytes, &item) {
-                        append_bytes += item.bytes + 1;
-                        appends.push(item);
-                    } else {
-                        left = true;
-                    }
-                }
-            }
-        }
+        let RowPlan {
+            updates,
+            appends,
+            done,
+            left,
+        } = RowPlan::new(
+            &rows,
+            &known,
+            &target.tab,
+            self.settings.batch_max_bytes,
+            |response| sheet_row::row(form, &header, response),
+        );
+        let mut progress = Progress {
+            done,
+            ..Progress::default()
+        };
 
         // Updates, then appends; a request refused for its content is split until the refused
         // rows are alone. What was written is recorded even when a later request fails.
@@ -820,7 +767,7 @@ impl Writer {
         form_id: &FormId,
         target: &Target,
         ids: &[String],
-    ) -> Result<HashMap<String, (i32, i64)>, StoreError> {
+    ) -> Result<Known, StoreError> {
         Ok(self
             .store
             .sheet_rows(form_id, &target.spreadsheet_id, &target.tab, ids)
