@@ -123,7 +123,7 @@ impl Application {
                 topology.responses_exchange().into(),
                 config.gather_settings(),
             ),
-            forms: Arc::new(FormCache::new(store.clone(), FORM_CACHE_TTL)),
+            forms: Arc::new(FormCache::definitions(store.clone(), FORM_CACHE_TTL)),
             store: store.clone(),
             max_body_bytes: config.max_body_bytes,
             batches: Arc::new(tokio::sync::Semaphore::new(routes::BATCHES_AT_ONCE)),

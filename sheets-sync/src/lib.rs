@@ -128,7 +128,10 @@ impl Application {
         };
         let writer = writer::Writer::new(
             self.store.clone(),
-            Arc::new(FormCache::new(self.store.clone(), Duration::from_secs(2))),
+            Arc::new(FormCache::definitions(
+                self.store.clone(),
+                Duration::from_secs(2),
+            )),
             api,
             writer::WriterSettings {
                 default_spreadsheet_id: config.default_spreadsheet_id.clone(),

@@ -15,6 +15,7 @@ use collect_shared::amqp::{
     Batching, Broker, BrokerSettings, PublishSettings, Publisher, Topology,
 };
 use collect_shared::config::CommonConfig;
+use collect_shared::rules::CompiledForm;
 use collect_shared::server;
 use collect_shared::store::{FormCache, Store};
 use collect_shared::telemetry::{Readiness, ops_router, track_http};
@@ -140,7 +141,11 @@ impl Application {
             .run(),
         );
         let worker = Arc::new(worker::Worker {
-            forms: FormCache::new(self.store.clone(), FORM_CACHE_TTL),
+            forms: FormCache::new(
+                self.store.clone(),
+                FORM_CACHE_TTL,
+                CompiledForm::compile_for_cache,
+            ),
             store: self.store.clone(),
             publisher,
             topology,

@@ -12,7 +12,7 @@ use collect_shared::amqp::{
 };
 use collect_shared::messages::{FlagEvent, FlagEventKind, ResponseMessage, StoredResponse};
 use collect_shared::retry::{Retried, retry_transient, retry_until_shutdown};
-use collect_shared::rules::Evaluation;
+use collect_shared::rules::{CompiledForm, Evaluation};
 use collect_shared::store::{
     FormCache, FormLookupError, NewResponse, SaveOutcome, Store, StoreError,
 };
@@ -37,7 +37,7 @@ pub enum Outcome {
 
 pub struct Worker {
     pub store: Store,
-    pub forms: FormCache,
+    pub forms: FormCache<CompiledForm>,
     pub publisher: Publisher,
     pub topology: Topology,
     pub shutdown: CancellationToken,
@@ -103,7 +103,7 @@ impl Worker {
             .map(|c| NewResponse {
                 message: &c.message,
                 form_version: c.form_version,
-                evaluation: &c.evaluation,
+                flags: &c.evaluation.flags,
             })
             .collect();
         retry_transient("storing responses", &self.shutdown, || {

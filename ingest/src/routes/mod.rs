@@ -85,6 +85,8 @@ impl Shared {
             Ok(Some(compiled)) => Ok(compiled.form.clone()),
             Ok(None) => Err(ApiError::unknown_form(form_id)),
             Err(FormLookupError::Database(error)) => Err(ApiError::database(error)),
+            // Ingest keeps definitions only (no rules compiled), so this cannot come: kept
+            // for a cache that prepares more.
             Err(invalid) => Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "invalid_form",

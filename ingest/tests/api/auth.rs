@@ -421,7 +421,7 @@ async fn a_bound_collector_key_reads_its_collectors_responses_only() {
         .map(|message| NewResponse {
             message,
             form_version: 1,
-            evaluation: &evaluation,
+            flags: &evaluation.flags,
         })
         .collect();
     store.save_responses(&batch).await.unwrap();

@@ -32,6 +32,15 @@ pub enum ResponseStatus {
 }
 
 impl ResponseStatus {
+    /// A response's status, from its flags: flagged when some flag has severity `error`.
+    pub fn of(flags: &[Flag]) -> Self {
+        if flags.iter().any(|flag| flag.severity == Severity::Error) {
+            Self::Flagged
+        } else {
+            Self::Valid
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Valid => "valid",

@@ -42,9 +42,7 @@ pub struct Evaluation {
 impl Evaluation {
     /// Flagged: some finding has severity `error` and goes back to the collector.
     pub fn is_flagged(&self) -> bool {
-        self.flags
-            .iter()
-            .any(|flag| flag.severity == Severity::Error)
+        crate::domain::ResponseStatus::of(&self.flags) == crate::domain::ResponseStatus::Flagged
     }
 }
 
@@ -107,6 +105,18 @@ impl std::fmt::Debug for CompiledForm {
 }
 
 impl CompiledForm {
+    /// [`CompiledForm::compile`] with its errors on one line: what a validator's form cache
+    /// keeps ([`crate::store::FormCache::new`]).
+    pub fn compile_for_cache(form: Arc<Form>, version: i32) -> Result<Self, String> {
+        Self::compile(form, version).map_err(|errors| {
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
     /// Compiles every rule; all errors are reported, each with its position.
     pub fn compile(form: Arc<Form>, version: i32) -> Result<Self, Vec<RuleError>> {
         let question_ids: HashMap<&str, usize> = form

@@ -10,7 +10,6 @@ use tokio::sync::Mutex;
 use super::Store;
 use crate::forms::Form;
 use crate::messages::FormId;
-use crate::rules::{CompiledForm, RuleError};
 
 /// A form as stored, with its version.
 #[derive(Debug, Clone)]
@@ -45,6 +44,7 @@ pub trait FormStore {
 pub enum FormLookupError {
     #[error("database error: {0}")]
     Database(#[from] StoreError),
+    /// The cache could not make what it keeps of the form (its rules do not compile).
     #[error("form {form_id} version {version} does not compile: {errors}")]
     Invalid {
         form_id: String,
@@ -53,50 +53,70 @@ pub enum FormLookupError {
     },
 }
 
-impl FormLookupError {
-    fn invalid(stored: &StoredForm, errors: Vec<RuleError>) -> Self {
-        Self::Invalid {
-            form_id: stored.form.id.to_string(),
-            version: stored.version,
-            errors: errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        }
+/// A form's definition at its current version: what a [`FormCache::definitions`] keeps.
+#[derive(Debug)]
+pub struct FormVersion {
+    pub form: Arc<Form>,
+    pub version: i32,
+}
+
+/// Makes what a [`FormCache`] keeps of a form, once per version (off the async runtime); an
+/// error says why the form cannot be used.
+pub type Prepare<T> = fn(Arc<Form>, i32) -> Result<T, String>;
+
+/// Forms, each rechecked against the database at most every `ttl`: a `PUT` takes effect
+/// everywhere within that time, and a hot form costs one tiny query per `ttl`. What it keeps
+/// of each form is its `Prepare`'s: the definition for ingest and sheets-sync
+/// ([`FormCache::definitions`]), the compiled rules for the validator (the store knows
+/// nothing of rules).
+pub struct FormCache<T = FormVersion> {
+    store: Store,
+    ttl: Duration,
+    prepare: Prepare<T>,
+    entries: Mutex<HashMap<FormId, Entry<T>>>,
+}
+
+struct Entry<T> {
+    kept: Arc<T>,
+    version: i32,
+    checked_at: Instant,
+}
+
+impl FormCache<FormVersion> {
+    /// A cache of definitions.
+    pub fn definitions(store: Store, ttl: Duration) -> Self {
+        Self::new(store, ttl, |form, version| {
+            Ok(FormVersion { form, version })
+        })
     }
 }
 
-/// Compiled forms, each rechecked against the database at most every `ttl`: a `PUT` takes
-/// effect everywhere within that time, and a hot form costs one tiny query per `ttl`.
-pub struct FormCache {
-    store: Store,
-    ttl: Duration,
-    entries: Mutex<HashMap<FormId, (Arc<CompiledForm>, Instant)>>,
-}
-
-impl FormCache {
-    pub fn new(store: Store, ttl: Duration) -> Self {
+impl<T: Send + Sync + 'static> FormCache<T> {
+    pub fn new(store: Store, ttl: Duration, prepare: Prepare<T>) -> Self {
         Self {
             store,
             ttl,
+            prepare,
             entries: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The current version of a form, compiled; `None` when there is no such form.
-    pub async fn get(
-        &self,
-        form_id: &FormId,
-    ) -> Result<Option<Arc<CompiledForm>>, FormLookupError> {
-        let cached = self.entries.lock().await.get(form_id).cloned();
-        if let Some((compiled, checked_at)) = &cached {
+    /// What the cache keeps of the current version of a form; `None` when there is no such
+    /// form.
+    pub async fn get(&self, form_id: &FormId) -> Result<Option<Arc<T>>, FormLookupError> {
+        let cached = self
+            .entries
+            .lock()
+            .await
+            .get(form_id)
+            .map(|entry| (entry.kept.clone(), entry.version, entry.checked_at));
+        if let Some((kept, version, checked_at)) = cached {
             if checked_at.elapsed() < self.ttl {
-                return Ok(Some(compiled.clone()));
+                return Ok(Some(kept));
             }
-            if self.store.form_version(form_id).await? == Some(compiled.version) {
-                self.remember(form_id, compiled.clone()).await;
-                return Ok(Some(compiled.clone()));
+            if self.store.form_version(form_id).await? == Some(version) {
+                self.remember(form_id, kept.clone(), version).await;
+                return Ok(Some(kept));
             }
         }
         let Some(stored) = self.store.form(form_id).await? else {
@@ -105,30 +125,36 @@ impl FormCache {
         };
         let version = stored.version;
         // Off the async runtime: a form at every limit takes a while to compile.
-        let form = Arc::new(stored.form.clone());
-        let compiled = tokio::task::spawn_blocking(move || CompiledForm::compile(form, version))
+        let prepare = self.prepare;
+        let form = Arc::new(stored.form);
+        let kept = tokio::task::spawn_blocking(move || prepare(form, version))
             .await
             .unwrap_or_else(|panicked| std::panic::resume_unwind(panicked.into_panic()))
-            .map_err(|errors| FormLookupError::invalid(&stored, errors))?;
-        let compiled = Arc::new(compiled);
-        self.remember(form_id, compiled.clone()).await;
-        Ok(Some(compiled))
+            .map_err(|errors| FormLookupError::Invalid {
+                form_id: form_id.to_string(),
+                version,
+                errors,
+            })?;
+        let kept = Arc::new(kept);
+        self.remember(form_id, kept.clone(), version).await;
+        Ok(Some(kept))
     }
 
     /// Like [`FormCache::get`], but reads the database now: for when a newer version is known
     /// to exist (a response was checked against it).
-    pub async fn get_fresh(
-        &self,
-        form_id: &FormId,
-    ) -> Result<Option<Arc<CompiledForm>>, FormLookupError> {
+    pub async fn get_fresh(&self, form_id: &FormId) -> Result<Option<Arc<T>>, FormLookupError> {
         self.entries.lock().await.remove(form_id);
         self.get(form_id).await
     }
 
-    async fn remember(&self, form_id: &FormId, compiled: Arc<CompiledForm>) {
-        self.entries
-            .lock()
-            .await
-            .insert(form_id.clone(), (compiled, Instant::now()));
+    async fn remember(&self, form_id: &FormId, kept: Arc<T>, version: i32) {
+        self.entries.lock().await.insert(
+            form_id.clone(),
+            Entry {
+                kept,
+                version,
+                checked_at: Instant::now(),
+            },
+        );
     }
 }

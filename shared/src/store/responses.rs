@@ -6,10 +6,9 @@ use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 
 use crate::messages::{
-    FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision, StoredResponse,
-    UserId,
+    Flag, FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, Revision,
+    StoredResponse, UserId,
 };
-use crate::rules::Evaluation;
 
 /// A response's row in a sheet.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -23,7 +22,8 @@ pub struct SheetPosition {
 pub struct NewResponse<'a> {
     pub message: &'a ResponseMessage,
     pub form_version: i32,
-    pub evaluation: &'a Evaluation,
+    /// What checking it found.
+    pub flags: &'a [Flag],
 }
 
 /// What saving did.

@@ -50,13 +50,7 @@ impl Prepared {
         }
         let statuses = batch
             .iter()
-            .map(|new| {
-                if new.evaluation.is_flagged() {
-                    ResponseStatus::Flagged
-                } else {
-                    ResponseStatus::Valid
-                }
-            })
+            .map(|new| ResponseStatus::of(new.flags))
             .collect();
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by_key(|&i| key(batch[i].message));
@@ -219,7 +213,7 @@ fn stored_response(
         revision: message.revision,
         form_version: new.form_version,
         status,
-        flags: new.evaluation.flags.clone(),
+        flags: new.flags.to_vec(),
         collector: message.collector.clone(),
         // Both engines keep microseconds.
         submitted_at: message.submitted_at.map(|t| t.trunc_subsecs(6)),
@@ -235,7 +229,6 @@ mod tests {
     use super::*;
     use crate::domain::{Flag, Revision, Severity};
     use crate::messages::{Collector, FormId, ResponseId, UserId};
-    use crate::rules::Evaluation;
 
     fn message(form: &str, id: &str, revision: i64) -> ResponseMessage {
         ResponseMessage {
@@ -253,33 +246,29 @@ mod tests {
         }
     }
 
-    fn flagged() -> Evaluation {
-        Evaluation {
-            flags: vec![Flag {
-                rule_id: "r".into(),
-                message: "m".into(),
-                severity: Severity::Error,
-            }],
-        }
+    fn flagged() -> Vec<Flag> {
+        vec![Flag {
+            rule_id: "r".into(),
+            message: "m".into(),
+            severity: Severity::Error,
+        }]
     }
 
-    fn warned() -> Evaluation {
-        Evaluation {
-            flags: vec![Flag {
-                rule_id: "w".into(),
-                message: "m".into(),
-                severity: Severity::Warning,
-            }],
-        }
+    fn warned() -> Vec<Flag> {
+        vec![Flag {
+            rule_id: "w".into(),
+            message: "m".into(),
+            severity: Severity::Warning,
+        }]
     }
 
-    fn batch<'a>(items: &'a [(ResponseMessage, Evaluation)]) -> Vec<NewResponse<'a>> {
+    fn batch<'a>(items: &'a [(ResponseMessage, Vec<Flag>)]) -> Vec<NewResponse<'a>> {
         items
             .iter()
-            .map(|(message, evaluation)| NewResponse {
+            .map(|(message, flags)| NewResponse {
                 message,
                 form_version: 1,
-                evaluation,
+                flags,
             })
             .collect()
     }
@@ -290,8 +279,8 @@ mod tests {
             (message("f", "new-flagged", 0), flagged()),
             (message("f", "cleared", 2), warned()),
             (message("f", "redelivered", 1), flagged()),
-            (message("e", "stale", 1), Evaluation::default()),
-            (message("e", "new", 0), Evaluation::default()),
+            (message("e", "stale", 1), Vec::new()),
+            (message("e", "new", 0), Vec::new()),
         ];
         let batch = batch(&items);
         let held: HashMap<(&str, &str), Held> = [
@@ -368,20 +357,20 @@ mod tests {
     #[test]
     fn a_response_twice_in_a_batch_is_refused() {
         let items = [
-            (message("f", "r", 0), Evaluation::default()),
-            (message("f", "r", 1), Evaluation::default()),
+            (message("f", "r", 0), Vec::new()),
+            (message("f", "r", 1), Vec::new()),
         ];
         assert!(Prepared::new(&batch(&items)).is_err());
         let items = [
-            (message("f", "r", 0), Evaluation::default()),
-            (message("g", "r", 0), Evaluation::default()),
+            (message("f", "r", 0), Vec::new()),
+            (message("g", "r", 0), Vec::new()),
         ];
         assert!(Prepared::new(&batch(&items)).is_ok(), "two forms, one id");
     }
 
     #[test]
     fn a_row_the_decision_counted_on_must_be_there() {
-        let items = [(message("f", "r", 1), Evaluation::default())];
+        let items = [(message("f", "r", 1), Vec::new())];
         let batch = batch(&items);
         let prepared = Prepared::new(&batch).expect("prepared");
         let written = prepared.decide(&batch, |_| None);

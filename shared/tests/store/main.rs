@@ -180,7 +180,7 @@ async fn save(store: &Store, message: &ResponseMessage, evaluation: &Evaluation)
         .save_responses(&[NewResponse {
             message,
             form_version: 1,
-            evaluation,
+            flags: &evaluation.flags,
         }])
         .await
         .unwrap();
@@ -295,7 +295,7 @@ async fn revisions(store: Store) {
         .save_responses(&[NewResponse {
             message: &ancient,
             form_version: 1,
-            evaluation: &valid(),
+            flags: &valid().flags,
         }])
         .await
         .unwrap_err();
@@ -335,7 +335,7 @@ async fn batches_and_forms_sharing_ids(store: Store) {
         .map(|(message, evaluation)| NewResponse {
             message,
             form_version: 1,
-            evaluation,
+            flags: &evaluation.flags,
         })
         .collect();
     let outcomes = store.save_responses(&batch).await.unwrap();
@@ -360,7 +360,7 @@ async fn batches_and_forms_sharing_ids(store: Store) {
         .map(|(message, evaluation)| NewResponse {
             message,
             form_version: 1,
-            evaluation,
+            flags: &evaluation.flags,
         })
         .collect();
     let outcomes = store.save_responses(&batch).await.unwrap();
@@ -399,7 +399,7 @@ async fn batches_and_forms_sharing_ids(store: Store) {
         .map(|message| NewResponse {
             message,
             form_version: 1,
-            evaluation: &evaluation,
+            flags: &evaluation.flags,
         })
         .collect();
     let refused = store.save_responses(&batch).await.unwrap_err();
@@ -727,12 +727,12 @@ async fn saving_queues_written_revisions(store: Store) {
             NewResponse {
                 message: &a,
                 form_version: 1,
-                evaluation: &valid(),
+                flags: &valid().flags,
             },
             NewResponse {
                 message: &b,
                 form_version: 1,
-                evaluation: &flagged(),
+                flags: &flagged().flags,
             },
         ])
         .await

@@ -26,6 +26,19 @@ fn tool(pipeline: &Pipeline, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The dead letters, once there is one.
+async fn first_dead_letters(pipeline: &Pipeline) -> Vec<Value> {
+    collect_testkit::eventually(
+        std::time::Duration::from_secs(20),
+        "the dead letter",
+        || async {
+            let listed = tool(pipeline, &["list"]);
+            (!listed.is_empty()).then_some(listed)
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn dead_letters_can_be_listed_and_replayed_once_the_cause_is_fixed() {
     let pipeline = Pipeline::start().await;
@@ -36,15 +49,7 @@ async fn dead_letters_can_be_listed_and_replayed_once_the_cause_is_fixed() {
         message.to_string().as_bytes(),
     )
     .await;
-    let listed = collect_testkit::eventually(
-        std::time::Duration::from_secs(20),
-        "the dead letter",
-        || async {
-            let listed = tool(&pipeline, &["list"]);
-            (!listed.is_empty()).then_some(listed)
-        },
-    )
-    .await;
+    let listed = first_dead_letters(&pipeline).await;
     assert_eq!(listed.len(), 1);
     assert!(
         listed[0]["reason"]
@@ -81,5 +86,62 @@ async fn dead_letters_can_be_listed_and_replayed_once_the_cause_is_fixed() {
     let stored = pipeline.stored("r-dead", 0).await;
     assert_eq!(stored["status"], "valid");
     assert!(tool(&pipeline, &["list"]).is_empty());
+    pipeline.stop().await;
+}
+
+/// A stored form whose rules no longer compile. `PUT` refuses such rules, but a newer CEL
+/// engine could refuse what an older one took. Ingest reads only the form's definition and
+/// accepts its responses; the validator sets each aside in `N.dead` with the compile errors;
+/// once a `PUT` fixes the form, a replay stores it.
+#[tokio::test]
+async fn a_stored_form_whose_rules_no_longer_compile_sets_its_responses_aside() {
+    use collect_shared::forms::Form;
+    use collect_shared::messages::FormId;
+    use collect_shared::store::{Store, StoreSettings};
+
+    let pipeline = Pipeline::start().await;
+    let store = Store::connect(&StoreSettings {
+        url: pipeline.database_url.clone(),
+        max_connections: 2,
+        statement_timeout: std::time::Duration::from_secs(30),
+    })
+    .await
+    .unwrap();
+    let definition = |expression: &str| {
+        json!({"title": "Broken", "questions": [{"id": "x", "label": "X", "type": "number"}],
+               "rules": [{"id": "x_small", "expression": expression, "message": "x is big"}]})
+    };
+    let broken = Form {
+        id: FormId::parse("broken-rules").unwrap(),
+        definition: serde_json::from_value(definition("x <")).unwrap(),
+    };
+    store.put_form(&broken).await.unwrap();
+
+    let submit =
+        json!({"response_id": "r-broken", "collector": {"user_id": "u-5"}, "answers": {"x": 1}});
+    let accepted = pipeline
+        .post("/v1/forms/broken-rules/responses", &submit)
+        .await;
+    assert_eq!(accepted.status(), 202);
+    let listed = first_dead_letters(&pipeline).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let reason = listed[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("form broken-rules version 1 does not compile: ")
+            && reason.contains("x_small"),
+        "{reason}"
+    );
+
+    let fixed = pipeline
+        .put("/v1/forms/broken-rules", &definition("x < 10"))
+        .await;
+    assert_eq!(fixed.status(), 200);
+    assert_eq!(
+        tool(&pipeline, &["replay"]),
+        vec![json!({"replayed": 1, "kept": 0})]
+    );
+    let stored = pipeline.stored_in("broken-rules", "r-broken", 0).await;
+    assert_eq!(stored["status"], "valid");
+    assert_eq!(stored["form_version"], 2);
     pipeline.stop().await;
 }

@@ -225,7 +225,11 @@ async fn a_response_the_database_refuses_is_set_aside_and_the_rest_of_its_batch_
         pipeline.topology.clone(),
     ));
     let worker = validator::worker::Worker {
-        forms: FormCache::new(store.clone(), Duration::from_secs(2)),
+        forms: FormCache::new(
+            store.clone(),
+            Duration::from_secs(2),
+            collect_shared::rules::CompiledForm::compile_for_cache,
+        ),
         store,
         publisher: Publisher::new(broker.clone(), PublishSettings::default(), "test"),
         topology: pipeline.topology.clone(),

@@ -287,7 +287,7 @@ fn push_responses(
             .push_bind(json(&message.answers))
             .push_bind(json(&message.metadata))
             .push_bind(decision.status(i).as_str())
-            .push_bind(json(&new.evaluation.flags))
+            .push_bind(json(&new.flags))
             .push_bind(decision.event(i).map(FlagEventKind::as_str))
             .push_bind(message.received_at.map(|t| t.naive_utc()))
             .push_bind(now.naive_utc());
@@ -321,7 +321,7 @@ fn response_size(new: &NewResponse<'_>) -> usize {
     let message = new.message;
     json(&message.answers).len()
         + json(&message.metadata).len()
-        + json(&new.evaluation.flags).len()
+        + json(&new.flags).len()
         + message.collector.username.as_ref().map_or(0, String::len)
         + 512
 }

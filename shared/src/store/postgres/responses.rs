@@ -300,7 +300,7 @@ async fn upsert_many(
         answers.push(json(&message.answers));
         metadata.push(json(&message.metadata));
         statuses.push(decision.status(i).as_str());
-        flags.push(json(&new.evaluation.flags));
+        flags.push(json(&new.flags));
         flag_events.push(decision.event(i).map(FlagEventKind::as_str));
         received.push(message.received_at);
     }
