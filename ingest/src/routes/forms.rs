@@ -1,5 +1,6 @@
 //! `PUT` and `GET /v1/forms/{form_id}`, and the form's sheet: its state and its export.
 
+use super::documented::*;
 use std::sync::Arc;
 
 use axum::Json;
@@ -32,14 +33,9 @@ use crate::error::ApiError;
     responses(
         (status = 201, description = "Created", body = StoredForm),
         (status = 200, description = "Replaced (or unchanged)", body = StoredForm),
-        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key's role may not call this route (only admin keys may)", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the definition is wrong (`questions[1].id`, `rules[0].expression` with line and column, ...)", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        NotJson, Unauthorized, BodyTooLarge, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -105,10 +101,7 @@ pub async fn put_form(
     params(("form_id" = String, Path, description = "The form")),
     responses(
         (status = 200, description = "The form", body = StoredForm),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, UnknownForm, DatabaseUnavailable,
     ),
     // Collectors' apps read the form to show it.
     security(("bearer" = ["admin", "reader", "collector"]))
@@ -137,11 +130,8 @@ pub async fn get_form(
     params(("form_id" = String, Path, description = "The form")),
     responses(
         (status = 200, description = "The form's sheet", body = SheetView),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key's role may not call this route (only admin and reader keys may)", body = ErrorBody),
-        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, UnknownForm, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin", "reader"]))
 )]
@@ -192,11 +182,8 @@ fn form_body(form: &Form, version: i32) -> StoredForm {
     params(("form_id" = String, Path, description = "The form")),
     responses(
         (status = 202, description = "Queued", body = ExportQueued),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key's role may not call this route (only admin keys may)", body = ErrorBody),
-        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, UnknownForm, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -216,14 +203,10 @@ pub async fn export_sheet(
     request_body(content = GoogleSheetExport, content_type = "application/json"),
     responses(
         (status = 202, description = "Queued", body = ExportQueued),
-        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key's role may not call this route (only admin keys may)", body = ErrorBody),
         (status = 404, description = "`unknown_form`: no such form (`field: table_name`)", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: not `{\"table_name\": ...}`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        NotJson, Unauthorized, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]

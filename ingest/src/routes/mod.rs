@@ -1,6 +1,7 @@
 //! The HTTP API's handlers, and the state they share.
 
 mod bodies;
+mod documented;
 mod forms;
 mod reads;
 mod submit;
@@ -132,4 +133,30 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not take that method",
     )
+}
+
+/// The collector a route is about: the key may act for it, and `user_id` is a user id.
+fn collector_in_path(
+    principal: &crate::auth::Principal,
+    user_id: &str,
+) -> Result<collect_shared::messages::UserId, ApiError> {
+    principal.may_act_for(user_id)?;
+    collect_shared::messages::UserId::parse(user_id)
+        .map_err(|error| ApiError::invalid("user_id", error.to_string()))
+}
+
+/// `limit` from a query: `default` when absent, else 1 to `max`.
+fn limit_in_query(
+    query: &std::collections::HashMap<String, String>,
+    default: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match query.get("limit") {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=max).contains(limit))
+            .ok_or_else(|| ApiError::invalid("limit", format!("limit must be 1 to {max}"))),
+    }
 }

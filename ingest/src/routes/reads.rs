@@ -1,13 +1,15 @@
 //! `GET /v1/forms/{form_id}/responses/{response_id}`, `GET /v1/responses/{response_id}`,
 //! `GET /v1/collectors/{user_id}/flags` and `…/flags:history`.
 
+use super::documented::*;
+use super::{collector_in_path, limit_in_query};
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use collect_shared::forms::Severity;
-use collect_shared::messages::{FlagSummary, ResponseId, StoredResponse, UserId};
+use collect_shared::messages::{FlagSummary, ResponseId, StoredResponse};
 use collect_shared::store::{FlagCursor, FlaggedCursor};
 
 use super::{
@@ -31,11 +33,9 @@ const FLAGS_LIMIT: i64 = 1000;
     ),
     responses(
         (status = 200, description = "The stored response", body = ResponseView),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector than the response's (`field: collector.user_id`)", body = ErrorBody),
         (status = 404, description = "`unknown_form`: no such form; `unknown_response`: not stored (yet): the validator stores it within moments of its `202`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin", "reader", "collector"]))
 )]
@@ -64,12 +64,10 @@ pub async fn get_form_response(
     params(("response_id" = String, Path, description = "The response")),
     responses(
         (status = 200, description = "The stored response (one form has this id)", body = ResponseView),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector than the response's (`field: collector.user_id`)", body = ErrorBody),
         (status = 404, description = "`unknown_response`: not stored (yet): the validator stores it within moments of its `202`", body = ErrorBody),
         (status = 409, description = "`ambiguous_response`: responses of several forms have this id; the message names them: use `/v1/forms/{form_id}/responses/{response_id}`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin", "reader", "collector"]))
 )]
@@ -151,11 +149,8 @@ const HISTORY_DEFAULT: i64 = 100;
     ),
     responses(
         (status = 200, description = "Events after `since`, oldest first, and `next`", body = FlagHistory),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector (`field: user_id`)", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `user_id`, `since` or `limit`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, ForbiddenCollector, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin", "reader", "collector"]))
 )]
@@ -165,9 +160,7 @@ pub async fn flag_history(
     Path(user_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<FlagHistory>, ApiError> {
-    principal.may_act_for(&user_id)?;
-    let id = UserId::parse(user_id.as_str())
-        .map_err(|error| ApiError::invalid("user_id", error.to_string()))?;
+    let id = collector_in_path(&principal, &user_id)?;
     let since = match query.get("since").map(String::as_str) {
         None | Some("") => FlagCursor::default(),
         Some(text) => FlagCursor::parse(text).ok_or_else(|| {
@@ -177,16 +170,7 @@ pub async fn flag_history(
             )
         })?,
     };
-    let limit = match query.get("limit") {
-        None => HISTORY_DEFAULT,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| (1..=HISTORY_MAX).contains(limit))
-            .ok_or_else(|| {
-                ApiError::invalid("limit", format!("limit must be 1 to {HISTORY_MAX}"))
-            })?,
-    };
+    let limit = limit_in_query(&query, HISTORY_DEFAULT, HISTORY_MAX)?;
     let page = state
         .store
         .flag_history(&id, since, limit)
@@ -219,11 +203,8 @@ pub async fn flag_history(
     ),
     responses(
         (status = 200, description = "Oldest first; `next` when more follow", body = CollectorFlags),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector (`field: user_id`)", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `user_id`, `after` or `limit`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, ForbiddenCollector, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin", "reader", "collector"]))
 )]
@@ -233,25 +214,14 @@ pub async fn collector_flags(
     Path(user_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<CollectorFlags>, ApiError> {
-    principal.may_act_for(&user_id)?;
-    let id = UserId::parse(user_id.as_str())
-        .map_err(|error| ApiError::invalid("user_id", error.to_string()))?;
+    let id = collector_in_path(&principal, &user_id)?;
     let after = match query.get("after").map(String::as_str) {
         None | Some("") => FlaggedCursor::default(),
         Some(text) => FlaggedCursor::parse(text).ok_or_else(|| {
             ApiError::invalid("after", "after must be a cursor from this route (`next`)")
         })?,
     };
-    let limit = match query.get("limit") {
-        None => FLAGS_LIMIT,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| (1..=FLAGS_LIMIT).contains(limit))
-            .ok_or_else(|| {
-                ApiError::invalid("limit", format!("limit must be 1 to {FLAGS_LIMIT}"))
-            })?,
-    };
+    let limit = limit_in_query(&query, FLAGS_LIMIT, FLAGS_LIMIT)?;
     let mut flagged = state
         .store
         .flagged_for_collector(&id, &after, limit + 1)

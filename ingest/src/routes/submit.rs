@@ -1,6 +1,7 @@
 //! Submitting responses: `POST /collect`, `POST /v1/forms/{form_id}/responses` and
 //! `…/responses:batch`.
 
+use super::documented::*;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -32,15 +33,11 @@ pub const MAX_BATCH: usize = 1000;
     request_body(content = SeedPayload, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: the broker confirmed it", body = Accepted),
-        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: a key whose role may not submit, or a collector key bound to another collector than the payload's `user_id` (`field: user_id`)", body = ErrorBody),
-        (status = 408, description = "The request took over 30 s"),
-        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the payload is structurally wrong; `field` names the value", body = ErrorBody),
         (status = 503, description = "`broker_unavailable` or `database_unavailable`: nothing was accepted, retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        NotJson, Unauthorized, Timeout, BodyTooLarge,
     ),
     security(("bearer" = ["admin", "collector"]))
 )]
@@ -71,16 +68,11 @@ pub async fn collect(
     request_body(content = ResponseEnvelope, content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: the broker confirmed it", body = Accepted),
-        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: a key whose role may not submit, or a collector key bound to another collector than the envelope's (`field: collector.user_id`)", body = ErrorBody),
-        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
-        (status = 408, description = "The request took over 30 s"),
-        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the envelope is structurally wrong; `field` names the value", body = ErrorBody),
         (status = 503, description = "`broker_unavailable` or `database_unavailable`: nothing was accepted, retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        NotJson, Unauthorized, UnknownForm, Timeout, BodyTooLarge,
     ),
     security(("bearer" = ["admin", "collector"]))
 )]
@@ -114,16 +106,11 @@ pub async fn submit(
         description = "A JSON array of at most 1000 envelopes"),
     responses(
         (status = 202, description = "Every item accepted or rejected", body = BatchAnswer),
-        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
         (status = 403, description = "`forbidden`: a key whose role may not submit, or a collector key bound to another collector than some item's (`field: [index].collector.user_id`): nothing of the batch is accepted", body = ErrorBody),
-        (status = 404, description = "`unknown_form`: no such form", body = ErrorBody),
-        (status = 408, description = "The request took over 30 s"),
-        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field` (not an array) or `batch_too_large` (over 1000 items)", body = ErrorBody),
         (status = 503, description = "Some item was not confirmed (`failed`), with `error`; send the batch again", body = BatchAnswer,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        NotJson, Unauthorized, UnknownForm, Timeout, BodyTooLarge,
     ),
     security(("bearer" = ["admin", "collector"]))
 )]

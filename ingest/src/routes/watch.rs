@@ -1,5 +1,7 @@
 //! `GET /v1/collectors/{user_id}/flags:watch`: a collector's flag events as Server-Sent Events.
 
+use super::collector_in_path;
+use super::documented::*;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -7,7 +9,6 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use collect_shared::messages::UserId;
 use collect_shared::store::FlagCursor;
 use futures::{Stream, StreamExt as _};
 
@@ -38,11 +39,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
     ),
     responses(
         (status = 200, description = "`text/event-stream` of `flagged` and `cleared` events; `data` is a FlagHistoryEvent, `id` its cursor", content_type = "text/event-stream", body = FlagHistoryEvent),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: the key's role may not call this route, or a collector key bound to another collector (`field: user_id`)", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `user_id`, `after` or `Last-Event-ID`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, ForbiddenCollector, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin", "reader", "collector"]))
 )]
@@ -53,9 +51,7 @@ pub async fn watch_flags(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    principal.may_act_for(&user_id)?;
-    let id = UserId::parse(user_id.as_str())
-        .map_err(|error| ApiError::invalid("user_id", error.to_string()))?;
+    let id = collector_in_path(&principal, &user_id)?;
     let last_event_id = headers
         .get("last-event-id")
         .map(|value| {

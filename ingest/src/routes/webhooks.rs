@@ -1,5 +1,7 @@
 //! `/v1/webhooks`: endpoints that receive flag events, and what became of each delivery.
 
+use super::documented::*;
+use super::limit_in_query;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -193,14 +195,8 @@ fn check_url(text: &str, allow_http: bool) -> Result<String, ApiError> {
     responses(
         (status = 201, description = "Created, with its secret", body = WebhookView),
         (status = 200, description = "Replaced (same secret)", body = WebhookView),
-        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: only admin keys may", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: over `COLLECT_MAX_BODY_BYTES`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `webhook_id`, `url` (not https, credentials, too long), `form_id` (no such form) or `user_ids[i]`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        NotJson, Unauthorized, AdminOnly, BodyTooLarge, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -274,10 +270,7 @@ pub async fn put_webhook(
     tag = "webhooks",
     responses(
         (status = 200, description = "The webhooks, by id", body = WebhookList),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: only admin keys may", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, AdminOnly, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -303,12 +296,9 @@ pub async fn list_webhooks(State(state): State<AppState>) -> Result<Json<Webhook
     params(("webhook_id" = String, Path, description = "The webhook")),
     responses(
         (status = 200, description = "The webhook", body = WebhookView),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: only admin keys may", body = ErrorBody),
         (status = 404, description = "`unknown_webhook`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `webhook_id`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, AdminOnly, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -334,12 +324,9 @@ pub async fn get_webhook(
     params(("webhook_id" = String, Path, description = "The webhook")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: only admin keys may", body = ErrorBody),
         (status = 404, description = "`unknown_webhook`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `webhook_id`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, AdminOnly, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -377,12 +364,9 @@ const DELIVERIES_DEFAULT: i64 = 100;
     ),
     responses(
         (status = 200, description = "The deliveries and `next`", body = DeliveryList),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: only admin keys may", body = ErrorBody),
         (status = 404, description = "`unknown_webhook`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `webhook_id`, `state`, `after` or `limit`", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        Unauthorized, AdminOnly, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -404,16 +388,7 @@ pub async fn list_deliveries(
             ApiError::invalid("after", "after must be a cursor from this route (`next`)")
         })?),
     };
-    let limit = match query.get("limit") {
-        None => DELIVERIES_DEFAULT,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| (1..=DELIVERIES_MAX).contains(limit))
-            .ok_or_else(|| {
-                ApiError::invalid("limit", format!("limit must be 1 to {DELIVERIES_MAX}"))
-            })?,
-    };
+    let limit = limit_in_query(&query, DELIVERIES_DEFAULT, DELIVERIES_MAX)?;
     let known = state
         .store
         .get_webhook(&webhook_id)
@@ -452,14 +427,9 @@ pub struct Redelivery {
     request_body(content = Redelivery, content_type = "application/json"),
     responses(
         (status = 202, description = "Pending again"),
-        (status = 400, description = "`malformed_json`: not JSON", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no or unknown bearer key", body = ErrorBody),
-        (status = 403, description = "`forbidden`: only admin keys may", body = ErrorBody),
         (status = 404, description = "`unknown_delivery`: no such webhook or delivery", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_field`: a bad `webhook_id` or body", body = ErrorBody),
-        (status = 503, description = "`database_unavailable`: retry", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        NotJson, Unauthorized, AdminOnly, DatabaseUnavailable,
     ),
     security(("bearer" = ["admin"]))
 )]
