@@ -41,3 +41,39 @@ pub async fn bind(addr: std::net::SocketAddr, variable: &str) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on {addr} ({variable})"))
 }
+
+/// A service bound to its port and connected to its database, not yet running: what a
+/// service's `Application::build` makes (the broker, where it has one, is connected in the
+/// background when it runs).
+pub struct Bound<C> {
+    pub listener: TcpListener,
+    pub config: C,
+    pub store: crate::store::Store,
+}
+
+impl<C> Bound<C> {
+    /// Binds `listen` (named `variable` when that fails) and connects to the database
+    /// (creating it and running the migrations; retried until `shutdown`).
+    pub async fn new(
+        config: C,
+        listen: std::net::SocketAddr,
+        variable: &str,
+        store: &crate::store::StoreSettings,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = bind(listen, variable).await?;
+        let store = crate::store::Store::connect_with_retry(store, shutdown).await?;
+        Ok(Self {
+            listener,
+            config,
+            store,
+        })
+    }
+
+    /// The address it listens on (port 0 chosen by the system, for tests).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+}

@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use collect_shared::config::CommonConfig;
-use collect_shared::server;
-use collect_shared::store::{FormCache, Store};
+use collect_shared::server::{self, Bound};
+use collect_shared::store::FormCache;
 use collect_shared::telemetry::{Readiness, ops_router, track_http};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Writes stored responses to Google Sheets.
@@ -77,34 +76,31 @@ pub struct SheetsSyncConfig {
 }
 
 /// sheets-sync, bound to its port, its database ready.
-pub struct Application {
-    listener: TcpListener,
-    config: SheetsSyncConfig,
-    store: Store,
-}
+pub struct Application(Bound<SheetsSyncConfig>);
 
 impl Application {
+    /// Binds the listener and connects to the database (creating it and running the
+    /// migrations; retried until `shutdown`).
     pub async fn build(
         config: SheetsSyncConfig,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let listener = server::bind(config.listen, "SHEETS_SYNC_LISTEN").await?;
-        let store = Store::connect_with_retry(&config.common.store_settings(), shutdown).await?;
-        Ok(Self {
-            listener,
-            config,
-            store,
-        })
+        let (listen, store) = (config.listen, config.common.store_settings());
+        Ok(Self(
+            Bound::new(config, listen, "SHEETS_SYNC_LISTEN", &store, shutdown).await?,
+        ))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.0.local_addr()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let config = &self.config;
+        let Bound {
+            listener,
+            config,
+            store,
+        } = self.0;
         let heartbeat = Arc::new(google::Heartbeat::default());
         heartbeat.touch();
         let request_timeout = Duration::from_millis(config.request_timeout_ms.max(1));
@@ -127,9 +123,9 @@ impl Application {
             }
         };
         let writer = writer::Writer::new(
-            self.store.clone(),
+            store.clone(),
             Arc::new(FormCache::definitions(
-                self.store.clone(),
+                store.clone(),
                 Duration::from_secs(2),
             )),
             api,
@@ -149,7 +145,7 @@ impl Application {
         let stalled_after = not_ready_after + 2 * request_timeout;
         let writing = tokio::spawn(writer.run());
         let reporting = tokio::spawn(status::report(
-            self.store.clone(),
+            store.clone(),
             blocked.clone(),
             format!("sheets-sync-{}", uuid::Uuid::new_v4()),
             shutdown.clone(),
@@ -191,10 +187,10 @@ impl Application {
             })
         });
         let readiness = Readiness::new()
-            .with_check("database", self.store.readiness_check())
+            .with_check("database", store.readiness_check())
             .with_check("sheets", sheets_check);
         let router = ops_router(readiness).layer(axum::middleware::from_fn(track_http));
-        server::serve(self.listener, router, shutdown, Duration::from_secs(5)).await?;
+        server::serve(listener, router, shutdown, Duration::from_secs(5)).await?;
         let _ = tokio::time::timeout(Duration::from_secs(8), async {
             let _ = writing.await;
             let _ = reporting.await;

@@ -16,10 +16,9 @@ use collect_shared::amqp::{
 };
 use collect_shared::config::CommonConfig;
 use collect_shared::rules::CompiledForm;
-use collect_shared::server;
-use collect_shared::store::{FormCache, Store};
+use collect_shared::server::{self, Bound};
+use collect_shared::store::FormCache;
 use collect_shared::telemetry::{Readiness, ops_router, track_http};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// How often a cached form is checked against the database.
@@ -89,39 +88,35 @@ pub enum DeadLetterAction {
 }
 
 /// The validator, bound to its port, its database ready.
-pub struct Application {
-    listener: TcpListener,
-    config: ValidatorConfig,
-    store: Store,
-}
+pub struct Application(Bound<ValidatorConfig>);
 
 impl Application {
-    /// Binds the listener and connects to PostgreSQL (creating the database and running the
-    /// migrations; retried until `shutdown`). The broker is connected in the background.
+    /// Binds the listener and connects to the database (creating it and running the
+    /// migrations; retried until `shutdown`).
     pub async fn build(
         config: ValidatorConfig,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let listener = server::bind(config.listen, "VALIDATOR_LISTEN").await?;
-        let store = Store::connect_with_retry(&config.common.store_settings(), shutdown).await?;
-        Ok(Self {
-            listener,
-            config,
-            store,
-        })
+        let (listen, store) = (config.listen, config.common.store_settings());
+        Ok(Self(
+            Bound::new(config, listen, "VALIDATOR_LISTEN", &store, shutdown).await?,
+        ))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.0.local_addr()
     }
 
     /// Consumes and serves health routes until `shutdown`; then finishes in-flight deliveries.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let topology = Topology::new(self.config.common.namespace.clone());
+        let Bound {
+            listener,
+            config,
+            store,
+        } = self.0;
+        let topology = Topology::new(config.common.namespace.clone());
         let broker = Broker::start(BrokerSettings::new(
-            self.config.common.amqp_url.clone(),
+            config.common.amqp_url.clone(),
             "validator",
             topology.clone(),
         ));
@@ -133,7 +128,7 @@ impl Application {
         let retiring = tokio::spawn(
             retired::Retired {
                 broker: broker.clone(),
-                store: self.store.clone(),
+                store: store.clone(),
                 publisher: publisher.clone(),
                 topology: topology.clone(),
                 shutdown: shutdown.clone(),
@@ -142,31 +137,31 @@ impl Application {
         );
         let worker = Arc::new(worker::Worker {
             forms: FormCache::new(
-                self.store.clone(),
+                store.clone(),
                 FORM_CACHE_TTL,
                 CompiledForm::compile_for_cache,
             ),
-            store: self.store.clone(),
+            store: store.clone(),
             publisher,
             topology,
             shutdown: shutdown.clone(),
-            saved_gather_max: usize::from(self.config.saved_gather_max),
+            saved_gather_max: usize::from(config.saved_gather_max),
         });
         let consuming = tokio::spawn(worker::run(
             worker,
             broker.clone(),
             Batching {
-                prefetch: self.config.prefetch,
-                batch: usize::from(self.config.batch),
-                linger: Duration::from_millis(self.config.linger_ms),
+                prefetch: config.prefetch,
+                batch: usize::from(config.batch),
+                linger: Duration::from_millis(config.linger_ms),
             },
         ));
 
         let readiness = Readiness::new()
             .with_check("broker", broker.readiness_check())
-            .with_check("database", self.store.readiness_check());
+            .with_check("database", store.readiness_check());
         let router = ops_router(readiness).layer(axum::middleware::from_fn(track_http));
-        server::serve(self.listener, router, shutdown, Duration::from_secs(5)).await?;
+        server::serve(listener, router, shutdown, Duration::from_secs(5)).await?;
         if tokio::time::timeout(Duration::from_secs(8), consuming)
             .await
             .is_err()
