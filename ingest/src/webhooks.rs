@@ -193,6 +193,20 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// Publishes a delivery of `N.webhooks` to `N.dead` with `reason`; `false` when shutdown
+    /// came first.
+    async fn set_aside(&self, delivery: &Delivery, reason: &str) -> bool {
+        dead_letter(
+            &self.publisher,
+            &self.topology.dead_exchange(),
+            &self.topology.webhooks_queue(),
+            delivery,
+            reason,
+            &self.stop,
+        )
+        .await
+    }
+
     /// Records the deliveries of the events that arrived together, then has them acked.
     async fn record(&self, deliveries: Vec<Delivery>) -> Vec<Settled> {
         let webhooks =
@@ -212,16 +226,7 @@ impl Recorder {
                 Err(error) => {
                     let reason = format!("not a flag event: {error}");
                     warn!(%reason, "flag event set aside");
-                    if !dead_letter(
-                        &self.publisher,
-                        &self.topology.dead_exchange(),
-                        &self.topology.webhooks_queue(),
-                        delivery,
-                        &reason,
-                        &self.stop,
-                    )
-                    .await
-                    {
+                    if !self.set_aside(delivery, &reason).await {
                         return requeue(&deliveries);
                     }
                     events.push(None);
@@ -245,17 +250,7 @@ impl Recorder {
                     let reason = format!("cannot record webhook deliveries: {error}");
                     warn!(%reason, "flag events set aside");
                     for (delivery, event) in deliveries.iter().zip(&events) {
-                        if event.is_some()
-                            && !dead_letter(
-                                &self.publisher,
-                                &self.topology.dead_exchange(),
-                                &self.topology.webhooks_queue(),
-                                delivery,
-                                &reason,
-                                &self.stop,
-                            )
-                            .await
-                        {
+                        if event.is_some() && !self.set_aside(delivery, &reason).await {
                             return requeue(&deliveries);
                         }
                     }

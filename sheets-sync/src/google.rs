@@ -131,6 +131,22 @@ pub struct SheetsApi {
     heartbeat: Arc<Heartbeat>,
 }
 
+/// Sends one call of `$builder` (a google-sheets4 call builder) with the Spreadsheets scope,
+/// within [`SheetsApi::within`]'s deadline, reading its `Retry-After`.
+macro_rules! send {
+    ($api:expr, $name:literal, $builder:expr) => {{
+        let mut retry_after = RetryAfter::default();
+        let seen = retry_after.seen();
+        let call = Box::pin(
+            $builder
+                .add_scope(Scope::Spreadsheet)
+                .delegate(&mut retry_after)
+                .doit(),
+        );
+        $api.within($name, call, &seen).await
+    }};
+}
+
 impl SheetsApi {
     /// A client for the service account in `credentials`, talking to `api_url` (Google's
     /// `https://sheets.googleapis.com/`, or the emulator).
@@ -224,17 +240,11 @@ impl SheetsApi {
 
     async fn tabs_once(&self, spreadsheet: &str) -> Result<Vec<TabInfo>, ApiFailure> {
         self.reads.acquire().await;
-        let mut retry_after = RetryAfter::default();
-        let seen = retry_after.seen();
-        let call = Box::pin(
-            self.hub
-                .spreadsheets()
-                .get(spreadsheet)
-                .add_scope(Scope::Spreadsheet)
-                .delegate(&mut retry_after)
-                .doit(),
-        );
-        let (_, found) = self.within("spreadsheets.get", call, &seen).await?;
+        let (_, found) = send!(
+            self,
+            "spreadsheets.get",
+            self.hub.spreadsheets().get(spreadsheet)
+        )?;
         let tabs: Vec<TabInfo> = found
             .sheets
             .unwrap_or_default()
@@ -360,19 +370,12 @@ impl SheetsApi {
             requests: Some(requests),
             ..Default::default()
         };
-        let mut retry_after = RetryAfter::default();
-        let seen = retry_after.seen();
-        let call = Box::pin(
-            self.hub
-                .spreadsheets()
-                .batch_update(request, spreadsheet)
-                .add_scope(Scope::Spreadsheet)
-                .delegate(&mut retry_after)
-                .doit(),
-        );
-        self.within("spreadsheets.batchUpdate", call, &seen)
-            .await
-            .map(|(_, reply)| reply)
+        send!(
+            self,
+            "spreadsheets.batchUpdate",
+            self.hub.spreadsheets().batch_update(request, spreadsheet)
+        )
+        .map(|(_, reply)| reply)
     }
 
     /// Cells of a range, unformatted (numbers stay numbers).
@@ -390,18 +393,14 @@ impl SheetsApi {
         range: &str,
     ) -> Result<Vec<Vec<Value>>, ApiFailure> {
         self.reads.acquire().await;
-        let mut retry_after = RetryAfter::default();
-        let seen = retry_after.seen();
-        let call = Box::pin(
+        let (_, values) = send!(
+            self,
+            "values.get",
             self.hub
                 .spreadsheets()
                 .values_get(spreadsheet, &encode_range(range))
                 .value_render_option("UNFORMATTED_VALUE")
-                .add_scope(Scope::Spreadsheet)
-                .delegate(&mut retry_after)
-                .doit(),
-        );
-        let (_, values) = self.within("values.get", call, &seen).await?;
+        )?;
         Ok(values.values.unwrap_or_default())
     }
 
@@ -421,20 +420,16 @@ impl SheetsApi {
         ranges: &[String],
     ) -> Result<Vec<Vec<Vec<Value>>>, ApiFailure> {
         self.reads.acquire().await;
-        let mut retry_after = RetryAfter::default();
-        let seen = retry_after.seen();
         let mut call = self
             .hub
             .spreadsheets()
             .values_batch_get(spreadsheet)
             .value_render_option("UNFORMATTED_VALUE")
-            .major_dimension("ROWS")
-            .add_scope(Scope::Spreadsheet);
+            .major_dimension("ROWS");
         for range in ranges {
             call = call.add_ranges(range);
         }
-        let call = Box::pin(call.delegate(&mut retry_after).doit());
-        let (_, values) = self.within("values.batchGet", call, &seen).await?;
+        let (_, values) = send!(self, "values.batchGet", call)?;
         let mut found: Vec<Vec<Vec<Value>>> = values
             .value_ranges
             .unwrap_or_default()
@@ -466,19 +461,14 @@ impl SheetsApi {
             ),
             ..Default::default()
         };
-        let mut retry_after = RetryAfter::default();
-        let seen = retry_after.seen();
-        let call = Box::pin(
+        send!(
+            self,
+            "values.batchUpdate",
             self.hub
                 .spreadsheets()
                 .values_batch_update(request, spreadsheet)
-                .add_scope(Scope::Spreadsheet)
-                .delegate(&mut retry_after)
-                .doit(),
-        );
-        self.within("values.batchUpdate", call, &seen)
-            .await
-            .map(|_| ())
+        )
+        .map(|_| ())
     }
 
     /// Appends rows after the table of `range` (`RAW`, `INSERT_ROWS`); returns the first row
@@ -495,19 +485,15 @@ impl SheetsApi {
             values: Some(rows),
             major_dimension: Some("ROWS".into()),
         };
-        let mut retry_after = RetryAfter::default();
-        let seen = retry_after.seen();
-        let call = Box::pin(
+        let (_, appended) = send!(
+            self,
+            "values.append",
             self.hub
                 .spreadsheets()
                 .values_append(request, spreadsheet, &encode_range(range))
                 .value_input_option("RAW")
                 .insert_data_option("INSERT_ROWS")
-                .add_scope(Scope::Spreadsheet)
-                .delegate(&mut retry_after)
-                .doit(),
-        );
-        let (_, appended) = self.within("values.append", call, &seen).await?;
+        )?;
         let updated = appended
             .updates
             .and_then(|updates| updates.updated_range)
