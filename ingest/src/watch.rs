@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -270,27 +270,9 @@ async fn listen_once(
     stop: &CancellationToken,
 ) -> Result<(), lapin::Error> {
     let channel = connection.create_channel().await?;
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let name = queue.name().as_str().to_owned();
-    channel
-        .queue_bind(
-            name.as_str().into(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let name = collect_shared::amqp::bind_exclusive_queue(&channel, exchange, "#")
+        .await?
+        .to_string();
     let mut consumer = channel
         .basic_consume(
             name.as_str().into(),

@@ -6,7 +6,7 @@
 #![allow(clippy::print_stdout)]
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 
@@ -26,29 +26,10 @@ async fn main() -> anyhow::Result<()> {
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     // The flags exchange is declared by the services; start one of them first.
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.as_str().into(),
-            key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let queue = collect_shared::amqp::bind_exclusive_queue(&channel, &exchange, &key).await?;
     let mut consumer = channel
         .basic_consume(
-            queue.name().clone(),
+            queue,
             "watch-flags".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),

@@ -17,8 +17,8 @@ use collect_shared::amqp::Topology;
 use collect_shared::config::Namespace;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
@@ -93,31 +93,12 @@ impl Probe {
             .await
             .expect("the tests need RabbitMQ at AMQP_URL or 127.0.0.1:5672");
         let channel = connection.create_channel().await.unwrap();
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                exchange.into(),
-                binding_key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
+        let queue = collect_shared::amqp::bind_exclusive_queue(&channel, exchange, binding_key)
             .await
             .unwrap();
         let consumer = channel
             .basic_consume(
-                queue.name().clone(),
+                queue,
                 "probe".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),

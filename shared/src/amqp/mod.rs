@@ -12,4 +12,4 @@ pub use consumer::{
     Acks, Batching, Command, Settled, consume_batches, dead_letter, dead_letter_part,
 };
 pub use publisher::{OutgoingMessage, PublishError, PublishSettings, Publisher};
-pub use topology::{DELIVERY_LIMIT, Topology, TopologyError};
+pub use topology::{DELIVERY_LIMIT, Topology, TopologyError, bind_exclusive_queue};

@@ -213,3 +213,34 @@ fn quorum_arguments() -> FieldTable {
 fn insert(table: &mut FieldTable, key: &str, value: AMQPValue) {
     table.insert(ShortString::from(key), value);
 }
+
+/// Declares a queue only this channel's connection uses (named by the broker, exclusive,
+/// deleted with the connection) and binds it to `exchange` with `binding_key`: a listener's
+/// own copy of what the exchange routes, nothing kept once it goes. Returns the queue's name.
+pub async fn bind_exclusive_queue(
+    channel: &lapin::Channel,
+    exchange: &str,
+    binding_key: &str,
+) -> Result<lapin::types::ShortString, lapin::Error> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            exchange.into(),
+            binding_key.into(),
+            lapin::options::QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok(queue.name().clone())
+}
