@@ -205,6 +205,21 @@ pub struct StoredResponse {
     pub stored_at: DateTime<Utc>,
 }
 
+impl StoredResponse {
+    /// The flags that send it back to its collector (severity `error`), as the collector's
+    /// app sees them.
+    pub fn flags_for_collector(&self) -> Vec<FlagSummary> {
+        self.flags
+            .iter()
+            .filter(|flag| flag.severity == Severity::Error)
+            .map(|flag| FlagSummary {
+                rule_id: flag.rule_id.clone(),
+                message: flag.message.clone(),
+            })
+            .collect()
+    }
+}
+
 /// A flag as the collector's app sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlagSummary {
@@ -233,15 +248,7 @@ impl FlagEvent {
     pub fn new(kind: FlagEventKind, stored: &StoredResponse, at: DateTime<Utc>) -> Self {
         let flags = match kind {
             FlagEventKind::Cleared => Vec::new(),
-            FlagEventKind::Flagged => stored
-                .flags
-                .iter()
-                .filter(|flag| flag.severity == Severity::Error)
-                .map(|flag| FlagSummary {
-                    rule_id: flag.rule_id.clone(),
-                    message: flag.message.clone(),
-                })
-                .collect(),
+            FlagEventKind::Flagged => stored.flags_for_collector(),
         };
         Self {
             kind,

@@ -8,8 +8,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use collect_shared::forms::Severity;
-use collect_shared::messages::{FlagSummary, ResponseId, StoredResponse};
+use collect_shared::messages::{ResponseId, StoredResponse};
 use collect_shared::store::{FlagCursor, FlaggedCursor};
 
 use super::{
@@ -239,15 +238,7 @@ pub async fn collector_flags(
     let responses = flagged
         .into_iter()
         .map(|stored| FlaggedResponse {
-            flags: stored
-                .flags
-                .iter()
-                .filter(|flag| flag.severity == Severity::Error)
-                .map(|flag| FlagSummary {
-                    rule_id: flag.rule_id.clone(),
-                    message: flag.message.clone(),
-                })
-                .collect(),
+            flags: stored.flags_for_collector(),
             response_id: stored.response_id,
             form_id: stored.form_id,
             revision: stored.revision,
