@@ -60,9 +60,30 @@ impl WebhookSettings {
     }
 }
 
-/// Counts a delivery attempt by its outcome (`collect_webhook_deliveries_total`).
-fn count_delivery(outcome: &'static str) {
-    metrics::counter!("collect_webhook_deliveries_total", "outcome" => outcome).increment(1);
+/// One attempt to deliver to a webhook: counted by its outcome (`delivered`, `retried`,
+/// `dead`: `collect_webhook_deliveries_total`); a failed one is logged with why.
+struct DeliveryAttempt<'a> {
+    claimed: &'a ClaimedDelivery,
+    attempts: u32,
+    outcome: &'static str,
+    error: Option<&'a str>,
+}
+
+impl DeliveryAttempt<'_> {
+    fn record(&self) {
+        metrics::counter!("collect_webhook_deliveries_total", "outcome" => self.outcome)
+            .increment(1);
+        if let Some(error) = self.error {
+            warn!(
+                webhook_id = %self.claimed.webhook_id,
+                delivery_id = %self.claimed.delivery_id,
+                attempts = self.attempts,
+                %error,
+                outcome = self.outcome,
+                "webhook delivery failed"
+            );
+        }
+    }
 }
 
 /// Attempts in flight at once (per ingest process).
@@ -408,7 +429,13 @@ impl Sender {
         let attempts = u32::try_from(claimed.attempts).unwrap_or(0) + 1;
         let recorded = match outcome {
             Ok(status) if (200..300).contains(&status) => {
-                count_delivery("delivered");
+                DeliveryAttempt {
+                    claimed: &claimed,
+                    attempts,
+                    outcome: "delivered",
+                    error: None,
+                }
+                .record();
                 let _connection = self.background.acquire().await;
                 self.store
                     .delivery_succeeded(&claimed.webhook_id, &claimed.delivery_id, status)
@@ -429,15 +456,13 @@ impl Sender {
                 } else {
                     "dead"
                 };
-                count_delivery(outcome);
-                warn!(
-                    webhook_id = %claimed.webhook_id,
-                    delivery_id = %claimed.delivery_id,
+                DeliveryAttempt {
+                    claimed: &claimed,
                     attempts,
-                    %error,
                     outcome,
-                    "webhook delivery failed"
-                );
+                    error: Some(&error),
+                }
+                .record();
                 let _connection = self.background.acquire().await;
                 self.store
                     .delivery_failed(

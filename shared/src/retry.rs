@@ -164,9 +164,12 @@ where
             Err(error) if permanent(&error) => return Retried::Permanent(error),
             Err(error) => {
                 attempt += 1;
-                metrics::counter!("collect_retries_total", "operation" => what.to_owned())
-                    .increment(1);
-                tracing::warn!(what, attempt, %error, "failed; retrying");
+                Retrying {
+                    what,
+                    attempt,
+                    error: &error,
+                }
+                .record();
                 let delay = delays.next_delay();
                 tokio::select! {
                     _ = shutdown.cancelled() => return Retried::Shutdown,
@@ -174,6 +177,27 @@ where
                 }
             }
         }
+    }
+}
+
+/// A failed attempt that is tried again: counted by operation (`collect_retries_total`) and
+/// logged with its error.
+struct Retrying<'a, E> {
+    what: &'a str,
+    attempt: u32,
+    error: &'a E,
+}
+
+impl<E: Display> Retrying<'_, E> {
+    fn record(&self) {
+        metrics::counter!("collect_retries_total", "operation" => self.what.to_owned())
+            .increment(1);
+        tracing::warn!(
+            what = self.what,
+            attempt = self.attempt,
+            error = %self.error,
+            "failed; retrying"
+        );
     }
 }
 

@@ -738,17 +738,12 @@ impl Writer {
                     &progress.parked,
                 )
                 .await?;
-            metrics::counter!("collect_sheets_rows_parked_total").increment(parked);
-            for row in &progress.parked {
-                warn!(
-                    spreadsheet = %target.spreadsheet_id,
-                    tab = %target.tab,
-                    response = %row.response_id,
-                    revision = row.revision,
-                    reason = %row.reason,
-                    "the sheet refused this response's row; parked it (a newer revision or an export tries again)"
-                );
+            RowsParked {
+                target,
+                rows: &progress.parked,
+                parked,
             }
+            .record();
         }
         if let Some(failure) = failure {
             return Err(BatchError::Api(failure));
@@ -799,6 +794,30 @@ impl From<ApiFailure> for BatchError {
 impl From<StoreError> for BatchError {
     fn from(error: StoreError) -> Self {
         Self::Database(error)
+    }
+}
+
+/// Rows the sheet refused for their content, parked (`parked` of them were still waiting):
+/// counted, and each logged with the reason.
+struct RowsParked<'a> {
+    target: &'a Target,
+    rows: &'a [ParkRow],
+    parked: u64,
+}
+
+impl RowsParked<'_> {
+    fn record(&self) {
+        metrics::counter!("collect_sheets_rows_parked_total").increment(self.parked);
+        for row in self.rows {
+            warn!(
+                spreadsheet = %self.target.spreadsheet_id,
+                tab = %self.target.tab,
+                response = %row.response_id,
+                revision = row.revision,
+                reason = %row.reason,
+                "the sheet refused this response's row; parked it (a newer revision or an export tries again)"
+            );
+        }
     }
 }
 
