@@ -47,6 +47,13 @@ impl ResponseStatus {
             Self::Flagged => "flagged",
         }
     }
+
+    /// The status [`Self::as_str`] writes; any other word is `None`, never a default.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Valid, Self::Flagged]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -64,6 +71,13 @@ impl FlagEventKind {
             Self::Flagged => "flagged",
             Self::Cleared => "cleared",
         }
+    }
+
+    /// The kind [`Self::as_str`] writes; any other word is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Flagged, Self::Cleared]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 }
 

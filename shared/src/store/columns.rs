@@ -7,13 +7,74 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::flag_history::FlagCursor;
-use super::responses::{SheetPosition, decode, parse_event, parse_status};
+use super::responses::{SheetPosition, decode};
 use super::sheet_status::SheetFailure;
 use super::sheets::ParkedRow;
-use super::webhooks::{ClaimedDelivery, Delivery, DeliveryCounts, Webhook, WebhookId, parse_state};
+use super::webhooks::{ClaimedDelivery, Delivery, DeliveryCounts, Webhook, WebhookId};
 use crate::messages::{
     Collector, FlagEvent, FlagEventKind, FormId, ResponseId, Revision, StoredResponse, UserId,
 };
+
+/// A value stored as one word of text (a response's status, a flag event's kind, a delivery's
+/// state), which sqlx reads and writes on both engines. A word that is not one of its values
+/// does not decode: an error, never a default.
+pub(crate) trait Word:
+    Sized
+    + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+    + for<'r> sqlx::Decode<'r, sqlx::MySql>
+    + sqlx::Type<sqlx::MySql>
+{
+}
+
+/// Implements [`Word`] (and sqlx's `Type`, `Decode` and `Encode` on every engine, as text) for
+/// a type with `as_str` and `parse`.
+macro_rules! word {
+    ($type:ty, $what:literal) => {
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $type
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $type
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&'r str as sqlx::Decode<'r, DB>>::decode(value)?;
+                <$type>::parse(text).ok_or_else(|| format!("unknown {} {text:?}", $what).into())
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $type
+        where
+            &'static str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&'static str as sqlx::Encode<'q, DB>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl Word for $type {}
+    };
+}
+
+word!(crate::domain::ResponseStatus, "response status");
+word!(crate::domain::FlagEventKind, "flag event kind");
+word!(super::webhooks::DeliveryState, "delivery state");
 
 /// A row of either engine, column by column.
 pub(crate) trait Columns {
@@ -27,6 +88,8 @@ pub(crate) trait Columns {
     fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
     /// A JSON column (`jsonb` on PostgreSQL, JSON text on MySQL).
     fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, sqlx::Error>;
+    fn word<T: Word>(&self, column: &str) -> Result<T, sqlx::Error>;
+    fn optional_word<T: Word>(&self, column: &str) -> Result<Option<T>, sqlx::Error>;
 }
 
 /// A stored response and the flag event its revision caused.
@@ -38,7 +101,7 @@ pub(crate) fn response(
         form_id: decode(FormId::parse(row.text("form_id")?))?,
         revision: Revision::saturating_from_i64(row.bigint("revision")?),
         form_version: row.int("form_version")?,
-        status: parse_status(&row.text("status")?)?,
+        status: row.word("status")?,
         flags: row.json("flags")?,
         collector: Collector {
             user_id: decode(UserId::parse(row.text("user_id")?))?,
@@ -50,7 +113,7 @@ pub(crate) fn response(
         received_at: row.optional_time("received_at")?,
         stored_at: row.time("stored_at")?,
     };
-    let event = parse_event(row.optional_text("flag_event")?.as_deref())?;
+    let event = row.optional_word("flag_event")?;
     Ok((stored, event))
 }
 
@@ -59,9 +122,8 @@ pub(crate) fn flag_event(
     row: &impl Columns,
     cursor: FlagCursor,
 ) -> Result<(FlagCursor, FlagEvent), StoreError> {
-    let kind = parse_event(Some(&row.text("kind")?))?.ok_or(StoreError::Missing)?;
     let event = FlagEvent {
-        kind,
+        kind: row.word("kind")?,
         response_id: decode(ResponseId::parse(row.text("response_id")?))?,
         form_id: decode(FormId::parse(row.text("form_id")?))?,
         revision: Revision::saturating_from_i64(row.bigint("revision")?),
@@ -136,7 +198,7 @@ pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery, StoreError> {
         webhook_id: decode(WebhookId::parse(row.text("webhook_id")?))?,
         delivery_id: row.text("delivery_id")?,
         payload: row.json("payload")?,
-        state: parse_state(&row.text("state")?)?,
+        state: row.word("state")?,
         attempts: row.int("attempts")?,
         next_attempt_at: row.time("next_attempt_at")?,
         last_attempt_at: row.optional_time("last_attempt_at")?,
@@ -195,6 +257,15 @@ macro_rules! columns_for {
             }
             fn json<T: serde::de::DeserializeOwned>(&$self_, $column: &str) -> Result<T, sqlx::Error> {
                 $json
+            }
+            fn word<T: $crate::store::columns::Word>(&self, column: &str) -> Result<T, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn optional_word<T: $crate::store::columns::Word>(
+                &self,
+                column: &str,
+            ) -> Result<Option<T>, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
             }
         }
     };

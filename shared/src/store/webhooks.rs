@@ -415,11 +415,6 @@ pub(crate) fn kept_error(error: &str) -> String {
 }
 
 /// A stored state, read back: an unknown word is an error, never a default.
-pub(crate) fn parse_state(text: &str) -> Result<DeliveryState, StoreError> {
-    DeliveryState::parse(text)
-        .ok_or_else(|| StoreError::corrupt(format!("unknown delivery state {text:?}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,6 +104,85 @@ async fn first_starts_at_once_mysql() {
     first_starts_at_once("mysql").await;
 }
 
+/// A stored word (a response's status, a flag event's kind, a delivery's state) reads back only
+/// as one of its type's values: another word is a decode error, never a default.
+async fn words_read_back_only_as_written(engine: &str) {
+    use collect_shared::messages::{FlagEventKind, ResponseStatus};
+    use collect_shared::store::DeliveryState;
+    use sqlx::Connection;
+
+    async fn read<T>(engine: &str, server: &str, word: &str) -> Result<T, sqlx::Error>
+    where
+        T: Send + Unpin,
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        T: for<'r> sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
+    {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT '{word}'"));
+        if engine == "postgres" {
+            let mut connection = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut connection).await
+        } else {
+            let mut connection = sqlx::MySqlConnection::connect(server).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut connection).await
+        }
+    }
+
+    let server = Database::new(engine).server;
+    assert_eq!(
+        read::<ResponseStatus>(engine, &server, "flagged")
+            .await
+            .unwrap(),
+        ResponseStatus::Flagged
+    );
+    assert_eq!(
+        read::<FlagEventKind>(engine, &server, "cleared")
+            .await
+            .unwrap(),
+        FlagEventKind::Cleared
+    );
+    assert_eq!(
+        read::<DeliveryState>(engine, &server, "dead")
+            .await
+            .unwrap(),
+        DeliveryState::Dead
+    );
+    for (word, error) in [
+        (
+            "VALID",
+            read::<ResponseStatus>(engine, &server, "VALID").await,
+        ),
+        ("", read::<ResponseStatus>(engine, &server, "").await),
+    ] {
+        let error = error.expect_err(word).to_string();
+        assert!(
+            error.contains("unknown response status"),
+            "{word:?}: {error}"
+        );
+    }
+    let error = read::<FlagEventKind>(engine, &server, "other")
+        .await
+        .expect_err("not a kind")
+        .to_string();
+    assert!(error.contains("unknown flag event kind"), "{error}");
+    let error = read::<DeliveryState>(engine, &server, "lost")
+        .await
+        .expect_err("not a state")
+        .to_string();
+    assert!(error.contains("unknown delivery state"), "{error}");
+}
+
+#[tokio::test]
+async fn words_read_back_only_as_written_postgres() {
+    words_read_back_only_as_written("postgres").await;
+}
+
+#[tokio::test]
+async fn words_read_back_only_as_written_mysql() {
+    words_read_back_only_as_written("mysql").await;
+}
+
 /// Runs a check on both engines, as `<check>::postgres` and `<check>::mysql`.
 macro_rules! on_both_engines {
     ($($check:ident),* $(,)?) => {$(

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use super::PgStore;
 use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredResponse, UserId};
 use crate::store::responses::{
-    FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, json, parse_status,
+    FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, json,
 };
 use crate::store::save::{Held, Key, Prepared, SaveDecision, key, written_at, written_events};
 
@@ -205,7 +205,7 @@ async fn lock_held(
     .await?;
     rows.iter()
         .map(|row| {
-            let flagged = parse_status(row.try_get("status")?)? == ResponseStatus::Flagged;
+            let flagged = row.try_get::<ResponseStatus, _>("status")? == ResponseStatus::Flagged;
             Ok((
                 (row.try_get("form_id")?, row.try_get("response_id")?),
                 (row.try_get("revision")?, flagged),
