@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::flag_history::FlagCursor;
+use super::forms::StoredForm;
 use super::responses::{SheetPosition, decode};
 use super::sheet_status::SheetFailure;
 use super::sheets::ParkedRow;
@@ -136,6 +137,17 @@ pub(crate) fn flag_event(
         at: row.time("at")?,
     };
     Ok((cursor, event))
+}
+
+/// A form's definition at its version.
+pub(crate) fn stored_form(row: &impl Columns, form_id: &FormId) -> Result<StoredForm, StoreError> {
+    Ok(StoredForm {
+        form: crate::forms::Form {
+            id: form_id.clone(),
+            definition: row.json("definition")?,
+        },
+        version: row.int("version")?,
+    })
 }
 
 pub(crate) fn parked(row: &impl Columns) -> Result<ParkedRow, StoreError> {

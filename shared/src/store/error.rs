@@ -25,7 +25,20 @@ pub enum StoreError {
     Missing,
     /// The database refused the statement or could not be reached.
     #[error("{}", describe(.0))]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A column that does not decode is a stored value that does not read back
+    /// ([`StoreError::Corrupt`]); anything else is the database's.
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => {
+                Self::Corrupt(error.to_string())
+            }
+            other => Self::Database(other),
+        }
+    }
 }
 
 impl StoreError {
@@ -107,5 +120,14 @@ mod tests {
         assert!(!StoreError::Missing.is_permanent());
         assert!(!StoreError::from(sqlx::Error::PoolTimedOut).is_permanent());
         assert!(StoreError::from(sqlx::Error::Encode("no".into())).is_permanent());
+        let undecodable = StoreError::from(sqlx::Error::ColumnDecode {
+            index: "\"status\"".into(),
+            source: "unknown response status \"x\"".into(),
+        });
+        assert!(
+            matches!(&undecodable, StoreError::Corrupt(why) if why.contains("unknown response status")),
+            "{undecodable}"
+        );
+        assert!(undecodable.is_permanent());
     }
 }

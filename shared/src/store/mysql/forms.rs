@@ -1,11 +1,11 @@
 //! Form definitions in MySQL. A definition is JSON text; "changed" compares it as JSON, so the
 //! same `PUT` twice is a no-op whatever the key order.
 
-use crate::store::StoreError;
+use crate::store::{StoreError, columns};
 use sqlx::Row;
 
 use super::{MySqlStore, is_duplicate_key};
-use crate::forms::{Form, FormDefinition};
+use crate::forms::Form;
 use crate::messages::FormId;
 use crate::store::forms::{FormStore, PutForm, StoredForm};
 use crate::store::responses::json;
@@ -17,17 +17,8 @@ impl FormStore for MySqlStore {
             .bind(form_id.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            let definition: FormDefinition = parse_json(row.try_get("definition")?)?;
-            Ok(StoredForm {
-                form: Form {
-                    id: form_id.clone(),
-                    definition,
-                },
-                version: row.try_get("version")?,
-            })
-        })
-        .transpose()
+        row.map(|row| columns::stored_form(&row, form_id))
+            .transpose()
     }
 
     async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError> {

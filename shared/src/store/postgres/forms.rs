@@ -1,11 +1,11 @@
 //! Form definitions in PostgreSQL.
 
-use crate::store::StoreError;
+use crate::store::{StoreError, columns};
 use sqlx::Row;
 use sqlx::types::Json;
 
 use super::PgStore;
-use crate::forms::{Form, FormDefinition};
+use crate::forms::Form;
 use crate::messages::FormId;
 use crate::store::forms::{FormStore, PutForm, StoredForm};
 
@@ -16,17 +16,8 @@ impl FormStore for PgStore {
             .bind(form_id.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            let Json(definition): Json<FormDefinition> = row.try_get("definition")?;
-            Ok(StoredForm {
-                form: Form {
-                    id: form_id.clone(),
-                    definition,
-                },
-                version: row.try_get("version")?,
-            })
-        })
-        .transpose()
+        row.map(|row| columns::stored_form(&row, form_id))
+            .transpose()
     }
 
     async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError> {
