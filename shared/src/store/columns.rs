@@ -10,8 +10,10 @@ use super::flag_history::FlagCursor;
 use super::forms::StoredForm;
 use super::responses::{SheetPosition, decode};
 use super::sheet_status::SheetFailure;
-use super::sheets::ParkedRow;
-use super::webhooks::{ClaimedDelivery, Delivery, DeliveryCounts, Webhook, WebhookId};
+use super::sheets::{ParkedRow, PendingForm, PendingRow};
+use super::webhooks::{
+    ClaimedDelivery, Delivery, DeliveryCounts, DeliveryCursor, DeliveryPage, Webhook, WebhookId,
+};
 use crate::messages::{
     Collector, FlagEvent, FlagEventKind, FormId, ResponseId, Revision, StoredResponse, UserId,
 };
@@ -84,6 +86,7 @@ pub(crate) trait Columns {
     fn int(&self, column: &str) -> Result<i32, sqlx::Error>;
     fn optional_int(&self, column: &str) -> Result<Option<i32>, sqlx::Error>;
     fn bigint(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn float(&self, column: &str) -> Result<f64, sqlx::Error>;
     fn boolean(&self, column: &str) -> Result<bool, sqlx::Error>;
     fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error>;
     fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
@@ -91,6 +94,25 @@ pub(crate) trait Columns {
     fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, sqlx::Error>;
     fn word<T: Word>(&self, column: &str) -> Result<T, sqlx::Error>;
     fn optional_word<T: Word>(&self, column: &str) -> Result<Option<T>, sqlx::Error>;
+}
+
+/// A response waiting in the outbox: the response, with the marker's `force` and
+/// `enqueued_at`.
+pub(crate) fn pending_row(row: &impl Columns) -> Result<PendingRow, StoreError> {
+    Ok(PendingRow {
+        response: response(row)?.0,
+        force: row.boolean("force")?,
+        enqueued_at: row.time("enqueued_at")?,
+    })
+}
+
+/// A form with responses waiting: `form_id`, `waiting` and `oldest_age` (seconds).
+pub(crate) fn pending_form(row: &impl Columns) -> Result<PendingForm, StoreError> {
+    Ok(PendingForm {
+        form_id: decode(FormId::parse(row.text("form_id")?))?,
+        waiting: row.bigint("waiting")?,
+        oldest_age_seconds: row.float("oldest_age")?,
+    })
 }
 
 /// A stored response and the flag event its revision caused.
@@ -224,6 +246,17 @@ pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery, StoreError> {
     })
 }
 
+/// A page of deliveries from up to `limit + 1` rows: the one past `limit` says there is more.
+pub(crate) fn delivery_page(rows: &[impl Columns], limit: i64) -> Result<DeliveryPage, StoreError> {
+    let mut deliveries = rows.iter().map(delivery).collect::<Result<Vec<_>, _>>()?;
+    let more = deliveries.len() as i64 > limit;
+    deliveries.truncate(limit as usize);
+    let next = more
+        .then(|| deliveries.last().map(DeliveryCursor::after))
+        .flatten();
+    Ok(DeliveryPage { deliveries, next })
+}
+
 /// A claimed delivery, with its webhook's `url` and `secret`.
 pub(crate) fn claimed(row: &impl Columns) -> Result<ClaimedDelivery, StoreError> {
     Ok(ClaimedDelivery {
@@ -253,6 +286,9 @@ macro_rules! columns_for {
                 sqlx::Row::try_get(self, column)
             }
             fn bigint(&self, column: &str) -> Result<i64, sqlx::Error> {
+                sqlx::Row::try_get(self, column)
+            }
+            fn float(&self, column: &str) -> Result<f64, sqlx::Error> {
                 sqlx::Row::try_get(self, column)
             }
             fn boolean(&self, column: &str) -> Result<bool, sqlx::Error> {

@@ -28,10 +28,6 @@ pub struct PutForm {
 /// Form definitions.
 #[async_trait::async_trait]
 pub trait FormStore {
-    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, StoreError>;
-
-    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError>;
-
     /// Stores a definition. The version goes up only when the definition changed, so the same
     /// `PUT` twice is a no-op.
     async fn put_form(&self, form: &Form) -> Result<PutForm, StoreError>;

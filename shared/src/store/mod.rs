@@ -9,6 +9,7 @@ mod error;
 mod flag_history;
 mod forms;
 pub mod mysql;
+mod portable;
 pub mod postgres;
 mod responses;
 mod save;
@@ -24,6 +25,7 @@ use crate::telemetry::Check;
 pub use error::StoreError;
 pub use flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
 pub use forms::{FormCache, FormLookupError, FormStore, PutForm, StoredForm};
+pub use portable::Portable;
 pub use responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition};
 pub use sheet_status::{SheetFailure, SheetState, SheetStatusStore};
 pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
@@ -34,7 +36,6 @@ pub use webhooks::{
 };
 
 /// One database engine: everything the services ask of the store.
-#[async_trait::async_trait]
 pub trait Engine:
     FormStore
     + ResponseStore
@@ -42,15 +43,13 @@ pub trait Engine:
     + SheetStatusStore
     + FlagHistoryStore
     + WebhookStore
+    + Portable
     + Send
     + Sync
     + std::fmt::Debug
 {
     /// The engine's name, for logs.
     fn name(&self) -> &'static str;
-
-    /// A trivial query.
-    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Clone)]

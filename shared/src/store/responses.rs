@@ -60,28 +60,6 @@ pub trait ResponseStore {
         batch: &[NewResponse<'_>],
     ) -> Result<Vec<SaveOutcome>, StoreError>;
 
-    /// A form's response, at its latest revision.
-    async fn response(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<StoredResponse>, StoreError>;
-
-    /// The responses of any form with this id, at most `limit` (for the route that names no
-    /// form), in form order.
-    async fn responses_with_id(
-        &self,
-        response_id: &ResponseId,
-        limit: i64,
-    ) -> Result<Vec<StoredResponse>, StoreError>;
-
-    /// Where a form's response was last written in a sheet, if it was.
-    async fn sheet_position(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<SheetPosition>, StoreError>;
-
     /// The collector's responses that are flagged now (latest revision), after `after` in
     /// the order (`stored_at`, `form_id`, `response_id`), at most `limit`.
     async fn flagged_for_collector(

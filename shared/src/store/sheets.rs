@@ -68,13 +68,6 @@ pub trait SheetStore {
     /// The forms with responses waiting, the longest-waiting first.
     async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError>;
 
-    /// Up to `limit` waiting responses of a form, oldest first, as stored now.
-    async fn pending_rows(
-        &self,
-        form_id: &FormId,
-        limit: i64,
-    ) -> Result<Vec<PendingRow>, StoreError>;
-
     /// The rows of a tab already written, for these responses of a form: `(response_id, row,
     /// revision)`.
     async fn sheet_rows(
@@ -84,13 +77,6 @@ pub trait SheetStore {
         tab: &str,
         response_ids: &[String],
     ) -> Result<Vec<(String, i32, i64)>, StoreError>;
-
-    /// How many rows of a tab `sheet_rows` records.
-    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, StoreError>;
-
-    /// Forgets every row recorded for a tab (the tab was deleted, renamed or emptied); returns
-    /// how many.
-    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, StoreError>;
 
     /// Makes `sheet_rows` of a tab say what the sheet holds (`(response_id, row)` as read from
     /// its `response_id` column), in one transaction: a response found keeps its recorded
@@ -131,17 +117,6 @@ pub trait SheetStore {
         tab: &str,
         parked: &[ParkRow],
     ) -> Result<u64, StoreError>;
-
-    /// Why the response's row is not in its sheet, when the sheet refused it (`None` when it is
-    /// written, waiting, or was never refused).
-    async fn sheet_parked(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<ParkedRow>, StoreError>;
-
-    /// How many responses are parked (all forms).
-    async fn parked_count(&self) -> Result<i64, StoreError>;
 
     /// A session of its own to hold this instance's tab locks on (see [`TabLocks`]).
     async fn lock_session(&self) -> Result<Box<dyn TabLocks>, StoreError>;

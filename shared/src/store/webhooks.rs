@@ -317,14 +317,6 @@ pub trait WebhookStore {
     /// whether it was created.
     async fn put_webhook(&self, webhook: &NewWebhook) -> Result<(Webhook, bool), StoreError>;
 
-    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError>;
-
-    /// Every webhook, by id.
-    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError>;
-
-    /// Deletes the webhook and its deliveries; false when there was none.
-    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError>;
-
     /// Adds deliveries, pending and due now, and returns how many are new. A delivery already
     /// stored (the same webhook and delivery id) is left as it is; one for a webhook that does
     /// not exist (any more) is skipped. A delivery id that is not [`is_delivery_id`] fails the
@@ -340,15 +332,6 @@ pub trait WebhookStore {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
-
-    /// Records a delivery's success (HTTP `status`): delivered, one more attempt. False when
-    /// there is no such delivery, or it was delivered already.
-    async fn delivery_succeeded(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-        status: u16,
-    ) -> Result<bool, StoreError>;
 
     /// Records a failed attempt (the HTTP status, if the receiver answered, and why; the error
     /// is kept to [`MAX_ERROR_CHARS`]): pending again at `retry_at`, or dead when `None`.
@@ -372,15 +355,6 @@ pub trait WebhookStore {
         after: Option<DeliveryCursor>,
         limit: i64,
     ) -> Result<DeliveryPage, StoreError>;
-
-    /// A dead or delivered delivery pending again, due now, with no attempts (a replay once
-    /// the receiver is fixed); a pending one is left as it is (it may be being delivered).
-    /// False when there is no such delivery.
-    async fn redeliver(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-    ) -> Result<bool, StoreError>;
 
     /// Retention: deletes the delivered deliveries delivered before `before`; returns how many.
     async fn delete_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;

@@ -1,34 +1,16 @@
 //! Form definitions in MySQL. A definition is JSON text; "changed" compares it as JSON, so the
 //! same `PUT` twice is a no-op whatever the key order.
 
-use crate::store::{StoreError, columns};
+use crate::store::StoreError;
 use sqlx::Row;
 
 use super::{MySqlStore, is_duplicate_key};
 use crate::forms::Form;
-use crate::messages::FormId;
-use crate::store::forms::{FormStore, PutForm, StoredForm};
+use crate::store::forms::{FormStore, PutForm};
 use crate::store::responses::json;
 
 #[async_trait::async_trait]
 impl FormStore for MySqlStore {
-    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, StoreError> {
-        let row = sqlx::query("SELECT version, definition FROM forms WHERE form_id = ?")
-            .bind(form_id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| columns::stored_form(&row, form_id))
-            .transpose()
-    }
-
-    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError> {
-        sqlx::query_scalar("SELECT version FROM forms WHERE form_id = ?")
-            .bind(form_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::from)
-    }
-
     async fn put_form(&self, form: &Form) -> Result<PutForm, StoreError> {
         let definition = json(&form.definition);
         let wanted: serde_json::Value = parse_json(&definition)?;

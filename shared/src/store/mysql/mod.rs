@@ -150,18 +150,11 @@ async fn configure_session(
     Ok(())
 }
 
-#[async_trait::async_trait]
+super::portable::run_on!(MySqlStore, sqlx::mysql::MySqlRow, mysql);
+
 impl Engine for MySqlStore {
     fn name(&self) -> &'static str {
         "MySQL"
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from)
     }
 }
 

@@ -13,12 +13,8 @@ use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, QueryBuilder, Transaction};
 
 use super::{MySqlStore, is_duplicate_key, push_list};
-use crate::messages::{
-    FlagEventKind, FormId, ResponseId, ResponseMessage, ResponseStatus, StoredResponse, UserId,
-};
-use crate::store::responses::{
-    FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, json,
-};
+use crate::messages::{FlagEventKind, ResponseMessage, ResponseStatus, StoredResponse, UserId};
+use crate::store::responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, json};
 use crate::store::save::{Key, Prepared, SaveDecision, key, owned_key, written_events};
 
 /// The columns written for a response, in the order [`push_response`] binds them.
@@ -45,50 +41,6 @@ impl ResponseStore for MySqlStore {
                 result => return result,
             }
         }
-    }
-
-    async fn response(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<StoredResponse>, StoreError> {
-        let row = sqlx::query("SELECT * FROM responses WHERE form_id = ? AND response_id = ?")
-            .bind(form_id.as_str())
-            .bind(response_id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| from_row(&row).map(|(stored, _)| stored))
-            .transpose()
-    }
-
-    async fn responses_with_id(
-        &self,
-        response_id: &ResponseId,
-        limit: i64,
-    ) -> Result<Vec<StoredResponse>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM responses WHERE response_id = ? ORDER BY form_id LIMIT ?")
-                .bind(response_id.as_str())
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        stored_responses(&rows)
-    }
-
-    async fn sheet_position(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<SheetPosition>, StoreError> {
-        let row = sqlx::query(
-            "SELECT spreadsheet_id, tab, `row_number` FROM sheet_rows
-             WHERE form_id = ? AND response_id = ? ORDER BY written_at DESC LIMIT 1",
-        )
-        .bind(form_id.as_str())
-        .bind(response_id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(columns::position).transpose()
     }
 
     async fn flagged_for_collector(

@@ -7,7 +7,6 @@
 //! database's.
 
 use crate::store::StoreError;
-use crate::store::columns;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -16,7 +15,8 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{MySqlStore, push_list};
 use crate::messages::{FormId, ResponseId};
-use crate::store::sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
+use crate::store::columns;
+use crate::store::sheets::{ParkRow, PendingForm, SheetStore, TabLocks};
 
 impl MySqlStore {
     /// Queues responses (`(form_id, response_id)`) for their sheet in `tx` (a response seen
@@ -88,43 +88,7 @@ impl SheetStore for MySqlStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PendingForm {
-                    form_id: FormId::parse(row.try_get::<String, _>("form_id")?)
-                        .map_err(StoreError::corrupt)?,
-                    waiting: row.try_get("waiting")?,
-                    oldest_age_seconds: row.try_get("oldest_age")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn pending_rows(
-        &self,
-        form_id: &FormId,
-        limit: i64,
-    ) -> Result<Vec<PendingRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT r.*, o.`force` AS `force`, o.enqueued_at AS enqueued_at
-             FROM (SELECT * FROM sheet_outbox WHERE form_id = ?
-                   ORDER BY enqueued_at, response_id LIMIT ?) AS o
-             JOIN responses r ON r.form_id = o.form_id AND r.response_id = o.response_id
-             ORDER BY o.enqueued_at, o.response_id",
-        )
-        .bind(form_id.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PendingRow {
-                    response: super::responses::from_row(row)?.0,
-                    force: row.try_get("force")?,
-                    enqueued_at: row.try_get("enqueued_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(columns::pending_form).collect()
     }
 
     async fn sheet_rows(
@@ -156,24 +120,6 @@ impl SheetStore for MySqlStore {
             }
         }
         Ok(found)
-    }
-
-    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM sheet_rows WHERE spreadsheet_id = ? AND tab = ?")
-            .bind(spreadsheet_id)
-            .bind(tab)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::from)
-    }
-
-    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sheet_rows WHERE spreadsheet_id = ? AND tab = ?")
-            .bind(spreadsheet_id)
-            .bind(tab)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
     }
 
     /// The recorded rows of the tab are read and compared here, then the ones not found are
@@ -327,29 +273,6 @@ impl SheetStore for MySqlStore {
         }
         tx.commit().await?;
         Ok(taken.len() as u64)
-    }
-
-    async fn sheet_parked(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<ParkedRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT spreadsheet_id, tab, revision, reason, parked_at FROM sheet_parked
-             WHERE form_id = ? AND response_id = ?",
-        )
-        .bind(form_id.as_str())
-        .bind(response_id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(columns::parked).transpose()
-    }
-
-    async fn parked_count(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM sheet_parked")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::from)
     }
 
     async fn lock_session(&self) -> Result<Box<dyn TabLocks>, StoreError> {

@@ -16,20 +16,6 @@ use crate::store::webhooks::{
     WebhookId, WebhookStore, distinct, is_delivery_id, kept_error,
 };
 
-/// A webhook with its delivery counts; a `WHERE` on `w` may follow.
-macro_rules! select_webhooks {
-    () => {
-        "SELECT w.id, w.url, w.form_id, w.user_ids, w.secret, w.created_at, w.updated_at,
-             (SELECT COUNT(*) FROM webhook_deliveries d
-              WHERE d.webhook_id = w.id AND d.state = 'pending') AS pending,
-             (SELECT COUNT(*) FROM webhook_deliveries d
-              WHERE d.webhook_id = w.id AND d.state = 'delivered') AS delivered,
-             (SELECT COUNT(*) FROM webhook_deliveries d
-              WHERE d.webhook_id = w.id AND d.state = 'dead') AS dead
-         FROM webhooks w"
-    };
-}
-
 /// At most this many deliveries named in one statement (each an `OR`ed key: the range
 /// optimizer gives up on very long lists).
 // The statements here are prepared once per connection and kept (sqlx's statement cache, an
@@ -107,7 +93,7 @@ impl WebhookStore for MySqlStore {
                 .await?;
                 false
             };
-            let row = sqlx::query(concat!(select_webhooks!(), " WHERE w.id = ?"))
+            let row = sqlx::query(crate::store::portable::WEBHOOK_BY_ID.mysql)
                 .bind(webhook.id.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
@@ -116,29 +102,6 @@ impl WebhookStore for MySqlStore {
             return Ok((stored, created));
         }
         unreachable!("the loop returns")
-    }
-
-    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
-        let row = sqlx::query(concat!(select_webhooks!(), " WHERE w.id = ?"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(columns::webhook).transpose()
-    }
-
-    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
-        let rows = sqlx::query(concat!(select_webhooks!(), " ORDER BY w.id"))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(columns::webhook).collect()
-    }
-
-    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM webhooks WHERE id = ?")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(deleted.rows_affected() > 0)
     }
 
     /// One transaction: the batch's webhooks are locked in share mode (one deleted meanwhile is
@@ -279,30 +242,6 @@ impl WebhookStore for MySqlStore {
             .collect())
     }
 
-    async fn delivery_succeeded(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-        status: u16,
-    ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
-        let updated = sqlx::query(
-            "UPDATE webhook_deliveries
-                SET state = 'delivered', attempts = attempts + 1,
-                    last_attempt_at = CURRENT_TIMESTAMP(6), delivered_at = CURRENT_TIMESTAMP(6),
-                    last_status = ?, last_error = NULL
-              WHERE webhook_id = ? AND delivery_id = ? AND state <> 'delivered'",
-        )
-        .bind(i32::from(status))
-        .bind(webhook_id.as_str())
-        .bind(delivery_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(updated.rows_affected() > 0)
-    }
-
     async fn delivery_failed(
         &self,
         webhook_id: &WebhookId,
@@ -360,47 +299,7 @@ impl WebhookStore for MySqlStore {
         .bind(limit.saturating_add(1))
         .fetch_all(&self.pool)
         .await?;
-        let mut deliveries = rows
-            .iter()
-            .map(columns::delivery)
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = deliveries.len() as i64 > limit;
-        deliveries.truncate(limit as usize);
-        let next = more
-            .then(|| deliveries.last().map(DeliveryCursor::after))
-            .flatten();
-        Ok(DeliveryPage { deliveries, next })
-    }
-
-    async fn redeliver(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-    ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
-        let updated = sqlx::query(
-            "UPDATE webhook_deliveries
-                SET state = 'pending', attempts = 0, next_attempt_at = CURRENT_TIMESTAMP(6),
-                    delivered_at = NULL
-              WHERE webhook_id = ? AND delivery_id = ? AND state <> 'pending'",
-        )
-        .bind(webhook_id.as_str())
-        .bind(delivery_id)
-        .execute(&self.pool)
-        .await?;
-        if updated.rows_affected() > 0 {
-            return Ok(true);
-        }
-        let pending = sqlx::query(
-            "SELECT 1 FROM webhook_deliveries WHERE webhook_id = ? AND delivery_id = ?",
-        )
-        .bind(webhook_id.as_str())
-        .bind(delivery_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(pending.is_some())
+        columns::delivery_page(&rows, limit)
     }
 
     /// In batches of [`RETENTION_BATCH`], each its own transaction.

@@ -1,33 +1,16 @@
 //! Form definitions in PostgreSQL.
 
-use crate::store::{StoreError, columns};
+use crate::store::StoreError;
 use sqlx::Row;
 use sqlx::types::Json;
 
 use super::PgStore;
 use crate::forms::Form;
-use crate::messages::FormId;
-use crate::store::forms::{FormStore, PutForm, StoredForm};
+use crate::store::Portable;
+use crate::store::forms::{FormStore, PutForm};
 
 #[async_trait::async_trait]
 impl FormStore for PgStore {
-    async fn form(&self, form_id: &FormId) -> Result<Option<StoredForm>, StoreError> {
-        let row = sqlx::query("SELECT version, definition FROM forms WHERE form_id = $1")
-            .bind(form_id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| columns::stored_form(&row, form_id))
-            .transpose()
-    }
-
-    async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError> {
-        sqlx::query_scalar("SELECT version FROM forms WHERE form_id = $1")
-            .bind(form_id.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::from)
-    }
-
     async fn put_form(&self, form: &Form) -> Result<PutForm, StoreError> {
         let written = sqlx::query(
             "INSERT INTO forms (form_id, version, definition) VALUES ($1, 1, $2)

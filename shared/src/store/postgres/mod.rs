@@ -8,7 +8,6 @@ mod sheet_status;
 mod sheets;
 mod webhooks;
 
-use crate::store::StoreError;
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
@@ -79,17 +78,10 @@ impl PgStore {
     }
 }
 
-#[async_trait::async_trait]
+super::portable::run_on!(PgStore, sqlx::postgres::PgRow, postgres);
+
 impl Engine for PgStore {
     fn name(&self) -> &'static str {
         "PostgreSQL"
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from)
     }
 }

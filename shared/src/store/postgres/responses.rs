@@ -10,9 +10,7 @@ use std::collections::HashMap;
 
 use super::PgStore;
 use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredResponse, UserId};
-use crate::store::responses::{
-    FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition, json,
-};
+use crate::store::responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, json};
 use crate::store::save::{Held, Key, Prepared, SaveDecision, key, written_at, written_events};
 
 #[async_trait::async_trait]
@@ -62,50 +60,6 @@ impl ResponseStore for PgStore {
         record_flag_events(&mut tx, &outcomes).await?;
         tx.commit().await?;
         Ok(outcomes)
-    }
-
-    async fn response(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<StoredResponse>, StoreError> {
-        let row = sqlx::query("SELECT * FROM responses WHERE form_id = $1 AND response_id = $2")
-            .bind(form_id.as_str())
-            .bind(response_id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| from_row(&row).map(|(stored, _)| stored))
-            .transpose()
-    }
-
-    async fn responses_with_id(
-        &self,
-        response_id: &ResponseId,
-        limit: i64,
-    ) -> Result<Vec<StoredResponse>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM responses WHERE response_id = $1 ORDER BY form_id LIMIT $2")
-                .bind(response_id.as_str())
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-        stored_responses(&rows)
-    }
-
-    async fn sheet_position(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<SheetPosition>, StoreError> {
-        let row = sqlx::query(
-            "SELECT spreadsheet_id, tab, row_number FROM sheet_rows
-             WHERE form_id = $1 AND response_id = $2 ORDER BY written_at DESC LIMIT 1",
-        )
-        .bind(form_id.as_str())
-        .bind(response_id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(columns::position).transpose()
     }
 
     async fn flagged_for_collector(

@@ -1,14 +1,14 @@
 //! sheets-sync's tables in PostgreSQL, and tab locks as advisory locks.
 
 use crate::store::StoreError;
-use crate::store::columns;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
 
 use super::PgStore;
 use crate::messages::{FormId, ResponseId};
-use crate::store::sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
+use crate::store::columns;
+use crate::store::sheets::{ParkRow, PendingForm, SheetStore, TabLocks};
 
 #[async_trait::async_trait]
 impl SheetStore for PgStore {
@@ -44,46 +44,7 @@ impl SheetStore for PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PendingForm {
-                    form_id: FormId::parse(row.try_get::<String, _>("form_id")?)
-                        .map_err(StoreError::corrupt)?,
-                    waiting: row.try_get("waiting")?,
-                    oldest_age_seconds: row.try_get("oldest_age")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn pending_rows(
-        &self,
-        form_id: &FormId,
-        limit: i64,
-    ) -> Result<Vec<PendingRow>, StoreError> {
-        let rows = sqlx::query(
-            // The oldest markers first, then their responses by primary key: joined the
-            // other way round, the planner (with statistics behind a fast load) read every
-            // response of the form for each batch, which made a backlog quadratic.
-            "SELECT r.*, o.force, o.enqueued_at
-             FROM (SELECT * FROM sheet_outbox WHERE form_id = $1
-                   ORDER BY enqueued_at, response_id LIMIT $2) AS o
-             JOIN responses r ON r.form_id = o.form_id AND r.response_id = o.response_id
-             ORDER BY o.enqueued_at, o.response_id",
-        )
-        .bind(form_id.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PendingRow {
-                    response: super::responses::from_row(row)?.0,
-                    force: row.try_get("force")?,
-                    enqueued_at: row.try_get("enqueued_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(columns::pending_form).collect()
     }
 
     async fn sheet_rows(
@@ -125,24 +86,6 @@ impl SheetStore for PgStore {
                 ))
             })
             .collect()
-    }
-
-    async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT count(*) FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
-            .bind(spreadsheet_id)
-            .bind(tab)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::from)
-    }
-
-    async fn forget_tab(&self, spreadsheet_id: &str, tab: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sheet_rows WHERE spreadsheet_id = $1 AND tab = $2")
-            .bind(spreadsheet_id)
-            .bind(tab)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
     }
 
     async fn resync_sheet_rows(
@@ -294,29 +237,6 @@ impl SheetStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    async fn sheet_parked(
-        &self,
-        form_id: &FormId,
-        response_id: &ResponseId,
-    ) -> Result<Option<ParkedRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT spreadsheet_id, tab, revision, reason, parked_at FROM sheet_parked
-             WHERE form_id = $1 AND response_id = $2",
-        )
-        .bind(form_id.as_str())
-        .bind(response_id.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(columns::parked).transpose()
-    }
-
-    async fn parked_count(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT count(*) FROM sheet_parked")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::from)
     }
 
     async fn lock_session(&self) -> Result<Box<dyn TabLocks>, StoreError> {

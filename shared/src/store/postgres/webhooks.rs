@@ -15,21 +15,6 @@ use crate::store::webhooks::{
     WebhookId, WebhookStore, distinct, is_delivery_id, kept_error,
 };
 
-/// A webhook with its delivery counts; a `WHERE` on `w` may follow.
-macro_rules! select_webhooks {
-    () => {
-        "SELECT w.id, w.url, w.form_id, w.user_ids, w.secret, w.created_at, w.updated_at,
-             c.pending, c.delivered, c.dead
-         FROM webhooks w
-         CROSS JOIN LATERAL (
-             SELECT count(*) FILTER (WHERE d.state = 'pending') AS pending,
-                    count(*) FILTER (WHERE d.state = 'delivered') AS delivered,
-                    count(*) FILTER (WHERE d.state = 'dead') AS dead
-             FROM webhook_deliveries d WHERE d.webhook_id = w.id
-         ) c"
-    };
-}
-
 /// Delivered deliveries are deleted this many at a time.
 const RETENTION_BATCH: i64 = 10_000;
 
@@ -51,36 +36,13 @@ impl WebhookStore for PgStore {
         .bind(&webhook.secret)
         .fetch_one(&mut *tx)
         .await?;
-        let row = sqlx::query(concat!(select_webhooks!(), " WHERE w.id = $1"))
+        let row = sqlx::query(crate::store::portable::WEBHOOK_BY_ID.postgres)
             .bind(webhook.id.as_str())
             .fetch_one(&mut *tx)
             .await?;
         let stored = columns::webhook(&row)?;
         tx.commit().await?;
         Ok((stored, created))
-    }
-
-    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
-        let row = sqlx::query(concat!(select_webhooks!(), " WHERE w.id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(columns::webhook).transpose()
-    }
-
-    async fn list_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
-        let rows = sqlx::query(concat!(select_webhooks!(), " ORDER BY w.id"))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(columns::webhook).collect()
-    }
-
-    async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
-        let deleted = sqlx::query("DELETE FROM webhooks WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(deleted.rows_affected() > 0)
     }
 
     /// The batch's webhooks are locked `FOR KEY SHARE` first: one deleted meanwhile is not
@@ -153,29 +115,6 @@ impl WebhookStore for PgStore {
         Ok(claimed.into_iter().map(|(_, claimed)| claimed).collect())
     }
 
-    async fn delivery_succeeded(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-        status: u16,
-    ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
-        let updated = sqlx::query(
-            "UPDATE webhook_deliveries
-                SET state = 'delivered', attempts = attempts + 1, last_attempt_at = now(),
-                    delivered_at = now(), last_status = $3, last_error = NULL
-              WHERE webhook_id = $1 AND delivery_id = $2 AND state <> 'delivered'",
-        )
-        .bind(webhook_id.as_str())
-        .bind(delivery_id)
-        .bind(i32::from(status))
-        .execute(&self.pool)
-        .await?;
-        Ok(updated.rows_affected() > 0)
-    }
-
     async fn delivery_failed(
         &self,
         webhook_id: &WebhookId,
@@ -228,46 +167,7 @@ impl WebhookStore for PgStore {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let mut deliveries = rows
-            .iter()
-            .map(columns::delivery)
-            .collect::<Result<Vec<_>, _>>()?;
-        let more = deliveries.len() as i64 > limit;
-        deliveries.truncate(limit as usize);
-        let next = more
-            .then(|| deliveries.last().map(DeliveryCursor::after))
-            .flatten();
-        Ok(DeliveryPage { deliveries, next })
-    }
-
-    async fn redeliver(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-    ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
-        let updated = sqlx::query(
-            "UPDATE webhook_deliveries
-                SET state = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = NULL
-              WHERE webhook_id = $1 AND delivery_id = $2 AND state <> 'pending'",
-        )
-        .bind(webhook_id.as_str())
-        .bind(delivery_id)
-        .execute(&self.pool)
-        .await?;
-        if updated.rows_affected() > 0 {
-            return Ok(true);
-        }
-        let pending = sqlx::query(
-            "SELECT 1 FROM webhook_deliveries WHERE webhook_id = $1 AND delivery_id = $2",
-        )
-        .bind(webhook_id.as_str())
-        .bind(delivery_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(pending.is_some())
+        columns::delivery_page(&rows, limit)
     }
 
     /// In batches of [`RETENTION_BATCH`], each its own transaction. The outer condition is
