@@ -6,7 +6,7 @@ use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
-use super::flag_history::FlagCursor;
+use super::flag_history::{FlagCursor, FlagHistoryPage};
 use super::forms::StoredForm;
 use super::responses::{SheetPosition, decode};
 use super::sheet_status::SheetFailure;
@@ -94,6 +94,33 @@ pub(crate) trait Columns {
     fn json<T: DeserializeOwned>(&self, column: &str) -> Result<T, sqlx::Error>;
     fn word<T: Word>(&self, column: &str) -> Result<T, sqlx::Error>;
     fn optional_word<T: Word>(&self, column: &str) -> Result<Option<T>, sqlx::Error>;
+}
+
+/// The stored responses of rows of `responses`.
+pub(crate) fn responses(rows: &[impl Columns]) -> Result<Vec<StoredResponse>, StoreError> {
+    rows.iter()
+        .map(|row| response(row).map(|(stored, _)| stored))
+        .collect()
+}
+
+/// A page of a collector's flag history from rows of `flag_events`, each with its cursor
+/// (`txid`, which each engine reads its own way, and `event_id`); the next page starts after
+/// the last one, or where this one did when it is empty.
+pub(crate) fn flag_history_page<R: Columns>(
+    rows: &[R],
+    since: FlagCursor,
+    txid: impl Fn(&R) -> Result<u64, StoreError>,
+) -> Result<FlagHistoryPage, StoreError> {
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let cursor = FlagCursor {
+            txid: txid(row)?,
+            event_id: row.bigint("event_id")?,
+        };
+        events.push(flag_event(row, cursor)?);
+    }
+    let next = events.last().map_or(since, |(cursor, _)| *cursor);
+    Ok(FlagHistoryPage { events, next })
 }
 
 /// A response waiting in the outbox: the response, with the marker's `force` and

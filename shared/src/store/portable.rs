@@ -9,15 +9,20 @@
 //! What each engine writes in its own SQL (multi-row writes, upserts, row comparisons, locks)
 //! stays in its module ([`super::postgres`], [`super::mysql`]).
 
+use chrono::{DateTime, Utc};
+
 use crate::messages::{FormId, ResponseId, StoredResponse};
 use crate::store::StoreError;
 use crate::store::columns::{self, Columns};
 use crate::store::forms::StoredForm;
 use crate::store::responses::SheetPosition;
-use crate::store::sheets::{ParkedRow, PendingRow};
-use crate::store::webhooks::{Webhook, WebhookId, is_delivery_id};
+use crate::store::sheet_status::{REPORT_FRESH_SECONDS, SheetState};
+use crate::store::sheets::{ParkedRow, PendingForm, PendingRow};
+use crate::store::webhooks::{Webhook, WebhookId, is_delivery_id, kept_error};
 
-/// One statement in each engine's dialect (see the [module](self)).
+/// One statement in each engine's dialect: derived from MySQL's by [`statement!`], or both
+/// written out where the dialects differ in more than placeholders and quotes (the binds are
+/// the same).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Statement {
     pub(crate) mysql: &'static str,
@@ -106,7 +111,10 @@ const fn digits(mut n: usize) -> usize {
 pub(crate) enum Arg<'a> {
     Text(&'a str),
     Int(i32),
+    OptionalInt(Option<i32>),
     BigInt(i64),
+    /// Bound as each engine keeps times (PostgreSQL's `timestamptz`, MySQL's UTC `DATETIME`).
+    OptionalTime(Option<DateTime<Utc>>),
 }
 
 /// Runs a [`Statement`] in an engine's pool: the plumbing of the [`Portable`] methods.
@@ -120,71 +128,80 @@ pub(crate) trait Run: Send + Sync {
         args: &[Arg<'_>],
     ) -> Result<Vec<Self::Row>, StoreError>;
 
+    /// The first row, for a statement that returns at most one.
     async fn row(
         &self,
         statement: Statement,
         args: &[Arg<'_>],
-    ) -> Result<Option<Self::Row>, StoreError>;
+    ) -> Result<Option<Self::Row>, StoreError> {
+        Ok(self.rows(statement, args).await?.into_iter().next())
+    }
 
     /// Returns how many rows the statement changed.
     async fn execute(&self, statement: Statement, args: &[Arg<'_>]) -> Result<u64, StoreError>;
 }
 
-/// Implements [`Run`] for an engine's store (with a `pool` field), running each statement in
-/// the engine's dialect (`mysql` or `postgres`).
+/// Implements [`Run`] for an engine's store (with a `pool` field) on the engine `$db`,
+/// running each statement in the engine's dialect (`mysql` or `postgres`), with times bound as
+/// `$time` makes them.
 macro_rules! run_on {
-    ($store:ty, $row:ty, $dialect:ident) => {
-        #[async_trait::async_trait]
-        impl $crate::store::portable::Run for $store {
-            type Row = $row;
+    ($store:ty, $db:ty, $dialect:ident, $time:expr) => {
+        const _: () = {
+            use $crate::store::StoreError;
+            use $crate::store::portable::{Arg, Run, Statement, bind};
+            type Row = <$db as sqlx::Database>::Row;
+            type Query<'q> = sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>;
 
-            async fn rows(
-                &self,
-                statement: $crate::store::portable::Statement,
-                args: &[$crate::store::portable::Arg<'_>],
-            ) -> Result<Vec<$row>, $crate::store::StoreError> {
-                let query = $crate::store::portable::bind(sqlx::query(statement.$dialect), args);
-                Ok(query.fetch_all(&self.pool).await?)
+            fn query<'q>(statement: Statement, args: &[Arg<'q>]) -> Query<'q> {
+                bind(sqlx::query(statement.$dialect), args, $time)
             }
 
-            async fn row(
-                &self,
-                statement: $crate::store::portable::Statement,
-                args: &[$crate::store::portable::Arg<'_>],
-            ) -> Result<Option<$row>, $crate::store::StoreError> {
-                let query = $crate::store::portable::bind(sqlx::query(statement.$dialect), args);
-                Ok(query.fetch_optional(&self.pool).await?)
-            }
+            #[async_trait::async_trait]
+            impl Run for $store {
+                type Row = Row;
 
-            async fn execute(
-                &self,
-                statement: $crate::store::portable::Statement,
-                args: &[$crate::store::portable::Arg<'_>],
-            ) -> Result<u64, $crate::store::StoreError> {
-                let query = $crate::store::portable::bind(sqlx::query(statement.$dialect), args);
-                Ok(query.execute(&self.pool).await?.rows_affected())
+                async fn rows(
+                    &self,
+                    sql: Statement,
+                    args: &[Arg<'_>],
+                ) -> Result<Vec<Row>, StoreError> {
+                    Ok(query(sql, args).fetch_all(&self.pool).await?)
+                }
+
+                async fn execute(
+                    &self,
+                    sql: Statement,
+                    args: &[Arg<'_>],
+                ) -> Result<u64, StoreError> {
+                    Ok(query(sql, args).execute(&self.pool).await?.rows_affected())
+                }
             }
-        }
+        };
     };
 }
 pub(crate) use run_on;
 
-/// Binds `args` to `query`, in order.
-pub(crate) fn bind<'q, DB>(
+/// Binds `args` to `query`, in order, each time as `time` makes it.
+pub(crate) fn bind<'q, DB, T>(
     mut query: sqlx::query::Query<'q, DB, DB::Arguments>,
     args: &[Arg<'q>],
+    time: fn(DateTime<Utc>) -> T,
 ) -> sqlx::query::Query<'q, DB, DB::Arguments>
 where
     DB: sqlx::Database,
-    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    i32: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    i64: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    Option<i32>: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    Option<T>: 'q + for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
 {
     for &arg in args {
         query = match arg {
             Arg::Text(text) => query.bind(text),
             Arg::Int(n) => query.bind(n),
+            Arg::OptionalInt(n) => query.bind(n),
             Arg::BigInt(n) => query.bind(n),
+            Arg::OptionalTime(at) => query.bind(at.map(time)),
         };
     }
     query
@@ -237,6 +254,9 @@ pub trait Portable {
         response_id: &ResponseId,
     ) -> Result<Option<SheetPosition>, StoreError>;
 
+    /// The forms with responses waiting, the longest-waiting first.
+    async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError>;
+
     /// Up to `limit` waiting responses of a form, oldest first, as stored now.
     async fn pending_rows(
         &self,
@@ -262,6 +282,9 @@ pub trait Portable {
     /// How many responses are parked (all forms).
     async fn parked_count(&self) -> Result<i64, StoreError>;
 
+    /// The form's sheet as last reported, with its waiting and parked rows.
+    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, StoreError>;
+
     async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError>;
 
     /// Every webhook, by id.
@@ -277,6 +300,19 @@ pub trait Portable {
         webhook_id: &WebhookId,
         delivery_id: &str,
         status: u16,
+    ) -> Result<bool, StoreError>;
+
+    /// Records a failed attempt (the HTTP status, if the receiver answered, and why; the error
+    /// is kept to [`MAX_ERROR_CHARS`](super::MAX_ERROR_CHARS)): pending again at `retry_at`,
+    /// or dead when `None`. False when there is no such delivery, or it is no longer pending
+    /// (another attempt delivered it meanwhile).
+    async fn delivery_failed(
+        &self,
+        webhook_id: &WebhookId,
+        delivery_id: &str,
+        status: Option<u16>,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError>;
 
     /// A dead or delivered delivery pending again, due now, with no attempts (a replay once
@@ -348,6 +384,19 @@ impl<S: Run> Portable for S {
         row.as_ref().map(columns::position).transpose()
     }
 
+    async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError> {
+        let sql = Statement {
+            mysql: "SELECT form_id, COUNT(*) AS waiting,
+                        TIMESTAMPDIFF(MICROSECOND, MIN(enqueued_at), SYSDATE(6)) / 1e6 AS oldest_age
+                    FROM sheet_outbox GROUP BY form_id ORDER BY MIN(enqueued_at)",
+            postgres: "SELECT form_id, count(*) AS waiting,
+                        EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at))::float8 AS oldest_age
+                    FROM sheet_outbox GROUP BY form_id ORDER BY min(enqueued_at)",
+        };
+        let rows = self.rows(sql, &[]).await?;
+        rows.iter().map(columns::pending_form).collect()
+    }
+
     async fn pending_rows(
         &self,
         form_id: &FormId,
@@ -404,6 +453,33 @@ impl<S: Run> Portable for S {
         .await
     }
 
+    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, StoreError> {
+        let sql = Statement {
+            mysql: "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
+                        (SELECT COUNT(*) FROM sheet_outbox o WHERE o.form_id = ?) AS waiting,
+                        (SELECT COUNT(*) FROM sheet_parked p WHERE p.form_id = ?) AS parked
+                    FROM (SELECT 1 AS one) AS one
+                    LEFT JOIN sheet_status s
+                      ON s.form_id = ? AND s.updated_at > CURRENT_TIMESTAMP(6) - INTERVAL ? SECOND",
+            postgres:
+                "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
+                        (SELECT count(*) FROM sheet_outbox o WHERE o.form_id = $1) AS waiting,
+                        (SELECT count(*) FROM sheet_parked p WHERE p.form_id = $2) AS parked
+                    FROM (SELECT 1) AS one
+                    LEFT JOIN sheet_status s
+                      ON s.form_id = $3 AND s.updated_at > now() - make_interval(secs => $4)",
+        };
+        let form = Arg::Text(form_id.as_str());
+        let args = [form, form, form, Arg::BigInt(REPORT_FRESH_SECONDS)];
+        let row = self.row(sql, &args).await?;
+        let row = row.ok_or(StoreError::Missing)?;
+        Ok(SheetState {
+            failure: columns::failure(&row, form_id)?,
+            rows_waiting: row.bigint("waiting")?,
+            rows_parked: row.bigint("parked")?,
+        })
+    }
+
     async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
         let row = self.row(WEBHOOK_BY_ID, &[Arg::Text(id.as_str())]).await?;
         row.as_ref().map(columns::webhook).transpose()
@@ -438,6 +514,37 @@ impl<S: Run> Portable for S {
         );
         let args = [
             Arg::Int(i32::from(status)),
+            Arg::Text(webhook_id.as_str()),
+            Arg::Text(delivery_id),
+        ];
+        Ok(self.execute(sql, &args).await? > 0)
+    }
+
+    async fn delivery_failed(
+        &self,
+        webhook_id: &WebhookId,
+        delivery_id: &str,
+        status: Option<u16>,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        if !is_delivery_id(delivery_id) {
+            return Ok(false);
+        }
+        let sql = statement!(
+            "UPDATE webhook_deliveries
+                SET attempts = attempts + 1, last_attempt_at = CURRENT_TIMESTAMP(6),
+                    last_status = ?, last_error = ?,
+                    state = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END,
+                    next_attempt_at = COALESCE(?, next_attempt_at)
+              WHERE webhook_id = ? AND delivery_id = ? AND state = 'pending'"
+        );
+        let error = kept_error(error);
+        let args = [
+            Arg::OptionalInt(status.map(i32::from)),
+            Arg::Text(&error),
+            Arg::OptionalTime(retry_at),
+            Arg::OptionalTime(retry_at),
             Arg::Text(webhook_id.as_str()),
             Arg::Text(delivery_id),
         ];

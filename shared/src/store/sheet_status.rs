@@ -28,7 +28,7 @@ pub struct SheetState {
 }
 
 /// A reported failure older than this is not believed: its instance stopped reporting.
-pub(crate) const REPORT_FRESH_SECONDS: f64 = 60.0;
+pub(crate) const REPORT_FRESH_SECONDS: i64 = 60;
 
 /// Per-form sheet status.
 #[async_trait::async_trait]
@@ -40,7 +40,4 @@ pub trait SheetStatusStore {
         instance: &str,
         failing: &[SheetFailure],
     ) -> Result<(), StoreError>;
-
-    /// The form's sheet as last reported, with its waiting and parked rows.
-    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, StoreError>;
 }

@@ -65,9 +65,6 @@ pub trait SheetStore {
     /// Marks every stored response of a form for rewriting; returns how many.
     async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, StoreError>;
 
-    /// The forms with responses waiting, the longest-waiting first.
-    async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError>;
-
     /// The rows of a tab already written, for these responses of a form: `(response_id, row,
     /// revision)`.
     async fn sheet_rows(

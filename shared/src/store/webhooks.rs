@@ -333,19 +333,6 @@ pub trait WebhookStore {
         lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
-    /// Records a failed attempt (the HTTP status, if the receiver answered, and why; the error
-    /// is kept to [`MAX_ERROR_CHARS`]): pending again at `retry_at`, or dead when `None`.
-    /// False when there is no such delivery, or it is no longer pending (another attempt
-    /// delivered it meanwhile).
-    async fn delivery_failed(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-        status: Option<u16>,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
-    ) -> Result<bool, StoreError>;
-
     /// The webhook's deliveries (in `state`, if given) after the cursor, oldest first (by
     /// `created_at`, then delivery id), at most `limit` (at least 1).
     async fn list_deliveries(

@@ -33,15 +33,6 @@ impl FlagHistoryStore for MySqlStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let cursor = FlagCursor {
-                txid: row.try_get("txid")?,
-                event_id: row.try_get("event_id")?,
-            };
-            events.push(columns::flag_event(row, cursor)?);
-        }
-        let next = events.last().map_or(since, |(cursor, _)| *cursor);
-        Ok(FlagHistoryPage { events, next })
+        columns::flag_history_page(&rows, since, |row| Ok(row.try_get("txid")?))
     }
 }

@@ -150,7 +150,7 @@ async fn configure_session(
     Ok(())
 }
 
-super::portable::run_on!(MySqlStore, sqlx::mysql::MySqlRow, mysql);
+super::portable::run_on!(MySqlStore, sqlx::MySql, mysql, |at| at.naive_utc());
 
 impl Engine for MySqlStore {
     fn name(&self) -> &'static str {

@@ -66,7 +66,7 @@ impl ResponseStore for MySqlStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        stored_responses(&rows)
+        columns::responses(&rows)
     }
 }
 
@@ -276,12 +276,6 @@ fn response_size(new: &NewResponse<'_>) -> usize {
         + json(&new.flags).len()
         + message.collector.username.as_ref().map_or(0, String::len)
         + 512
-}
-
-fn stored_responses(rows: &[MySqlRow]) -> Result<Vec<StoredResponse>, StoreError> {
-    rows.iter()
-        .map(|row| from_row(row).map(|(stored, _)| stored))
-        .collect()
 }
 
 pub(super) fn from_row(

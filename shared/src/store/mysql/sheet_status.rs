@@ -1,14 +1,10 @@
 //! Per-form sheet status in MySQL.
 
 use crate::store::StoreError;
-use crate::store::columns;
-use sqlx::{MySql, QueryBuilder, Row};
+use sqlx::{MySql, QueryBuilder};
 
 use super::{MySqlStore, push_list};
-use crate::messages::FormId;
-use crate::store::sheet_status::{
-    REPORT_FRESH_SECONDS, SheetFailure, SheetState, SheetStatusStore,
-};
+use crate::store::sheet_status::{SheetFailure, SheetStatusStore};
 
 #[async_trait::async_trait]
 impl SheetStatusStore for MySqlStore {
@@ -51,28 +47,5 @@ impl SheetStatusStore for MySqlStore {
             query.build().persistent(false).execute(&mut *tx).await?;
         }
         Ok(tx.commit().await?)
-    }
-
-    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
-                 (SELECT COUNT(*) FROM sheet_outbox o WHERE o.form_id = ?) AS waiting,
-                 (SELECT COUNT(*) FROM sheet_parked p WHERE p.form_id = ?) AS parked
-             FROM (SELECT 1 AS one) AS one
-             LEFT JOIN sheet_status s
-               ON s.form_id = ? AND s.updated_at > CURRENT_TIMESTAMP(6) - INTERVAL ? SECOND",
-        )
-        .bind(form_id.as_str())
-        .bind(form_id.as_str())
-        .bind(form_id.as_str())
-        .bind(REPORT_FRESH_SECONDS as i64)
-        .fetch_one(&self.pool)
-        .await?;
-        let failure = columns::failure(&row, form_id)?;
-        Ok(SheetState {
-            failure,
-            rows_waiting: row.try_get("waiting")?,
-            rows_parked: row.try_get("parked")?,
-        })
     }
 }

@@ -15,8 +15,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{MySqlStore, push_list};
 use crate::messages::{FormId, ResponseId};
-use crate::store::columns;
-use crate::store::sheets::{ParkRow, PendingForm, SheetStore, TabLocks};
+use crate::store::sheets::{ParkRow, SheetStore, TabLocks};
 
 impl MySqlStore {
     /// Queues responses (`(form_id, response_id)`) for their sheet in `tx` (a response seen
@@ -80,17 +79,6 @@ impl SheetStore for MySqlStore {
         Ok(count as u64)
     }
 
-    async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT form_id, COUNT(*) AS waiting,
-                    TIMESTAMPDIFF(MICROSECOND, MIN(enqueued_at), SYSDATE(6)) / 1e6 AS oldest_age
-             FROM sheet_outbox GROUP BY form_id ORDER BY MIN(enqueued_at)",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(columns::pending_form).collect()
-    }
-
     async fn sheet_rows(
         &self,
         form_id: &FormId,
@@ -101,16 +89,15 @@ impl SheetStore for MySqlStore {
         let mut found = Vec::new();
         for run in self.runs(response_ids, 1, |_| 0)? {
             let mut query = QueryBuilder::<MySql>::new(
-                "SELECT response_id, `row_number`, revision FROM sheet_rows WHERE spreadsheet_id = ",
+                "SELECT response_id, `row_number`, revision FROM sheet_rows",
             );
-            query
-                .push_bind(spreadsheet_id)
-                .push(" AND tab = ")
-                .push_bind(tab)
-                .push(" AND form_id = ")
-                .push_bind(form_id.as_str())
-                .push(" AND response_id IN ");
-            push_list(&mut query, run.iter().map(String::as_str));
+            push_tab_rows(
+                &mut query,
+                form_id,
+                spreadsheet_id,
+                tab,
+                run.iter().map(String::as_str),
+            );
             for row in query.build().fetch_all(&self.pool).await? {
                 found.push((
                     row.try_get("response_id")?,
@@ -146,16 +133,14 @@ impl SheetStore for MySqlStore {
             .filter(|id| !found_ids.contains(id))
             .collect();
         for run in self.runs(&gone, 1, |_| 0)? {
-            let mut query =
-                QueryBuilder::<MySql>::new("DELETE FROM sheet_rows WHERE spreadsheet_id = ");
-            query
-                .push_bind(spreadsheet_id)
-                .push(" AND tab = ")
-                .push_bind(tab)
-                .push(" AND form_id = ")
-                .push_bind(form_id.as_str())
-                .push(" AND response_id IN ");
-            push_list(&mut query, run.iter().copied());
+            let mut query = QueryBuilder::<MySql>::new("DELETE FROM sheet_rows");
+            push_tab_rows(
+                &mut query,
+                form_id,
+                spreadsheet_id,
+                tab,
+                run.iter().copied(),
+            );
             query.build().execute(&mut *tx).await?;
         }
         for run in self.runs(found, 6, |(id, _)| id.len())? {
@@ -373,4 +358,23 @@ impl TabLocks for MySqlTabLocks {
     fn discard(mut self: Box<Self>) {
         self.0.close_on_drop();
     }
+}
+
+/// ` WHERE` the rows of a tab recorded for these responses of a form.
+fn push_tab_rows<'a>(
+    query: &mut QueryBuilder<MySql>,
+    form_id: &'a FormId,
+    spreadsheet_id: &'a str,
+    tab: &'a str,
+    response_ids: impl IntoIterator<Item = &'a str>,
+) {
+    query
+        .push(" WHERE spreadsheet_id = ")
+        .push_bind(spreadsheet_id)
+        .push(" AND tab = ")
+        .push_bind(tab)
+        .push(" AND form_id = ")
+        .push_bind(form_id.as_str())
+        .push(" AND response_id IN ");
+    push_list(query, response_ids);
 }

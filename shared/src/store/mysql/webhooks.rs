@@ -13,7 +13,7 @@ use crate::store::columns;
 use crate::store::responses::json;
 use crate::store::webhooks::{
     ClaimedDelivery, DeliveryCursor, DeliveryPage, DeliveryState, NewDelivery, NewWebhook, Webhook,
-    WebhookId, WebhookStore, distinct, is_delivery_id, kept_error,
+    WebhookId, WebhookStore, distinct,
 };
 
 /// At most this many deliveries named in one statement (each an `OR`ed key: the range
@@ -240,37 +240,6 @@ impl WebhookStore for MySqlStore {
             .into_iter()
             .filter_map(|(_, w, d)| claimed.remove(&(w, d)))
             .collect())
-    }
-
-    async fn delivery_failed(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-        status: Option<u16>,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
-    ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
-        let retry_at = retry_at.map(|at| at.naive_utc());
-        let updated = sqlx::query(
-            "UPDATE webhook_deliveries
-                SET attempts = attempts + 1, last_attempt_at = CURRENT_TIMESTAMP(6),
-                    last_status = ?, last_error = ?,
-                    state = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END,
-                    next_attempt_at = COALESCE(?, next_attempt_at)
-              WHERE webhook_id = ? AND delivery_id = ? AND state = 'pending'",
-        )
-        .bind(status.map(i32::from))
-        .bind(kept_error(error))
-        .bind(retry_at)
-        .bind(retry_at)
-        .bind(webhook_id.as_str())
-        .bind(delivery_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(updated.rows_affected() > 0)
     }
 
     async fn list_deliveries(

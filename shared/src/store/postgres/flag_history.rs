@@ -35,18 +35,10 @@ impl FlagHistoryStore for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let cursor = FlagCursor {
-                txid: row
-                    .try_get::<String, _>("txid")?
-                    .parse()
-                    .map_err(StoreError::corrupt)?,
-                event_id: row.try_get("event_id")?,
-            };
-            events.push(columns::flag_event(row, cursor)?);
-        }
-        let next = events.last().map_or(since, |(cursor, _)| *cursor);
-        Ok(FlagHistoryPage { events, next })
+        columns::flag_history_page(&rows, since, |row| {
+            row.try_get::<String, _>("txid")?
+                .parse()
+                .map_err(StoreError::corrupt)
+        })
     }
 }

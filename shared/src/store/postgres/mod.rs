@@ -78,7 +78,7 @@ impl PgStore {
     }
 }
 
-super::portable::run_on!(PgStore, sqlx::postgres::PgRow, postgres);
+super::portable::run_on!(PgStore, sqlx::Postgres, postgres, |at| at);
 
 impl Engine for PgStore {
     fn name(&self) -> &'static str {

@@ -82,7 +82,7 @@ impl ResponseStore for PgStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        stored_responses(&rows)
+        columns::responses(&rows)
     }
 }
 
@@ -165,12 +165,6 @@ async fn lock_held(
                 (row.try_get("revision")?, flagged),
             ))
         })
-        .collect()
-}
-
-fn stored_responses(rows: &[PgRow]) -> Result<Vec<StoredResponse>, StoreError> {
-    rows.iter()
-        .map(|row| from_row(row).map(|(stored, _)| stored))
         .collect()
 }
 

@@ -1,15 +1,10 @@
 //! Per-form sheet status in PostgreSQL.
 
 use crate::store::StoreError;
-use crate::store::columns;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::PgStore;
-use crate::messages::FormId;
-use crate::store::sheet_status::{
-    REPORT_FRESH_SECONDS, SheetFailure, SheetState, SheetStatusStore,
-};
+use crate::store::sheet_status::{SheetFailure, SheetStatusStore};
 
 #[async_trait::async_trait]
 impl SheetStatusStore for PgStore {
@@ -55,26 +50,5 @@ impl SheetStatusStore for PgStore {
             .await?;
         }
         Ok(tx.commit().await?)
-    }
-
-    async fn sheet_state(&self, form_id: &FormId) -> Result<SheetState, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.spreadsheet_id, s.tab, s.reason, s.about_this_sheet, s.failing_since,
-                 (SELECT count(*) FROM sheet_outbox o WHERE o.form_id = $1) AS waiting,
-                 (SELECT count(*) FROM sheet_parked p WHERE p.form_id = $1) AS parked
-             FROM (SELECT 1) AS one
-             LEFT JOIN sheet_status s
-               ON s.form_id = $1 AND s.updated_at > now() - make_interval(secs => $2)",
-        )
-        .bind(form_id.as_str())
-        .bind(REPORT_FRESH_SECONDS)
-        .fetch_one(&self.pool)
-        .await?;
-        let failure = columns::failure(&row, form_id)?;
-        Ok(SheetState {
-            failure,
-            rows_waiting: row.try_get("waiting")?,
-            rows_parked: row.try_get("parked")?,
-        })
     }
 }

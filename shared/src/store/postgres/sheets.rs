@@ -7,8 +7,7 @@ use sqlx::{Postgres, Row};
 
 use super::PgStore;
 use crate::messages::{FormId, ResponseId};
-use crate::store::columns;
-use crate::store::sheets::{ParkRow, PendingForm, SheetStore, TabLocks};
+use crate::store::sheets::{ParkRow, SheetStore, TabLocks};
 
 #[async_trait::async_trait]
 impl SheetStore for PgStore {
@@ -34,17 +33,6 @@ impl SheetStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT form_id, count(*) AS waiting,
-                    EXTRACT(EPOCH FROM clock_timestamp() - min(enqueued_at))::float8 AS oldest_age
-             FROM sheet_outbox GROUP BY form_id ORDER BY min(enqueued_at)",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(columns::pending_form).collect()
     }
 
     async fn sheet_rows(

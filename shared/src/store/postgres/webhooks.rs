@@ -12,7 +12,7 @@ use super::PgStore;
 use crate::store::columns;
 use crate::store::webhooks::{
     ClaimedDelivery, DeliveryCursor, DeliveryPage, DeliveryState, NewDelivery, NewWebhook, Webhook,
-    WebhookId, WebhookStore, distinct, is_delivery_id, kept_error,
+    WebhookId, WebhookStore, distinct,
 };
 
 /// Delivered deliveries are deleted this many at a time.
@@ -113,35 +113,6 @@ impl WebhookStore for PgStore {
             (a_due, &a.webhook_id, &a.delivery_id).cmp(&(b_due, &b.webhook_id, &b.delivery_id))
         });
         Ok(claimed.into_iter().map(|(_, claimed)| claimed).collect())
-    }
-
-    async fn delivery_failed(
-        &self,
-        webhook_id: &WebhookId,
-        delivery_id: &str,
-        status: Option<u16>,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
-    ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
-        let updated = sqlx::query(
-            "UPDATE webhook_deliveries
-                SET attempts = attempts + 1, last_attempt_at = now(), last_status = $3,
-                    last_error = $4,
-                    state = CASE WHEN $5::timestamptz IS NULL THEN 'dead' ELSE 'pending' END,
-                    next_attempt_at = COALESCE($5::timestamptz, next_attempt_at)
-              WHERE webhook_id = $1 AND delivery_id = $2 AND state = 'pending'",
-        )
-        .bind(webhook_id.as_str())
-        .bind(delivery_id)
-        .bind(status.map(i32::from))
-        .bind(kept_error(error))
-        .bind(retry_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(updated.rows_affected() > 0)
     }
 
     async fn list_deliveries(
