@@ -77,3 +77,50 @@ impl<C> Bound<C> {
             .expect("a bound listener has an address")
     }
 }
+
+/// A service's configuration, as [`Application`] needs it: where it listens, its database, and
+/// how it runs once bound.
+pub trait Service: Sized + Send + 'static {
+    /// The variable that names the listen address (in the error when it cannot be bound).
+    const LISTEN_VARIABLE: &'static str;
+
+    fn listen(&self) -> std::net::SocketAddr;
+
+    fn store_settings(&self) -> crate::store::StoreSettings;
+
+    /// Runs the bound service until `shutdown`.
+    fn run(
+        bound: Bound<Self>,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// A service bound to its port, its database ready.
+pub struct Application<C>(Bound<C>);
+
+impl<C: Service> Application<C> {
+    /// Binds the listener and connects to the database (creating it and running the
+    /// migrations; retried until `shutdown`).
+    pub async fn build(config: C, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let (listen, store) = (config.listen(), config.store_settings());
+        let bound = Bound::new(config, listen, C::LISTEN_VARIABLE, &store, shutdown).await?;
+        Ok(Self(bound))
+    }
+
+    /// The address it listens on (port 0 chosen by the system, for tests).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.0.local_addr()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        C::run(self.0, shutdown).await
+    }
+
+    /// Builds and runs the service until `shutdown`.
+    pub async fn run(config: C, shutdown: CancellationToken) -> anyhow::Result<()> {
+        Self::build(config, &shutdown)
+            .await?
+            .run_until_stopped(shutdown)
+            .await
+    }
+}

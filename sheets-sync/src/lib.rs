@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use collect_shared::config::CommonConfig;
-use collect_shared::server::{self, Bound};
-use collect_shared::store::FormCache;
+use collect_shared::server::{self, Bound, Service};
+use collect_shared::store::{FormCache, StoreSettings};
 use collect_shared::telemetry::{Readiness, ops_router, track_http};
 use tokio_util::sync::CancellationToken;
 
@@ -76,31 +76,25 @@ pub struct SheetsSyncConfig {
 }
 
 /// sheets-sync, bound to its port, its database ready.
-pub struct Application(Bound<SheetsSyncConfig>);
+pub type Application = collect_shared::server::Application<SheetsSyncConfig>;
 
-impl Application {
-    /// Binds the listener and connects to the database (creating it and running the
-    /// migrations; retried until `shutdown`).
-    pub async fn build(
-        config: SheetsSyncConfig,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<Self> {
-        let (listen, store) = (config.listen, config.common.store_settings());
-        Ok(Self(
-            Bound::new(config, listen, "SHEETS_SYNC_LISTEN", &store, shutdown).await?,
-        ))
+impl Service for SheetsSyncConfig {
+    const LISTEN_VARIABLE: &'static str = "SHEETS_SYNC_LISTEN";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.0.local_addr()
+    fn store_settings(&self) -> StoreSettings {
+        self.common.store_settings()
     }
 
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(bound: Bound<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Bound {
             listener,
             config,
             store,
-        } = self.0;
+        } = bound;
         let heartbeat = Arc::new(google::Heartbeat::default());
         heartbeat.touch();
         let request_timeout = Duration::from_millis(config.request_timeout_ms.max(1));
@@ -202,8 +196,5 @@ impl Application {
 }
 
 pub async fn run(config: SheetsSyncConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    Application::build(config, &shutdown)
-        .await?
-        .run_until_stopped(shutdown)
-        .await
+    Application::run(config, shutdown).await
 }

@@ -16,8 +16,8 @@ use collect_shared::amqp::{
 };
 use collect_shared::config::CommonConfig;
 use collect_shared::rules::CompiledForm;
-use collect_shared::server::{self, Bound};
-use collect_shared::store::FormCache;
+use collect_shared::server::{self, Bound, Service};
+use collect_shared::store::{FormCache, StoreSettings};
 use collect_shared::telemetry::{Readiness, ops_router, track_http};
 use tokio_util::sync::CancellationToken;
 
@@ -88,32 +88,26 @@ pub enum DeadLetterAction {
 }
 
 /// The validator, bound to its port, its database ready.
-pub struct Application(Bound<ValidatorConfig>);
+pub type Application = collect_shared::server::Application<ValidatorConfig>;
 
-impl Application {
-    /// Binds the listener and connects to the database (creating it and running the
-    /// migrations; retried until `shutdown`).
-    pub async fn build(
-        config: ValidatorConfig,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<Self> {
-        let (listen, store) = (config.listen, config.common.store_settings());
-        Ok(Self(
-            Bound::new(config, listen, "VALIDATOR_LISTEN", &store, shutdown).await?,
-        ))
+impl Service for ValidatorConfig {
+    const LISTEN_VARIABLE: &'static str = "VALIDATOR_LISTEN";
+
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.0.local_addr()
+    fn store_settings(&self) -> StoreSettings {
+        self.common.store_settings()
     }
 
     /// Consumes and serves health routes until `shutdown`; then finishes in-flight deliveries.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(bound: Bound<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Bound {
             listener,
             config,
             store,
-        } = self.0;
+        } = bound;
         let topology = Topology::new(config.common.namespace.clone());
         let broker = Broker::start(BrokerSettings::new(
             config.common.amqp_url.clone(),
@@ -178,10 +172,7 @@ impl Application {
 }
 
 pub async fn run(config: ValidatorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    Application::build(config, &shutdown)
-        .await?
-        .run_until_stopped(shutdown)
-        .await
+    Application::run(config, shutdown).await
 }
 
 #[cfg(test)]
