@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::a1::{self, Rect};
 use crate::cell::Cell;
 use crate::error::GoogleError;
-use crate::store::{Spreadsheet, invalid_enum};
+use crate::store::{Sheet, Spreadsheet, invalid_enum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dimension {
@@ -34,6 +34,14 @@ impl Dimension {
         match self {
             Self::Rows => "rows",
             Self::Columns => "columns",
+        }
+    }
+
+    /// The grid's number of rows or columns.
+    fn count(self, grid: &mut Sheet) -> &mut u32 {
+        match self {
+            Self::Rows => &mut grid.row_count,
+            Self::Columns => &mut grid.column_count,
         }
     }
 }
@@ -128,10 +136,7 @@ impl Spreadsheet {
         let start = at.index(range, "startIndex", "DimensionRange")?;
         let end = at.index(range, "endIndex", "DimensionRange")?;
         let grid = &mut self.sheets[sheet];
-        let count = match dimension {
-            Dimension::Rows => grid.row_count,
-            Dimension::Columns => grid.column_count,
-        };
+        let count = *dimension.count(grid);
         let start = start.unwrap_or(0);
         let end = end.unwrap_or(count);
         if end > count {
@@ -161,7 +166,6 @@ impl Spreadsheet {
                 let from = (start as usize).min(data.len());
                 let to = (end as usize).min(data.len());
                 data.drain(from..to);
-                grid.row_count -= end - start;
             }
             Dimension::Columns => {
                 for row in data.iter_mut() {
@@ -169,9 +173,9 @@ impl Spreadsheet {
                     let to = (end as usize).min(row.len());
                     row.drain(from..to);
                 }
-                grid.column_count -= end - start;
             }
         }
+        *dimension.count(grid) = count - (end - start);
         Ok(json!({}))
     }
 
@@ -194,10 +198,7 @@ impl Spreadsheet {
         // By analogy with startIndex.
         let end = end.ok_or_else(|| at.fail("range.endIndex must be set"))?;
         let grid = &mut self.sheets[sheet];
-        let count = match dimension {
-            Dimension::Rows => grid.row_count,
-            Dimension::Columns => grid.column_count,
-        };
+        let count = *dimension.count(grid);
         if !inherit_before && start >= count {
             // Google's words.
             return Err(at.fail(format!(
@@ -229,7 +230,6 @@ impl Spreadsheet {
                 if at_row < data.len() {
                     data.splice(at_row..at_row, (0..added).map(|_| Vec::new()));
                 }
-                grid.row_count = grid.row_count.saturating_add(added);
             }
             Dimension::Columns => {
                 let at_col = start as usize;
@@ -238,9 +238,9 @@ impl Spreadsheet {
                         row.splice(at_col..at_col, (0..added).map(|_| Cell::Empty));
                     }
                 }
-                grid.column_count = grid.column_count.saturating_add(added);
             }
         }
+        *dimension.count(grid) = count.saturating_add(added);
         Ok(json!({}))
     }
 
@@ -258,10 +258,8 @@ impl Spreadsheet {
             _ => return Err(at.fail("length must be greater than 0.")),
         };
         let grid = &mut self.sheets[sheet];
-        match dimension {
-            Dimension::Rows => grid.row_count = grid.row_count.saturating_add(length),
-            Dimension::Columns => grid.column_count = grid.column_count.saturating_add(length),
-        }
+        let count = dimension.count(grid);
+        *count = count.saturating_add(length);
         Ok(json!({}))
     }
 

@@ -254,6 +254,13 @@ mod tests {
             .unwrap()
     }
 
+    /// `values.append` of raw values after the table `range` finds, overwriting.
+    fn append_raw(s: &mut Spreadsheet, range: &str, values: &[Vec<Value>]) -> Value {
+        let raw = InputOption::Raw;
+        s.append(range, values, Major::Rows, raw, false, None, u64::MAX)
+            .unwrap()
+    }
+
     #[test]
     fn batch_update_reads_each_request_as_one_of_the_supported_kinds() {
         let mut sheet = spreadsheet();
@@ -309,31 +316,11 @@ mod tests {
         let raw = InputOption::Raw;
         s.update("Sheet1!B1", &rows(10, 3), Major::Rows, raw, None, u64::MAX)
             .unwrap();
-        let reply = s
-            .append(
-                "Sheet1!A:Z",
-                &rows(2, 3),
-                Major::Rows,
-                raw,
-                false,
-                None,
-                u64::MAX,
-            )
-            .unwrap();
+        let reply = append_raw(&mut s, "Sheet1!A:Z", &rows(2, 3));
         assert_eq!(reply["tableRange"], json!("Sheet1!B1:D10"));
         assert_eq!(reply["updates"]["updatedRange"], json!("Sheet1!B11:D12"));
         // A range of one cell still finds the whole table.
-        let reply = s
-            .append(
-                "Sheet1!B1",
-                &rows(1, 3),
-                Major::Rows,
-                raw,
-                false,
-                None,
-                u64::MAX,
-            )
-            .unwrap();
+        let reply = append_raw(&mut s, "Sheet1!B1", &rows(1, 3));
         assert_eq!(reply["updates"]["updatedRange"], json!("Sheet1!B13:D13"));
     }
 
