@@ -135,14 +135,41 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The collector a route is about: the key may act for it, and `user_id` is a user id.
-fn collector_in_path(
-    principal: &crate::auth::Principal,
-    user_id: &str,
-) -> Result<collect_shared::messages::UserId, ApiError> {
-    principal.may_act_for(user_id)?;
-    collect_shared::messages::UserId::parse(user_id)
-        .map_err(|error| ApiError::invalid("user_id", error.to_string()))
+/// The collector a route is about (`…/collectors/{user_id}/…`): the caller's key may act for
+/// it (else `403`), and `user_id` is a user id (else `422`, `field: user_id`).
+pub(crate) struct Collector(pub collect_shared::messages::UserId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Collector {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let principal = crate::auth::Principal::from_request_parts(parts, state).await?;
+        let axum::extract::Path(user_id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| ApiError::invalid("user_id", rejection.body_text()))?;
+        principal.may_act_for(&user_id)?;
+        collect_shared::messages::UserId::parse(&user_id)
+            .map(Self)
+            .map_err(|error| ApiError::invalid("user_id", error.to_string()))
+    }
+}
+
+/// The cursor in the query parameter `name` as `parse` reads it: the start (`C::default()`)
+/// when absent or empty; `422` with `refused` (`field: name`) when it does not parse.
+fn cursor_in_query<C: Default>(
+    query: &std::collections::HashMap<String, String>,
+    name: &'static str,
+    parse: impl Fn(&str) -> Option<C>,
+    refused: &str,
+) -> Result<C, ApiError> {
+    match query.get(name).map(String::as_str) {
+        None | Some("") => Ok(C::default()),
+        Some(text) => parse(text).ok_or_else(|| ApiError::invalid(name, refused)),
+    }
 }
 
 /// `limit` from a query: `default` when absent, else 1 to `max`.

@@ -2,7 +2,7 @@
 //! `GET /v1/collectors/{user_id}/flags` and `…/flags:history`.
 
 use super::documented::*;
-use super::{collector_in_path, limit_in_query};
+use super::{Collector, cursor_in_query, limit_in_query};
 use std::collections::HashMap;
 
 use axum::Json;
@@ -155,20 +155,15 @@ const HISTORY_DEFAULT: i64 = 100;
 )]
 pub async fn flag_history(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(user_id): Path<String>,
+    Collector(id): Collector,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<FlagHistory>, ApiError> {
-    let id = collector_in_path(&principal, &user_id)?;
-    let since = match query.get("since").map(String::as_str) {
-        None | Some("") => FlagCursor::default(),
-        Some(text) => FlagCursor::parse(text).ok_or_else(|| {
-            ApiError::invalid(
-                "since",
-                "since must be a cursor from this route (`next`, or an event's `id`)",
-            )
-        })?,
-    };
+    let since = cursor_in_query(
+        &query,
+        "since",
+        FlagCursor::parse,
+        "since must be a cursor from this route (`next`, or an event's `id`)",
+    )?;
     let limit = limit_in_query(&query, HISTORY_DEFAULT, HISTORY_MAX)?;
     let page = state
         .store
@@ -209,17 +204,15 @@ pub async fn flag_history(
 )]
 pub async fn collector_flags(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(user_id): Path<String>,
+    Collector(id): Collector,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<CollectorFlags>, ApiError> {
-    let id = collector_in_path(&principal, &user_id)?;
-    let after = match query.get("after").map(String::as_str) {
-        None | Some("") => FlaggedCursor::default(),
-        Some(text) => FlaggedCursor::parse(text).ok_or_else(|| {
-            ApiError::invalid("after", "after must be a cursor from this route (`next`)")
-        })?,
-    };
+    let after = cursor_in_query(
+        &query,
+        "after",
+        FlaggedCursor::parse,
+        "after must be a cursor from this route (`next`)",
+    )?;
     let limit = limit_in_query(&query, FLAGS_LIMIT, FLAGS_LIMIT)?;
     let mut flagged = state
         .store

@@ -1,19 +1,18 @@
 //! `GET /v1/collectors/{user_id}/flags:watch`: a collector's flag events as Server-Sent Events.
 
-use super::collector_in_path;
+use super::Collector;
 use super::documented::*;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use collect_shared::store::FlagCursor;
 use futures::{Stream, StreamExt as _};
 
 use super::{AppState, ErrorBody, FlagHistoryEvent};
-use crate::auth::Principal;
 use crate::error::ApiError;
 
 /// How soon a client should reconnect after the stream ends (the SSE `retry` field).
@@ -46,12 +45,10 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 )]
 pub async fn watch_flags(
     State(state): State<AppState>,
-    principal: Principal,
-    Path(user_id): Path<String>,
+    Collector(id): Collector,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = collector_in_path(&principal, &user_id)?;
     let last_event_id = headers
         .get("last-event-id")
         .map(|value| {
