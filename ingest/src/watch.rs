@@ -143,6 +143,8 @@ impl FlagWatch {
         let mut expected: HashMap<Arc<str>, Instant> = HashMap::new();
         let mut retry = RETRY_FIRST;
         let mut failing = false;
+        // The history holds events it does not show yet.
+        let mut held_back = false;
         loop {
             // Send everything the history holds after the cursor.
             loop {
@@ -161,6 +163,7 @@ impl FlagWatch {
                     }
                 };
                 failing = false;
+                held_back = page.held_back;
                 let full = page.events.len() as i64 == PAGE;
                 for (at, event) in page.events {
                     if !expected.is_empty() {
@@ -184,9 +187,10 @@ impl FlagWatch {
 
             // An announced event the history does not show yet (PostgreSQL shows it once every
             // older transaction has ended; a repeat announces one already sent): read again
-            // soon, backing off, for a while.
+            // soon, backing off, for a while; for as long as the history says it holds
+            // events back (a long transaction anywhere on the server holds them all back).
             expected.retain(|_, at| at.elapsed() < RETRY_FOR);
-            let wait = if !expected.is_empty() {
+            let wait = if !expected.is_empty() || held_back {
                 retry = (retry * 2).min(RETRY_FOR);
                 retry / 2
             } else if *listening.borrow() {

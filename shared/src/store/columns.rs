@@ -120,7 +120,11 @@ pub(crate) fn flag_history_page<R: Columns>(
         events.push(flag_event(row, cursor)?);
     }
     let next = events.last().map_or(since, |(cursor, _)| *cursor);
-    Ok(FlagHistoryPage { events, next })
+    Ok(FlagHistoryPage {
+        events,
+        next,
+        held_back: false,
+    })
 }
 
 /// A response waiting in the outbox: the response, with the marker's `force` and

@@ -34,6 +34,9 @@ pub struct FlagHistoryPage {
     pub events: Vec<(FlagCursor, FlagEvent)>,
     /// After the last event of the page; the given cursor when the page is empty.
     pub next: FlagCursor,
+    /// Events after `next` are committed but not shown yet (on PostgreSQL, until every older
+    /// transaction has ended): read again soon.
+    pub held_back: bool,
 }
 
 /// The flag history.

@@ -104,6 +104,57 @@ async fn first_starts_at_once_mysql() {
     first_starts_at_once("mysql").await;
 }
 
+/// On PostgreSQL, a flag event committed while an older transaction is still open somewhere on
+/// the server is not listed yet (a cursor could otherwise pass it), and the page says that it
+/// holds events back, so that a watcher reads again soon instead of at its next poll.
+#[tokio::test]
+async fn a_page_says_when_an_open_transaction_holds_events_back_postgres() {
+    use sqlx::Connection;
+    let database = Database::new("postgres");
+    let store = database.store().await;
+    let user = UserId::parse("u-held").unwrap();
+    let mut older = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut older).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut older)
+        .await
+        .unwrap();
+    save(
+        &store,
+        &message("household_finance", "held", 1, "u-held"),
+        &flagged(),
+    )
+    .await;
+    let page = store
+        .flag_history(&user, FlagCursor::default(), 10)
+        .await
+        .unwrap();
+    assert!(page.events.is_empty(), "{page:?}");
+    assert!(page.held_back);
+    assert_eq!(page.next, FlagCursor::default());
+
+    sqlx::query("ROLLBACK").execute(&mut older).await.unwrap();
+    // Other tests' transactions may hold it back a moment longer.
+    let started = std::time::Instant::now();
+    let page = loop {
+        let page = store
+            .flag_history(&user, FlagCursor::default(), 10)
+            .await
+            .unwrap();
+        if (page.events.len() == 1 && !page.held_back)
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(page.events.len(), 1, "{page:?}");
+    assert_eq!(page.events[0].1.response_id.as_str(), "held");
+    assert!(!page.held_back);
+    drop(store);
+    database.drop().await;
+}
+
 /// A stored word (a response's status, a flag event's kind, a delivery's state) reads back only
 /// as one of its type's values: another word is a decode error, never a default.
 async fn words_read_back_only_as_written(engine: &str) {

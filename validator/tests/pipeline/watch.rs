@@ -8,7 +8,9 @@ use futures::StreamExt;
 use reqwest_eventsource::{Event, EventSource};
 use serde_json::{Value, json};
 
+use super::ENGINE;
 use super::helpers::{KEY, Pipeline, seed};
+use collect_testkit::Engine;
 
 const SAVINGS: &str = "what is the monthly savings?";
 
@@ -180,6 +182,45 @@ async fn a_watcher_sees_each_flag_once_across_an_ingest_restart_and_a_broker_out
     watcher.expect("cleared", "w-live", 1_795_169_800_000).await;
     watcher.expect_nothing().await;
     pipeline.stop().await;
+}
+
+/// On PostgreSQL a flag event is listed only once every older transaction on the server has
+/// ended: one held back by a long transaction elsewhere (longer than a watcher's quick retries
+/// after a wake-up) reaches the watcher soon after that transaction ends, not at its next
+/// 30 s poll.
+#[tokio::test]
+async fn a_flag_held_back_by_a_long_transaction_elsewhere_arrives_soon_after_it_ends() {
+    let pipeline = Pipeline::start().await;
+    let older = match ENGINE {
+        Engine::Postgres => {
+            use sqlx::Connection;
+            let mut older = sqlx::PgConnection::connect(&pipeline.database_url)
+                .await
+                .unwrap();
+            sqlx::query("BEGIN").execute(&mut older).await.unwrap();
+            sqlx::query("SELECT pg_current_xact_id()")
+                .execute(&mut older)
+                .await
+                .unwrap();
+            Some(older)
+        }
+        Engine::MySql => None,
+    };
+    accept(&pipeline, &flagged("h-held", "u-held")).await;
+    pipeline.stored("h-held", 1_795_169_700_000).await;
+    let mut watcher = Watcher::open(&pipeline, "u-held", "");
+    if let Some(mut older) = older {
+        // Held back for longer than the quick retries after the wake-up (2 s).
+        assert!(watcher.next(Duration::from_secs(3)).await.is_none());
+        sqlx::query("ROLLBACK").execute(&mut older).await.unwrap();
+    }
+    let ended = Instant::now();
+    watcher.expect("flagged", "h-held", 1_795_169_700_000).await;
+    assert!(
+        ended.elapsed() < Duration::from_secs(10),
+        "arrived {:?} after the transaction ended",
+        ended.elapsed()
+    );
 }
 
 #[tokio::test]
