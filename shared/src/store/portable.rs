@@ -502,9 +502,6 @@ impl<S: Run> Portable for S {
         delivery_id: &str,
         status: u16,
     ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
         let sql = statement!(
             "UPDATE webhook_deliveries
                 SET state = 'delivered', attempts = attempts + 1,
@@ -512,12 +509,8 @@ impl<S: Run> Portable for S {
                     last_status = ?, last_error = NULL
               WHERE webhook_id = ? AND delivery_id = ? AND state <> 'delivered'"
         );
-        let args = [
-            Arg::Int(i32::from(status)),
-            Arg::Text(webhook_id.as_str()),
-            Arg::Text(delivery_id),
-        ];
-        Ok(self.execute(sql, &args).await? > 0)
+        let set = [Arg::Int(i32::from(status))];
+        update_delivery(self, webhook_id, delivery_id, sql, &set).await
     }
 
     async fn delivery_failed(
@@ -528,9 +521,6 @@ impl<S: Run> Portable for S {
         error: &str,
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
         let sql = statement!(
             "UPDATE webhook_deliveries
                 SET attempts = attempts + 1, last_attempt_at = CURRENT_TIMESTAMP(6),
@@ -540,15 +530,13 @@ impl<S: Run> Portable for S {
               WHERE webhook_id = ? AND delivery_id = ? AND state = 'pending'"
         );
         let error = kept_error(error);
-        let args = [
+        let set = [
             Arg::OptionalInt(status.map(i32::from)),
             Arg::Text(&error),
             Arg::OptionalTime(retry_at),
             Arg::OptionalTime(retry_at),
-            Arg::Text(webhook_id.as_str()),
-            Arg::Text(delivery_id),
         ];
-        Ok(self.execute(sql, &args).await? > 0)
+        update_delivery(self, webhook_id, delivery_id, sql, &set).await
     }
 
     async fn redeliver(
@@ -556,19 +544,19 @@ impl<S: Run> Portable for S {
         webhook_id: &WebhookId,
         delivery_id: &str,
     ) -> Result<bool, StoreError> {
-        if !is_delivery_id(delivery_id) {
-            return Ok(false);
-        }
-        let args = [Arg::Text(webhook_id.as_str()), Arg::Text(delivery_id)];
         let sql = statement!(
             "UPDATE webhook_deliveries
                 SET state = 'pending', attempts = 0, next_attempt_at = CURRENT_TIMESTAMP(6),
                     delivered_at = NULL
               WHERE webhook_id = ? AND delivery_id = ? AND state <> 'pending'"
         );
-        if self.execute(sql, &args).await? > 0 {
+        if !is_delivery_id(delivery_id) {
+            return Ok(false);
+        }
+        if update_delivery(self, webhook_id, delivery_id, sql, &[]).await? {
             return Ok(true);
         }
+        let args = [Arg::Text(webhook_id.as_str()), Arg::Text(delivery_id)];
         let sql = statement!(
             "SELECT 1 AS one FROM webhook_deliveries WHERE webhook_id = ? AND delivery_id = ?"
         );
@@ -580,6 +568,24 @@ impl<S: Run> Portable for S {
             .await
             .map(|_| ())
     }
+}
+
+/// Runs `sql`, an update of one delivery whose placeholders are the values it sets (`set`),
+/// then `webhook_id = ? AND delivery_id = ?`: whether it changed the delivery (false, and
+/// nothing run, when the id cannot be a delivery's).
+async fn update_delivery<S: Run>(
+    store: &S,
+    webhook_id: &WebhookId,
+    delivery_id: &str,
+    sql: Statement,
+    set: &[Arg<'_>],
+) -> Result<bool, StoreError> {
+    if !is_delivery_id(delivery_id) {
+        return Ok(false);
+    }
+    let mut args = set.to_vec();
+    args.extend([Arg::Text(webhook_id.as_str()), Arg::Text(delivery_id)]);
+    Ok(store.execute(sql, &args).await? > 0)
 }
 
 /// The `n` of a `SELECT COUNT(*) AS n`.
