@@ -82,49 +82,11 @@ pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
 }
 
-/// One event to one webhook, and what became of it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryView {
-    /// The `webhook-id` header of every attempt: the same for the same event.
-    pub delivery_id: String,
-    pub state: DeliveryState,
-    pub attempts: i32,
-    /// When the next attempt is due (pending deliveries).
-    pub next_attempt_at: DateTime<Utc>,
-    pub last_attempt_at: Option<DateTime<Utc>>,
-    /// The HTTP status of the last answer; `null` when there was none.
-    pub last_status: Option<u16>,
-    /// Why the last attempt failed.
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    /// The body posted: `{"type": "flag.flagged"|"flag.cleared", "timestamp", "data": <the flag event>}`.
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-}
-
-impl From<Delivery> for DeliveryView {
-    fn from(delivery: Delivery) -> Self {
-        Self {
-            delivery_id: delivery.delivery_id,
-            state: delivery.state,
-            attempts: delivery.attempts,
-            next_attempt_at: delivery.next_attempt_at,
-            last_attempt_at: delivery.last_attempt_at,
-            last_status: delivery.last_status,
-            last_error: delivery.last_error,
-            created_at: delivery.created_at,
-            delivered_at: delivery.delivered_at,
-            payload: delivery.payload,
-        }
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryList {
     pub webhook_id: String,
     /// Oldest first.
-    pub deliveries: Vec<DeliveryView>,
+    pub deliveries: Vec<Delivery>,
     /// Ask again with `after=` this for what follows; `null` when nothing does.
     pub next: Option<String>,
 }
@@ -405,7 +367,7 @@ pub async fn list_deliveries(
         .map_err(ApiError::database)?;
     Ok(Json(DeliveryList {
         webhook_id: id,
-        deliveries: page.deliveries.into_iter().map(Into::into).collect(),
+        deliveries: page.deliveries,
         next: page.next.map(|cursor| cursor.to_string()),
     }))
 }

@@ -205,22 +205,30 @@ pub struct NewDelivery {
     pub payload: serde_json::Value,
 }
 
-/// A delivery as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// One event to one webhook, and what became of it.
+// As stored, and as the API shows it (under its webhook, so without the webhook's id).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = DeliveryView)]
 pub struct Delivery {
+    #[serde(skip)]
     pub webhook_id: WebhookId,
+    /// The `webhook-id` header of every attempt: the same for the same event.
     pub delivery_id: String,
-    pub payload: serde_json::Value,
     pub state: DeliveryState,
     /// Attempts made (reset by a redelivery).
     pub attempts: i32,
+    /// When the next attempt is due (pending deliveries).
     pub next_attempt_at: DateTime<Utc>,
     pub last_attempt_at: Option<DateTime<Utc>>,
-    /// The HTTP status of the last attempt, if the receiver answered.
+    /// The HTTP status of the last answer; `null` when there was none.
     pub last_status: Option<u16>,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The body posted: `{"type": "flag.flagged"|"flag.cleared", "timestamp", "data": <the flag event>}`.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
 }
 
 /// A delivery a worker claimed: what it needs to send it.
