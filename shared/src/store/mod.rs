@@ -1,8 +1,9 @@
 //! The store: every response, form and sheet position Collect keeps, behind one interface
 //! ([`Engine`]) with two implementations, chosen by the scheme of `DATABASE_URL`:
 //! [`postgres`] (`postgres://`) and [`mysql`] (`mysql://`, MySQL 8 or MariaDB 10.6 and later).
-//! What both share (the types, the revision rules, the cursor) lives here; the SQL of each
-//! engine lives in its own module, with its own migrations.
+//! What both share (the types, the revision rules, the cursor) lives here, and so do the
+//! statements both run alike ([`Portable`]); the rest of each engine's SQL lives in its own
+//! module, with its own migrations.
 
 mod columns;
 mod error;

@@ -1,4 +1,5 @@
-//! Every SQL statement of Collect against MySQL (8.0.16 and later) or MariaDB (10.6 and later).
+//! The SQL of Collect that is MySQL's own (8.0.16 and later) or MariaDB's (10.6 and later); what
+//! both engines run alike is in `portable.rs`, run here through `Run`.
 //! Migrations live in `shared/migrations-mysql/`, are embedded in the binaries and run at
 //! start.
 //!

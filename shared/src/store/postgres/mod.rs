@@ -1,4 +1,5 @@
-//! Every SQL statement of Collect against PostgreSQL. Migrations live in `shared/migrations/`,
+//! The SQL of Collect that is PostgreSQL's own (what both engines run alike is in `portable.rs`,
+//! run here through `Run`). Migrations live in `shared/migrations/`,
 //! are embedded in the binaries and run at start.
 
 mod flag_history;
