@@ -115,7 +115,35 @@ impl At<'_> {
     }
 }
 
+/// A request's `range` (a `DimensionRange`): the grid (its index in the spreadsheet), rows or
+/// columns, the ends as given, and the grid's size along that dimension.
+struct DimensionRange {
+    sheet: usize,
+    dimension: Dimension,
+    start: Option<u32>,
+    end: Option<u32>,
+    count: u32,
+}
+
 impl Spreadsheet {
+    /// The request's `range`, read and checked.
+    fn dimension_range(
+        &mut self,
+        body: &Value,
+        at: &At<'_>,
+    ) -> Result<DimensionRange, GoogleError> {
+        let range = &body["range"];
+        let sheet = self.sheet_by_id(range["sheetId"].as_i64().unwrap_or(0), at)?;
+        let dimension = at.dimension(range, "range.")?;
+        Ok(DimensionRange {
+            sheet,
+            dimension,
+            start: at.index(range, "startIndex", "DimensionRange")?,
+            end: at.index(range, "endIndex", "DimensionRange")?,
+            count: *dimension.count(&mut self.sheets[sheet]),
+        })
+    }
+
     fn sheet_by_id(&self, id: i64, at: &At<'_>) -> Result<usize, GoogleError> {
         self.sheets
             .iter()
@@ -130,15 +158,11 @@ impl Spreadsheet {
         body: &Value,
         at: &At<'_>,
     ) -> Result<Value, GoogleError> {
-        let range = &body["range"];
-        let sheet = self.sheet_by_id(range["sheetId"].as_i64().unwrap_or(0), at)?;
-        let dimension = at.dimension(range, "range.")?;
-        let start = at.index(range, "startIndex", "DimensionRange")?;
-        let end = at.index(range, "endIndex", "DimensionRange")?;
-        let grid = &mut self.sheets[sheet];
-        let count = *dimension.count(grid);
-        let start = start.unwrap_or(0);
-        let end = end.unwrap_or(count);
+        let range = self.dimension_range(body, at)?;
+        let (dimension, count) = (range.dimension, range.count);
+        let start = range.start.unwrap_or(0);
+        let end = range.end.unwrap_or(count);
+        let grid = &mut self.sheets[range.sheet];
         if end > count {
             // Google's words (seen in the wild for rows; columns by analogy).
             return Err(at.fail(format!(
@@ -187,18 +211,18 @@ impl Spreadsheet {
         body: &Value,
         at: &At<'_>,
     ) -> Result<Value, GoogleError> {
-        let range = &body["range"];
-        let sheet = self.sheet_by_id(range["sheetId"].as_i64().unwrap_or(0), at)?;
-        let dimension = at.dimension(range, "range.")?;
-        let start = at.index(range, "startIndex", "DimensionRange")?;
-        let end = at.index(range, "endIndex", "DimensionRange")?;
+        let range = self.dimension_range(body, at)?;
+        let (dimension, count) = (range.dimension, range.count);
         let inherit_before = body["inheritFromBefore"].as_bool().unwrap_or(false);
         // Google's words.
-        let start = start.ok_or_else(|| at.fail("range.startIndex must be set"))?;
+        let start = range
+            .start
+            .ok_or_else(|| at.fail("range.startIndex must be set"))?;
         // By analogy with startIndex.
-        let end = end.ok_or_else(|| at.fail("range.endIndex must be set"))?;
-        let grid = &mut self.sheets[sheet];
-        let count = *dimension.count(grid);
+        let end = range
+            .end
+            .ok_or_else(|| at.fail("range.endIndex must be set"))?;
+        let grid = &mut self.sheets[range.sheet];
         if !inherit_before && start >= count {
             // Google's words.
             return Err(at.fail(format!(
