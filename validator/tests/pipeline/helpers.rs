@@ -179,29 +179,20 @@ pub async fn start_validator(config: ValidatorConfig) -> Running {
 
 /// A seed payload with `changes` applied: valid as it stands.
 pub fn seed(response_id: &str, user_id: &str, changes: Value) -> Value {
-    let mut payload = json!({
-        "response_id": response_id,
-        "response_family_id": "f-3",
+    let mut payload = collect_testkit::seed_payload(response_id);
+    // Plain numbers and a Unix time where the seed's payload mixes types (tested elsewhere).
+    let plain = json!({
         "user_id": user_id,
-        "username": "asha",
-        "location": "Pune",
-        "submitted_time": "2026-11-20T10:00:00Z",
-        "synced_time": "2026-11-20T10:05:00Z",
         "last_modified_time": 1_795_169_700,
-        "name": "Asha Rao",
-        "email": "asha@example.com",
-        "mobile_number": "+91 98200 00000",
-        "gender": "female",
-        "age": 34,
-        "what is the monthly income?": 52000,
-        "what is the monthly savings?": 8000,
-        "what is the monthly expenditure?": 30000,
-        "How much money do you spend monthly on food?": 12000,
-        "How much money do you spend monthly on your cable service?": 500,
         "How much money do you spend monthly on healthcare?": 2000,
         "How much money do you spend monthly on fuel for your car?": 3000
     });
-    for (key, value) in changes.as_object().unwrap() {
+    for (key, value) in plain
+        .as_object()
+        .unwrap()
+        .iter()
+        .chain(changes.as_object().unwrap())
+    {
         payload[key] = value.clone();
     }
     payload
