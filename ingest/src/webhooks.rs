@@ -33,7 +33,9 @@ use collect_shared::amqp::{Batching, Broker};
 use collect_shared::amqp::{Publisher, Settled, Topology, consume_batches, dead_letter};
 use collect_shared::messages::FlagEvent;
 use collect_shared::retry::{Policy, Retried, retry_transient, retry_until_shutdown};
-use collect_shared::store::{ClaimedDelivery, NewDelivery, Store, StoreError, Webhook};
+use collect_shared::store::{
+    ClaimedDelivery, FailedAttempt, NewDelivery, Store, StoreError, Webhook,
+};
 
 /// How the dispatcher delivers.
 #[derive(Debug, Clone)]
@@ -468,9 +470,11 @@ impl Sender {
                     .delivery_failed(
                         &claimed.webhook_id,
                         &claimed.delivery_id,
-                        status,
-                        &error,
-                        retry_at,
+                        FailedAttempt {
+                            status,
+                            error: &error,
+                            retry_at,
+                        },
                     )
                     .await
             }

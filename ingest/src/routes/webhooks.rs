@@ -13,7 +13,8 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use collect_shared::messages::{FormId, UserId};
 use collect_shared::store::{
-    Delivery, DeliveryCounts, DeliveryCursor, DeliveryState, NewWebhook, Webhook, WebhookId,
+    Delivery, DeliveryCounts, DeliveryCursor, DeliveryQuery, DeliveryState, NewWebhook, Webhook,
+    WebhookId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -362,7 +363,14 @@ pub async fn list_deliveries(
     }
     let page = state
         .store
-        .list_deliveries(&webhook_id, wanted, after, limit)
+        .list_deliveries(
+            &webhook_id,
+            &DeliveryQuery {
+                state: wanted,
+                after,
+                limit,
+            },
+        )
         .await
         .map_err(ApiError::database)?;
     Ok(Json(DeliveryList {

@@ -29,11 +29,13 @@ pub use forms::{FormCache, FormLookupError, FormStore, PutForm, StoredForm};
 pub use portable::Portable;
 pub use responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition};
 pub use sheet_status::{SheetFailure, SheetState, SheetStatusStore};
-pub use sheets::{ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks};
+pub use sheets::{
+    BatchWritten, FormTab, ParkRow, ParkedRow, PendingForm, PendingRow, SheetStore, TabLocks,
+};
 pub use webhooks::{
-    ClaimedDelivery, Delivery, DeliveryCounts, DeliveryCursor, DeliveryPage, DeliveryState,
-    InvalidWebhookId, MAX_ERROR_CHARS, NewDelivery, NewWebhook, Webhook, WebhookId, WebhookStore,
-    is_delivery_id,
+    ClaimedDelivery, Delivery, DeliveryCounts, DeliveryCursor, DeliveryPage, DeliveryQuery,
+    DeliveryState, FailedAttempt, InvalidWebhookId, MAX_ERROR_CHARS, NewDelivery, NewWebhook,
+    Webhook, WebhookId, WebhookStore, is_delivery_id,
 };
 
 /// One database engine: everything the services ask of the store.

@@ -11,14 +11,17 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::messages::{FormId, ResponseId, StoredResponse};
+use crate::messages::{FormId, ResponseId, StoredResponse, UserId};
 use crate::store::StoreError;
 use crate::store::columns::{self, Columns};
 use crate::store::forms::StoredForm;
-use crate::store::responses::SheetPosition;
+use crate::store::responses::{FlaggedCursor, SheetPosition};
 use crate::store::sheet_status::{REPORT_FRESH_SECONDS, SheetState};
 use crate::store::sheets::{ParkedRow, PendingForm, PendingRow};
-use crate::store::webhooks::{Webhook, WebhookId, is_delivery_id, kept_error};
+use crate::store::webhooks::{
+    DeliveryPage, DeliveryQuery, DeliveryState, FailedAttempt, Webhook, WebhookId, is_delivery_id,
+    kept_error,
+};
 
 /// One statement in each engine's dialect: derived from MySQL's by [`statement!`], or both
 /// written out where the dialects differ in more than placeholders and quotes (the binds are
@@ -110,10 +113,13 @@ const fn digits(mut n: usize) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg<'a> {
     Text(&'a str),
+    OptionalText(Option<&'a str>),
     Int(i32),
     OptionalInt(Option<i32>),
     BigInt(i64),
     /// Bound as each engine keeps times (PostgreSQL's `timestamptz`, MySQL's UTC `DATETIME`).
+    Time(DateTime<Utc>),
+    /// Bound as [`Arg::Time`] is.
     OptionalTime(Option<DateTime<Utc>>),
 }
 
@@ -192,15 +198,22 @@ where
     &'q str: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
     i32: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
     i64: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    Option<&'static str>: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
     Option<i32>: for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    T: 'q + for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
     Option<T>: 'q + for<'e> sqlx::Encode<'e, DB> + sqlx::Type<DB>,
 {
     for &arg in args {
         query = match arg {
             Arg::Text(text) => query.bind(text),
+            Arg::OptionalText(Some(text)) => query.bind(text),
+            // `Option<&'q str>` for any `'q` would ask for `'static` (a limit of the trait
+            // solver), and a NULL borrows nothing.
+            Arg::OptionalText(None) => query.bind(None::<&'static str>),
             Arg::Int(n) => query.bind(n),
             Arg::OptionalInt(n) => query.bind(n),
             Arg::BigInt(n) => query.bind(n),
+            Arg::Time(at) => query.bind(time(at)),
             Arg::OptionalTime(at) => query.bind(at.map(time)),
         };
     }
@@ -244,6 +257,15 @@ pub trait Portable {
     async fn responses_with_id(
         &self,
         response_id: &ResponseId,
+        limit: i64,
+    ) -> Result<Vec<StoredResponse>, StoreError>;
+
+    /// The collector's responses that are flagged now (latest revision), after `after` in
+    /// the order (`stored_at`, `form_id`, `response_id`), at most `limit`.
+    async fn flagged_for_collector(
+        &self,
+        user_id: &UserId,
+        after: &FlaggedCursor,
         limit: i64,
     ) -> Result<Vec<StoredResponse>, StoreError>;
 
@@ -293,6 +315,14 @@ pub trait Portable {
     /// Deletes the webhook and its deliveries; false when there was none.
     async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError>;
 
+    /// The webhook's deliveries the query asks for, oldest first (by `created_at`, then
+    /// delivery id).
+    async fn list_deliveries(
+        &self,
+        webhook_id: &WebhookId,
+        query: &DeliveryQuery,
+    ) -> Result<DeliveryPage, StoreError>;
+
     /// Records a delivery's success (HTTP `status`): delivered, one more attempt. False when
     /// there is no such delivery, or it was delivered already.
     async fn delivery_succeeded(
@@ -302,17 +332,15 @@ pub trait Portable {
         status: u16,
     ) -> Result<bool, StoreError>;
 
-    /// Records a failed attempt (the HTTP status, if the receiver answered, and why; the error
-    /// is kept to [`MAX_ERROR_CHARS`](super::MAX_ERROR_CHARS)): pending again at `retry_at`,
-    /// or dead when `None`. False when there is no such delivery, or it is no longer pending
-    /// (another attempt delivered it meanwhile).
+    /// Records a failed attempt (the error is kept to
+    /// [`MAX_ERROR_CHARS`](super::MAX_ERROR_CHARS)): pending again at its `retry_at`, or dead
+    /// when `None`. False when there is no such delivery, or it is no longer pending (another
+    /// attempt delivered it meanwhile).
     async fn delivery_failed(
         &self,
         webhook_id: &WebhookId,
         delivery_id: &str,
-        status: Option<u16>,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
+        attempt: FailedAttempt<'_>,
     ) -> Result<bool, StoreError>;
 
     /// A dead or delivered delivery pending again, due now, with no attempts (a replay once
@@ -368,6 +396,30 @@ impl<S: Run> Portable for S {
         rows.iter()
             .map(|row| columns::response(row).map(|(stored, _)| stored))
             .collect()
+    }
+
+    /// The cursor is compared column by column, the way MySQL uses an index for it, with
+    /// `stored_at >= ?` first to bound the range on both engines.
+    async fn flagged_for_collector(
+        &self,
+        user_id: &UserId,
+        after: &FlaggedCursor,
+        limit: i64,
+    ) -> Result<Vec<StoredResponse>, StoreError> {
+        let sql = statement!(
+            "SELECT * FROM responses
+             WHERE user_id = ? AND status = 'flagged' AND stored_at >= ?
+               AND (stored_at > ? OR (stored_at = ? AND (form_id > ?
+                    OR (form_id = ? AND response_id > ?))))
+             ORDER BY stored_at, form_id, response_id
+             LIMIT ?"
+        );
+        let at = Arg::Time(after.stored_at);
+        let (form, response) = (Arg::Text(&after.form_id), Arg::Text(&after.response_id));
+        let user = Arg::Text(user_id.as_str());
+        let args = [user, at, at, at, form, form, response, Arg::BigInt(limit)];
+        let rows = self.rows(sql, &args).await?;
+        columns::responses(&rows)
     }
 
     async fn sheet_position(
@@ -496,6 +548,37 @@ impl<S: Run> Portable for S {
         Ok(self.execute(sql, &[Arg::Text(id.as_str())]).await? > 0)
     }
 
+    /// The cursor is compared as [`Portable::flagged_for_collector`] compares it.
+    async fn list_deliveries(
+        &self,
+        webhook_id: &WebhookId,
+        query: &DeliveryQuery,
+    ) -> Result<DeliveryPage, StoreError> {
+        let sql = statement!(
+            "SELECT * FROM webhook_deliveries
+             WHERE webhook_id = ? AND (? IS NULL OR state = ?) AND created_at >= ?
+               AND (created_at > ? OR (created_at = ? AND delivery_id > ?))
+             ORDER BY created_at, delivery_id
+             LIMIT ?"
+        );
+        let limit = query.limit.max(1);
+        let after = query.after.clone().unwrap_or_default();
+        let state = Arg::OptionalText(query.state.map(DeliveryState::as_str));
+        let at = Arg::Time(after.created_at);
+        let args = [
+            Arg::Text(webhook_id.as_str()),
+            state,
+            state,
+            at,
+            at,
+            at,
+            Arg::Text(&after.delivery_id),
+            Arg::BigInt(limit.saturating_add(1)),
+        ];
+        let rows = self.rows(sql, &args).await?;
+        columns::delivery_page(&rows, limit)
+    }
+
     async fn delivery_succeeded(
         &self,
         webhook_id: &WebhookId,
@@ -517,9 +600,7 @@ impl<S: Run> Portable for S {
         &self,
         webhook_id: &WebhookId,
         delivery_id: &str,
-        status: Option<u16>,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
+        attempt: FailedAttempt<'_>,
     ) -> Result<bool, StoreError> {
         let sql = statement!(
             "UPDATE webhook_deliveries
@@ -529,12 +610,12 @@ impl<S: Run> Portable for S {
                     next_attempt_at = COALESCE(?, next_attempt_at)
               WHERE webhook_id = ? AND delivery_id = ? AND state = 'pending'"
         );
-        let error = kept_error(error);
+        let error = kept_error(attempt.error);
         let set = [
-            Arg::OptionalInt(status.map(i32::from)),
+            Arg::OptionalInt(attempt.status.map(i32::from)),
             Arg::Text(&error),
-            Arg::OptionalTime(retry_at),
-            Arg::OptionalTime(retry_at),
+            Arg::OptionalTime(attempt.retry_at),
+            Arg::OptionalTime(attempt.retry_at),
         ];
         update_delivery(self, webhook_id, delivery_id, sql, &set).await
     }

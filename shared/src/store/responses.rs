@@ -6,7 +6,7 @@ use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 
 use crate::messages::{
-    Flag, FlagEventKind, FormId, ResponseId, ResponseMessage, Revision, StoredResponse, UserId,
+    Flag, FlagEventKind, FormId, ResponseId, ResponseMessage, Revision, StoredResponse,
 };
 
 /// A response's row in a sheet.
@@ -59,15 +59,6 @@ pub trait ResponseStore {
         &self,
         batch: &[NewResponse<'_>],
     ) -> Result<Vec<SaveOutcome>, StoreError>;
-
-    /// The collector's responses that are flagged now (latest revision), after `after` in
-    /// the order (`stored_at`, `form_id`, `response_id`), at most `limit`.
-    async fn flagged_for_collector(
-        &self,
-        user_id: &UserId,
-        after: &FlaggedCursor,
-        limit: i64,
-    ) -> Result<Vec<StoredResponse>, StoreError>;
 }
 
 /// Where a reader of a collector's flagged responses is: after the response stored at

@@ -15,6 +15,29 @@ pub(crate) fn keys<'a>(responses: &[(&'a ResponseId, &'a FormId)]) -> Vec<(&'a s
         .collect()
 }
 
+/// A form's tab in a spreadsheet: where sheets-sync writes the form's rows, and what the
+/// store records of them.
+#[derive(Debug, Clone, Copy)]
+pub struct FormTab<'a> {
+    pub form_id: &'a FormId,
+    pub spreadsheet_id: &'a str,
+    pub tab: &'a str,
+}
+
+/// What one batch did to a tab, recorded at once by [`SheetStore::record_written`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchWritten<'a> {
+    /// Where each response was written: `(response_id, row, revision)`.
+    pub rows: &'a [(String, i32, i64)],
+    /// The responses done with, to take off the outbox unless they were enqueued again after
+    /// the time given (a newer revision): `(response_id, enqueued_at)`.
+    pub done: &'a [(String, DateTime<Utc>)],
+    /// The rows appends inserted, in order: `(first row, count)`. `values.append` with
+    /// `INSERT_ROWS` inserts its rows, so every row recorded at or below the first one moved
+    /// down (an append lands in a gap a person left in the table).
+    pub inserted: &'a [(i32, i32)],
+}
+
 /// A response waiting to be written, with its latest stored revision.
 #[derive(Debug, Clone)]
 pub struct PendingRow {
@@ -65,13 +88,11 @@ pub trait SheetStore {
     /// Marks every stored response of a form for rewriting; returns how many.
     async fn enqueue_form_export(&self, form_id: &FormId) -> Result<u64, StoreError>;
 
-    /// The rows of a tab already written, for these responses of a form: `(response_id, row,
-    /// revision)`.
+    /// The rows of a tab already written, for these responses of its form: `(response_id,
+    /// row, revision)`.
     async fn sheet_rows(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
+        at: FormTab<'_>,
         response_ids: &[String],
     ) -> Result<Vec<(String, i32, i64)>, StoreError>;
 
@@ -83,37 +104,23 @@ pub trait SheetStore {
     /// were forgotten.
     async fn resync_sheet_rows(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
+        at: FormTab<'_>,
         found: &[(String, i32)],
     ) -> Result<u64, StoreError>;
 
-    /// Records where responses were written (`(response_id, row, revision)`) and takes them off
-    /// the outbox, unless they were enqueued again meanwhile (a newer revision), in one
-    /// transaction. `inserted` are the rows appends inserted, in order (`(first row, count)`):
-    /// `values.append` with `INSERT_ROWS` inserts its rows, so every row recorded at or below
-    /// the first one moved down (an append lands in a gap a person left in the table).
+    /// Records what a batch did to a tab, in one transaction: moves the rows appends pushed
+    /// down, records where responses were written, and takes the responses done off the
+    /// outbox, unless they were enqueued again meanwhile (a newer revision).
     async fn record_written(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
-        written: &[(String, i32, i64)],
-        enqueued_before: &[(String, DateTime<Utc>)],
-        inserted: &[(i32, i32)],
+        at: FormTab<'_>,
+        batch: BatchWritten<'_>,
     ) -> Result<(), StoreError>;
 
     /// Takes responses a sheet permanently refused off the outbox, with the reason, unless a
     /// newer revision was queued meanwhile (that one is tried instead). Returns how many were
     /// parked.
-    async fn park_rows(
-        &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
-        parked: &[ParkRow],
-    ) -> Result<u64, StoreError>;
+    async fn park_rows(&self, at: FormTab<'_>, parked: &[ParkRow]) -> Result<u64, StoreError>;
 
     /// A session of its own to hold this instance's tab locks on (see [`TabLocks`]).
     async fn lock_session(&self) -> Result<Box<dyn TabLocks>, StoreError>;

@@ -309,6 +309,32 @@ impl fmt::Display for DeliveryCursor {
     }
 }
 
+/// Which of a webhook's deliveries to list (see [`Portable::list_deliveries`]).
+///
+/// [`Portable::list_deliveries`]: super::Portable::list_deliveries
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryQuery {
+    /// Only the deliveries in this state; all when `None`.
+    pub state: Option<DeliveryState>,
+    /// After this cursor; from the oldest when `None`.
+    pub after: Option<DeliveryCursor>,
+    /// At most this many (at least 1).
+    pub limit: i64,
+}
+
+/// What a failed delivery attempt found (see [`Portable::delivery_failed`]).
+///
+/// [`Portable::delivery_failed`]: super::Portable::delivery_failed
+#[derive(Debug, Clone, Copy)]
+pub struct FailedAttempt<'a> {
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why it failed.
+    pub error: &'a str,
+    /// When to try again; `None`: never (the delivery is dead).
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
 /// A page of a webhook's deliveries, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryPage {
@@ -340,16 +366,6 @@ pub trait WebhookStore {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
-
-    /// The webhook's deliveries (in `state`, if given) after the cursor, oldest first (by
-    /// `created_at`, then delivery id), at most `limit` (at least 1).
-    async fn list_deliveries(
-        &self,
-        webhook_id: &WebhookId,
-        state: Option<DeliveryState>,
-        after: Option<DeliveryCursor>,
-        limit: i64,
-    ) -> Result<DeliveryPage, StoreError>;
 
     /// Retention: deletes the delivered deliveries delivered before `before`; returns how many.
     async fn delete_deliveries_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;

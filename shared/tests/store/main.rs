@@ -15,7 +15,8 @@ use collect_shared::messages::{
 };
 use collect_shared::rules::Evaluation;
 use collect_shared::store::{
-    FlagCursor, FlaggedCursor, NewResponse, SaveOutcome, Store, StoreError, StoreSettings,
+    BatchWritten, FlagCursor, FlaggedCursor, FormTab, NewResponse, SaveOutcome, Store, StoreError,
+    StoreSettings,
 };
 use serde_json::json;
 
@@ -705,16 +706,16 @@ async fn outbox_rows_and_parking(store: Store) {
     store.enqueue_many_for_sheet(&queued[..1]).await.unwrap();
     store
         .record_written(
-            &form,
-            sheet,
-            tab,
-            &[
-                ("o-2".into(), 2, 1),
-                ("o-3".into(), 3, 1),
-                ("o-1".into(), 4, 1),
-            ],
-            &before,
-            &[],
+            at(&form, sheet, tab),
+            BatchWritten {
+                rows: &[
+                    ("o-2".into(), 2, 1),
+                    ("o-3".into(), 3, 1),
+                    ("o-1".into(), 4, 1),
+                ],
+                done: &before,
+                inserted: &[],
+            },
         )
         .await
         .unwrap();
@@ -757,7 +758,13 @@ async fn outbox_rows_and_parking(store: Store) {
 
     // An append that inserted 2 rows at row 3 moved o-3 and o-1 down.
     store
-        .record_written(&form, sheet, tab, &[], &[], &[(3, 2)])
+        .record_written(
+            at(&form, sheet, tab),
+            BatchWritten {
+                inserted: &[(3, 2)],
+                ..BatchWritten::default()
+            },
+        )
         .await
         .unwrap();
     let found = rows_of(&store, &form, sheet, tab, &["o-1", "o-2", "o-3"]).await;
@@ -773,9 +780,7 @@ async fn outbox_rows_and_parking(store: Store) {
     // A person sorted the sheet and deleted o-2's row: resync says what the sheet holds.
     let forgotten = store
         .resync_sheet_rows(
-            &form,
-            sheet,
-            tab,
+            at(&form, sheet, tab),
             &[("o-1".into(), 2), ("o-3".into(), 3), ("new".into(), 4)],
         )
         .await
@@ -795,9 +800,7 @@ async fn outbox_rows_and_parking(store: Store) {
     let waiting = store.pending_rows(&form, 10).await.unwrap();
     let parked = store
         .park_rows(
-            &form,
-            sheet,
-            tab,
+            at(&form, sheet, tab),
             &[collect_shared::store::ParkRow {
                 response_id: "o-1".into(),
                 revision: 1,
@@ -880,7 +883,14 @@ async fn saving_queues_written_revisions(store: Store) {
     let pending = store.pending_rows(&form, 10).await.unwrap();
     let before = [("q-1".to_owned(), pending[0].enqueued_at)];
     store
-        .record_written(&form, "s", "t", &[("q-1".into(), 2, 1)], &before, &[])
+        .record_written(
+            at(&form, "s", "t"),
+            BatchWritten {
+                rows: &[("q-1".into(), 2, 1)],
+                done: &before,
+                inserted: &[],
+            },
+        )
         .await
         .unwrap();
     assert_eq!(waiting(&store, &form).await, []);
@@ -906,9 +916,7 @@ async fn saving_queues_written_revisions(store: Store) {
     let pending = store.pending_rows(&form, 10).await.unwrap();
     store
         .park_rows(
-            &form,
-            "s",
-            "t",
+            at(&form, "s", "t"),
             &[collect_shared::store::ParkRow {
                 response_id: "q-1".into(),
                 revision: 3,
@@ -933,6 +941,15 @@ async fn saving_queues_written_revisions(store: Store) {
     assert_eq!(waiting(&store, &other).await, [("q-1".to_owned(), 1)]);
 }
 
+/// A form's tab.
+fn at<'a>(form_id: &'a FormId, spreadsheet_id: &'a str, tab: &'a str) -> FormTab<'a> {
+    FormTab {
+        form_id,
+        spreadsheet_id,
+        tab,
+    }
+}
+
 /// The recorded rows of these responses in a tab, sorted.
 async fn rows_of(
     store: &Store,
@@ -942,7 +959,7 @@ async fn rows_of(
     ids: &[&str],
 ) -> Vec<(String, i32, i64)> {
     let ids: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
-    let mut found = store.sheet_rows(form, sheet, tab, &ids).await.unwrap();
+    let mut found = store.sheet_rows(at(form, sheet, tab), &ids).await.unwrap();
     found.sort();
     found
 }

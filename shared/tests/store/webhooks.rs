@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use collect_shared::messages::{FormId, UserId};
 use collect_shared::store::{
-    DeliveryCounts, DeliveryCursor, DeliveryState, MAX_ERROR_CHARS, NewDelivery, NewWebhook, Store,
-    WebhookId,
+    DeliveryCounts, DeliveryCursor, DeliveryQuery, DeliveryState, FailedAttempt, MAX_ERROR_CHARS,
+    NewDelivery, NewWebhook, Store, WebhookId,
 };
 use serde_json::json;
 
@@ -66,7 +66,7 @@ fn at(micros: i64) -> DateTime<Utc> {
 
 async fn all_deliveries(store: &Store, webhook: &str) -> Vec<collect_shared::store::Delivery> {
     let page = store
-        .list_deliveries(&id(webhook), None, None, 1000)
+        .list_deliveries(&id(webhook), &query(None, None, 1000))
         .await
         .unwrap();
     assert_eq!(page.next, None);
@@ -302,7 +302,11 @@ async fn claims_due_oldest_first_with_a_lease(store: Store) {
     ] {
         assert!(
             store
-                .delivery_failed(&id("w"), delivery_id, Some(500), "boom", Some(retry_at))
+                .delivery_failed(
+                    &id("w"),
+                    delivery_id,
+                    failed(Some(500), "boom", Some(retry_at))
+                )
                 .await
                 .unwrap()
         );
@@ -329,7 +333,7 @@ async fn claims_due_oldest_first_with_a_lease(store: Store) {
     // A claimer that dies: after its lease the delivery is claimed again.
     assert!(
         store
-            .delivery_failed(&id("w"), "d-00", None, "timeout", Some(at(1)))
+            .delivery_failed(&id("w"), "d-00", failed(None, "timeout", Some(at(1))))
             .await
             .unwrap()
     );
@@ -403,7 +407,7 @@ async fn delivery_outcomes(store: Store) {
     assert!(!store.delivery_succeeded(&w, "d-00", 200).await.unwrap());
     assert!(
         !store
-            .delivery_failed(&w, "d-00", Some(500), "late", None)
+            .delivery_failed(&w, "d-00", failed(Some(500), "late", None))
             .await
             .unwrap()
     );
@@ -416,9 +420,7 @@ async fn delivery_outcomes(store: Store) {
             .delivery_failed(
                 &w,
                 "d-01",
-                Some(503),
-                "503 Service Unavailable",
-                Some(retry_at)
+                failed(Some(503), "503 Service Unavailable", Some(retry_at))
             )
             .await
             .unwrap()
@@ -447,7 +449,7 @@ async fn delivery_outcomes(store: Store) {
     let long_error = format!("connection reset\0{}", "é".repeat(2000));
     assert!(
         store
-            .delivery_failed(&w, "d-01", None, &long_error, None)
+            .delivery_failed(&w, "d-01", failed(None, &long_error, None))
             .await
             .unwrap()
     );
@@ -479,7 +481,7 @@ async fn delivery_outcomes(store: Store) {
     // Dead: no more failures recorded, and never claimed.
     assert!(
         !store
-            .delivery_failed(&w, "d-01", Some(500), "again", Some(at(1)))
+            .delivery_failed(&w, "d-01", failed(Some(500), "again", Some(at(1))))
             .await
             .unwrap()
     );
@@ -494,7 +496,7 @@ async fn delivery_outcomes(store: Store) {
     assert!(!store.delivery_succeeded(&w, "nope", 200).await.unwrap());
     assert!(
         !store
-            .delivery_failed(&id("other"), "d-02", None, "x", None)
+            .delivery_failed(&id("other"), "d-02", failed(None, "x", None))
             .await
             .unwrap()
     );
@@ -524,7 +526,7 @@ async fn deliveries_listed_with_a_cursor(store: Store) {
     let mut after = None;
     loop {
         let page = store
-            .list_deliveries(&w, None, after.clone(), 2)
+            .list_deliveries(&w, &query(None, after.clone(), 2))
             .await
             .unwrap();
         pages.push(
@@ -548,7 +550,10 @@ async fn deliveries_listed_with_a_cursor(store: Store) {
         ]
     );
     // A last page exactly full says no more.
-    let page = store.list_deliveries(&w, None, None, 7).await.unwrap();
+    let page = store
+        .list_deliveries(&w, &query(None, None, 7))
+        .await
+        .unwrap();
     assert_eq!((page.deliveries.len(), page.next), (7, None));
 
     // By state.
@@ -558,13 +563,13 @@ async fn deliveries_listed_with_a_cursor(store: Store) {
         .unwrap();
     for dead in ["d-01", "d-03", "a-late"] {
         store
-            .delivery_failed(&w, dead, Some(410), "gone", None)
+            .delivery_failed(&w, dead, failed(Some(410), "gone", None))
             .await
             .unwrap();
     }
     store.delivery_succeeded(&w, "d-02", 200).await.unwrap();
     let page = store
-        .list_deliveries(&w, Some(DeliveryState::Dead), None, 2)
+        .list_deliveries(&w, &query(Some(DeliveryState::Dead), None, 2))
         .await
         .unwrap();
     let got: Vec<&str> = page
@@ -574,7 +579,7 @@ async fn deliveries_listed_with_a_cursor(store: Store) {
         .collect();
     assert_eq!(got, ["d-01", "d-03"]);
     let page = store
-        .list_deliveries(&w, Some(DeliveryState::Dead), page.next, 2)
+        .list_deliveries(&w, &query(Some(DeliveryState::Dead), page.next, 2))
         .await
         .unwrap();
     let got: Vec<&str> = page
@@ -588,7 +593,7 @@ async fn deliveries_listed_with_a_cursor(store: Store) {
         (DeliveryState::Pending, vec!["d-00", "d-04", "b-late"]),
     ] {
         let page = store
-            .list_deliveries(&w, Some(state), None, 10)
+            .list_deliveries(&w, &query(Some(state), None, 10))
             .await
             .unwrap();
         let got: Vec<&str> = page
@@ -599,7 +604,7 @@ async fn deliveries_listed_with_a_cursor(store: Store) {
         assert_eq!(got, expected, "{state}");
     }
     let page = store
-        .list_deliveries(&id("nope"), None, None, 10)
+        .list_deliveries(&id("nope"), &query(None, None, 10))
         .await
         .unwrap();
     assert_eq!((page.deliveries.len(), page.next), (0, None));
@@ -611,7 +616,7 @@ async fn redelivery_and_retention(store: Store) {
     let long = Duration::from_secs(600);
     store.claim_deliveries(10, long).await.unwrap();
     store
-        .delivery_failed(&w, "d-00", Some(500), "boom", None)
+        .delivery_failed(&w, "d-00", failed(Some(500), "boom", None))
         .await
         .unwrap();
     store.delivery_succeeded(&w, "d-01", 200).await.unwrap();
@@ -691,4 +696,20 @@ async fn redelivery_and_retention(store: Store) {
             dead: 0
         }
     );
+}
+
+fn query(state: Option<DeliveryState>, after: Option<DeliveryCursor>, limit: i64) -> DeliveryQuery {
+    DeliveryQuery {
+        state,
+        after,
+        limit,
+    }
+}
+
+fn failed(status: Option<u16>, error: &str, retry_at: Option<DateTime<Utc>>) -> FailedAttempt<'_> {
+    FailedAttempt {
+        status,
+        error,
+        retry_at,
+    }
 }

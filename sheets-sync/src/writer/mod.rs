@@ -31,7 +31,9 @@ use chrono::{DateTime, Utc};
 use collect_shared::forms::Form;
 use collect_shared::messages::FormId;
 use collect_shared::retry::{Delays, Policy};
-use collect_shared::store::{FormCache, ParkRow, PendingRow, Store, StoreError, TabLocks};
+use collect_shared::store::{
+    BatchWritten, FormCache, FormTab, ParkRow, PendingRow, Store, StoreError, TabLocks,
+};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -54,6 +56,17 @@ use tab::*;
 pub struct Target {
     pub spreadsheet_id: String,
     pub tab: String,
+}
+
+impl Target {
+    /// This tab, as the store knows it: a form's.
+    pub fn of<'a>(&'a self, form_id: &'a FormId) -> FormTab<'a> {
+        FormTab {
+            form_id,
+            spreadsheet_id: &self.spreadsheet_id,
+            tab: &self.tab,
+        }
+    }
 }
 
 /// The longest a tab backs off, whatever `Retry-After` says (a larger one would overflow the
@@ -719,24 +732,19 @@ impl Writer {
         if !progress.written.is_empty() || !progress.done.is_empty() || !inserted.is_empty() {
             self.store
                 .record_written(
-                    &form.id,
-                    &target.spreadsheet_id,
-                    &target.tab,
-                    &progress.written,
-                    &progress.done,
-                    &inserted,
+                    target.of(&form.id),
+                    BatchWritten {
+                        rows: &progress.written,
+                        done: &progress.done,
+                        inserted: &inserted,
+                    },
                 )
                 .await?;
         }
         if !progress.parked.is_empty() {
             let parked = self
                 .store
-                .park_rows(
-                    &form.id,
-                    &target.spreadsheet_id,
-                    &target.tab,
-                    &progress.parked,
-                )
+                .park_rows(target.of(&form.id), &progress.parked)
                 .await?;
             RowsParked {
                 target,
@@ -765,7 +773,7 @@ impl Writer {
     ) -> Result<Known, StoreError> {
         Ok(self
             .store
-            .sheet_rows(form_id, &target.spreadsheet_id, &target.tab, ids)
+            .sheet_rows(target.of(form_id), ids)
             .await?
             .into_iter()
             .map(|(id, row, revision)| (id, (row, revision)))

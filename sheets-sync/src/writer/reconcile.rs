@@ -74,9 +74,7 @@ pub(super) async fn reconcile(
         }
         return Ok(Reconciled::Emptied);
     }
-    let forgotten = store
-        .resync_sheet_rows(form_id, &target.spreadsheet_id, &target.tab, &found)
-        .await?;
+    let forgotten = store.resync_sheet_rows(target.of(form_id), &found).await?;
     if forgotten > 0 || copies > 0 {
         warn!(
             spreadsheet = %target.spreadsheet_id,

@@ -13,8 +13,8 @@ use sqlx::mysql::MySqlRow;
 use sqlx::{MySql, QueryBuilder, Transaction};
 
 use super::{MySqlStore, is_duplicate_key, push_list};
-use crate::messages::{FlagEventKind, ResponseMessage, ResponseStatus, StoredResponse, UserId};
-use crate::store::responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, json};
+use crate::messages::{FlagEventKind, ResponseMessage, ResponseStatus, StoredResponse};
+use crate::store::responses::{NewResponse, ResponseStore, SaveOutcome, json};
 use crate::store::save::{Key, Prepared, SaveDecision, key, owned_key, written_events};
 
 /// The columns written for a response, in the order [`push_response`] binds them.
@@ -41,32 +41,6 @@ impl ResponseStore for MySqlStore {
                 result => return result,
             }
         }
-    }
-
-    async fn flagged_for_collector(
-        &self,
-        user_id: &UserId,
-        after: &FlaggedCursor,
-        limit: i64,
-    ) -> Result<Vec<StoredResponse>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM responses
-             WHERE user_id = ? AND status = 'flagged'
-               AND (stored_at > ? OR (stored_at = ? AND (form_id > ?
-                    OR (form_id = ? AND response_id > ?))))
-             ORDER BY stored_at, form_id, response_id
-             LIMIT ?",
-        )
-        .bind(user_id.as_str())
-        .bind(after.stored_at.naive_utc())
-        .bind(after.stored_at.naive_utc())
-        .bind(&after.form_id)
-        .bind(&after.form_id)
-        .bind(&after.response_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        columns::responses(&rows)
     }
 }
 

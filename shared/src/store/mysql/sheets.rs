@@ -15,7 +15,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 
 use super::{MySqlStore, push_list};
 use crate::messages::{FormId, ResponseId};
-use crate::store::sheets::{ParkRow, SheetStore, TabLocks};
+use crate::store::sheets::{BatchWritten, FormTab, ParkRow, SheetStore, TabLocks};
 
 impl MySqlStore {
     /// Queues responses (`(form_id, response_id)`) for their sheet in `tx` (a response seen
@@ -81,9 +81,7 @@ impl SheetStore for MySqlStore {
 
     async fn sheet_rows(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
+        at: FormTab<'_>,
         response_ids: &[String],
     ) -> Result<Vec<(String, i32, i64)>, StoreError> {
         let mut found = Vec::new();
@@ -91,13 +89,7 @@ impl SheetStore for MySqlStore {
             let mut query = QueryBuilder::<MySql>::new(
                 "SELECT response_id, `row_number`, revision FROM sheet_rows",
             );
-            push_tab_rows(
-                &mut query,
-                form_id,
-                spreadsheet_id,
-                tab,
-                run.iter().map(String::as_str),
-            );
+            push_tab_rows(&mut query, at, run.iter().map(String::as_str));
             for row in query.build().fetch_all(&self.pool).await? {
                 found.push((
                     row.try_get("response_id")?,
@@ -113,17 +105,15 @@ impl SheetStore for MySqlStore {
     /// deleted and the found ones upserted, by runs of ids.
     async fn resync_sheet_rows(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
+        at: FormTab<'_>,
         found: &[(String, i32)],
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let recorded: Vec<String> = sqlx::query_scalar(
             "SELECT response_id FROM sheet_rows WHERE spreadsheet_id = ? AND tab = ? FOR UPDATE",
         )
-        .bind(spreadsheet_id)
-        .bind(tab)
+        .bind(at.spreadsheet_id)
+        .bind(at.tab)
         .fetch_all(&mut *tx)
         .await?;
         let found_ids: HashSet<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
@@ -134,13 +124,7 @@ impl SheetStore for MySqlStore {
             .collect();
         for run in self.runs(&gone, 1, |_| 0)? {
             let mut query = QueryBuilder::<MySql>::new("DELETE FROM sheet_rows");
-            push_tab_rows(
-                &mut query,
-                form_id,
-                spreadsheet_id,
-                tab,
-                run.iter().copied(),
-            );
+            push_tab_rows(&mut query, at, run.iter().copied());
             query.build().execute(&mut *tx).await?;
         }
         for run in self.runs(found, 6, |(id, _)| id.len())? {
@@ -149,9 +133,9 @@ impl SheetStore for MySqlStore {
                      revision) ",
             );
             query.push_values(run, |mut row, (id, row_number)| {
-                row.push_bind(spreadsheet_id)
-                    .push_bind(tab)
-                    .push_bind(form_id.as_str())
+                row.push_bind(at.spreadsheet_id)
+                    .push_bind(at.tab)
+                    .push_bind(at.form_id.as_str())
                     .push_bind(id.as_str())
                     .push_bind(*row_number)
                     .push_bind(-1_i64);
@@ -165,35 +149,31 @@ impl SheetStore for MySqlStore {
 
     async fn record_written(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
-        written: &[(String, i32, i64)],
-        enqueued_before: &[(String, DateTime<Utc>)],
-        inserted: &[(i32, i32)],
+        at: FormTab<'_>,
+        batch: BatchWritten<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for (first, count) in inserted {
+        for (first, count) in batch.inserted {
             sqlx::query(
                 "UPDATE sheet_rows SET `row_number` = `row_number` + ?
                  WHERE spreadsheet_id = ? AND tab = ? AND `row_number` >= ?",
             )
             .bind(count)
-            .bind(spreadsheet_id)
-            .bind(tab)
+            .bind(at.spreadsheet_id)
+            .bind(at.tab)
             .bind(first)
             .execute(&mut *tx)
             .await?;
         }
-        for run in self.runs(written, 6, |(id, _, _)| id.len())? {
+        for run in self.runs(batch.rows, 6, |(id, _, _)| id.len())? {
             let mut query = QueryBuilder::<MySql>::new(
                 "INSERT INTO sheet_rows (spreadsheet_id, tab, form_id, response_id, `row_number`,
                      revision) ",
             );
             query.push_values(run, |mut row, (id, row_number, revision)| {
-                row.push_bind(spreadsheet_id)
-                    .push_bind(tab)
-                    .push_bind(form_id.as_str())
+                row.push_bind(at.spreadsheet_id)
+                    .push_bind(at.tab)
+                    .push_bind(at.form_id.as_str())
                     .push_bind(id.as_str())
                     .push_bind(*row_number)
                     .push_bind(*revision);
@@ -204,13 +184,13 @@ impl SheetStore for MySqlStore {
             );
             query.build().execute(&mut *tx).await?;
         }
-        self.take_from_outbox(&mut tx, form_id, enqueued_before)
+        self.take_from_outbox(&mut tx, at.form_id, batch.done)
             .await?;
-        let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
+        let ids: Vec<&str> = batch.rows.iter().map(|(id, _, _)| id.as_str()).collect();
         for run in self.runs(&ids, 1, |_| 0)? {
             let mut query = QueryBuilder::<MySql>::new("DELETE FROM sheet_parked WHERE form_id = ");
             query
-                .push_bind(form_id.as_str())
+                .push_bind(at.form_id.as_str())
                 .push(" AND response_id IN ");
             push_list(&mut query, run.iter().copied());
             query.build().execute(&mut *tx).await?;
@@ -218,19 +198,13 @@ impl SheetStore for MySqlStore {
         Ok(tx.commit().await?)
     }
 
-    async fn park_rows(
-        &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
-        parked: &[ParkRow],
-    ) -> Result<u64, StoreError> {
+    async fn park_rows(&self, at: FormTab<'_>, parked: &[ParkRow]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let before: Vec<(String, DateTime<Utc>)> = parked
             .iter()
             .map(|p| (p.response_id.clone(), p.enqueued_at))
             .collect();
-        let taken = self.take_from_outbox(&mut tx, form_id, &before).await?;
+        let taken = self.take_from_outbox(&mut tx, at.form_id, &before).await?;
         let taken: Vec<&ParkRow> = parked
             .iter()
             .filter(|p| taken.contains(p.response_id.as_str()))
@@ -241,10 +215,10 @@ impl SheetStore for MySqlStore {
                      reason, parked_at) ",
             );
             query.push_values(run, |mut row, p| {
-                row.push_bind(form_id.as_str())
+                row.push_bind(at.form_id.as_str())
                     .push_bind(p.response_id.as_str())
-                    .push_bind(spreadsheet_id)
-                    .push_bind(tab)
+                    .push_bind(at.spreadsheet_id)
+                    .push_bind(at.tab)
                     .push_bind(p.revision)
                     .push_bind(p.reason.as_str())
                     .push_bind(Utc::now().naive_utc());
@@ -363,18 +337,16 @@ impl TabLocks for MySqlTabLocks {
 /// ` WHERE` the rows of a tab recorded for these responses of a form.
 fn push_tab_rows<'a>(
     query: &mut QueryBuilder<MySql>,
-    form_id: &'a FormId,
-    spreadsheet_id: &'a str,
-    tab: &'a str,
+    at: FormTab<'a>,
     response_ids: impl IntoIterator<Item = &'a str>,
 ) {
     query
         .push(" WHERE spreadsheet_id = ")
-        .push_bind(spreadsheet_id)
+        .push_bind(at.spreadsheet_id)
         .push(" AND tab = ")
-        .push_bind(tab)
+        .push_bind(at.tab)
         .push(" AND form_id = ")
-        .push_bind(form_id.as_str())
+        .push_bind(at.form_id.as_str())
         .push(" AND response_id IN ");
     push_list(query, response_ids);
 }

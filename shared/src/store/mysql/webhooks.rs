@@ -12,8 +12,7 @@ use super::{MySqlStore, is_duplicate_key, push_list};
 use crate::store::columns;
 use crate::store::responses::json;
 use crate::store::webhooks::{
-    ClaimedDelivery, DeliveryCursor, DeliveryPage, DeliveryState, NewDelivery, NewWebhook, Webhook,
-    WebhookId, WebhookStore, distinct,
+    ClaimedDelivery, NewDelivery, NewWebhook, Webhook, WebhookStore, distinct,
 };
 
 /// At most this many deliveries named in one statement (each an `OR`ed key: the range
@@ -240,35 +239,6 @@ impl WebhookStore for MySqlStore {
             .into_iter()
             .filter_map(|(_, w, d)| claimed.remove(&(w, d)))
             .collect())
-    }
-
-    async fn list_deliveries(
-        &self,
-        webhook_id: &WebhookId,
-        state: Option<DeliveryState>,
-        after: Option<DeliveryCursor>,
-        limit: i64,
-    ) -> Result<DeliveryPage, StoreError> {
-        let limit = limit.max(1);
-        let after = after.unwrap_or_default();
-        let state = state.map(DeliveryState::as_str);
-        let rows = sqlx::query(
-            "SELECT * FROM webhook_deliveries
-             WHERE webhook_id = ? AND (? IS NULL OR state = ?)
-               AND (created_at > ? OR (created_at = ? AND delivery_id > ?))
-             ORDER BY created_at, delivery_id
-             LIMIT ?",
-        )
-        .bind(webhook_id.as_str())
-        .bind(state)
-        .bind(state)
-        .bind(after.created_at.naive_utc())
-        .bind(after.created_at.naive_utc())
-        .bind(&after.delivery_id)
-        .bind(limit.saturating_add(1))
-        .fetch_all(&self.pool)
-        .await?;
-        columns::delivery_page(&rows, limit)
     }
 
     /// In batches of [`RETENTION_BATCH`], each its own transaction.

@@ -9,8 +9,8 @@ use sqlx::{Postgres, Row, Transaction};
 use std::collections::HashMap;
 
 use super::PgStore;
-use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredResponse, UserId};
-use crate::store::responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, json};
+use crate::messages::{FlagEventKind, FormId, ResponseId, ResponseStatus, StoredResponse};
+use crate::store::responses::{NewResponse, ResponseStore, SaveOutcome, json};
 use crate::store::save::{Held, Key, Prepared, SaveDecision, key, written_at, written_events};
 
 #[async_trait::async_trait]
@@ -60,29 +60,6 @@ impl ResponseStore for PgStore {
         record_flag_events(&mut tx, &outcomes).await?;
         tx.commit().await?;
         Ok(outcomes)
-    }
-
-    async fn flagged_for_collector(
-        &self,
-        user_id: &UserId,
-        after: &FlaggedCursor,
-        limit: i64,
-    ) -> Result<Vec<StoredResponse>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM responses
-             WHERE user_id = $1 AND status = 'flagged'
-               AND (stored_at, form_id, response_id) > ($2, $3, $4)
-             ORDER BY stored_at, form_id, response_id
-             LIMIT $5",
-        )
-        .bind(user_id.as_str())
-        .bind(after.stored_at)
-        .bind(&after.form_id)
-        .bind(&after.response_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        columns::responses(&rows)
     }
 }
 

@@ -7,7 +7,7 @@ use sqlx::{Postgres, Row};
 
 use super::PgStore;
 use crate::messages::{FormId, ResponseId};
-use crate::store::sheets::{ParkRow, SheetStore, TabLocks};
+use crate::store::sheets::{BatchWritten, FormTab, ParkRow, SheetStore, TabLocks};
 
 #[async_trait::async_trait]
 impl SheetStore for PgStore {
@@ -37,9 +37,7 @@ impl SheetStore for PgStore {
 
     async fn sheet_rows(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
+        at: FormTab<'_>,
         response_ids: &[String],
     ) -> Result<Vec<(String, i32, i64)>, StoreError> {
         let rows = sqlx::query(
@@ -59,10 +57,10 @@ impl SheetStore for PgStore {
                  OFFSET 0) AS s
              WHERE s.spreadsheet_id = $1 AND s.tab = $2",
         )
-        .bind(spreadsheet_id)
-        .bind(tab)
+        .bind(at.spreadsheet_id)
+        .bind(at.tab)
         .bind(response_ids)
-        .bind(form_id.as_str())
+        .bind(at.form_id.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -78,9 +76,7 @@ impl SheetStore for PgStore {
 
     async fn resync_sheet_rows(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
+        at: FormTab<'_>,
         found: &[(String, i32)],
     ) -> Result<u64, StoreError> {
         let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
@@ -90,8 +86,8 @@ impl SheetStore for PgStore {
             "DELETE FROM sheet_rows s WHERE s.spreadsheet_id = $1 AND s.tab = $2
                AND NOT EXISTS (SELECT 1 FROM UNNEST($3::text[]) AS f(id) WHERE f.id = s.response_id)",
         )
-        .bind(spreadsheet_id)
-        .bind(tab)
+        .bind(at.spreadsheet_id)
+        .bind(at.tab)
         .bind(&ids)
         .execute(&mut *tx)
         .await?
@@ -104,11 +100,11 @@ impl SheetStore for PgStore {
              ON CONFLICT (spreadsheet_id, tab, response_id) DO UPDATE
                 SET row_number = EXCLUDED.row_number",
         )
-        .bind(spreadsheet_id)
-        .bind(tab)
+        .bind(at.spreadsheet_id)
+        .bind(at.tab)
         .bind(&ids)
         .bind(&rows)
-        .bind(form_id.as_str())
+        .bind(at.form_id.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -117,29 +113,28 @@ impl SheetStore for PgStore {
 
     async fn record_written(
         &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
-        written: &[(String, i32, i64)],
-        enqueued_before: &[(String, DateTime<Utc>)],
-        inserted: &[(i32, i32)],
+        at: FormTab<'_>,
+        batch: BatchWritten<'_>,
     ) -> Result<(), StoreError> {
+        let written = batch.rows;
+        let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
+        let rows: Vec<i32> = written.iter().map(|(_, row, _)| *row).collect();
+        let revisions: Vec<i64> = written.iter().map(|(_, _, revision)| *revision).collect();
+        let done_ids: Vec<&str> = batch.done.iter().map(|(id, _)| id.as_str()).collect();
+        let done_at: Vec<DateTime<Utc>> = batch.done.iter().map(|(_, at)| *at).collect();
         let mut tx = self.pool.begin().await?;
-        for (first, count) in inserted {
+        for (first, count) in batch.inserted {
             sqlx::query(
                 "UPDATE sheet_rows SET row_number = row_number + $4
                  WHERE spreadsheet_id = $1 AND tab = $2 AND row_number >= $3",
             )
-            .bind(spreadsheet_id)
-            .bind(tab)
+            .bind(at.spreadsheet_id)
+            .bind(at.tab)
             .bind(first)
             .bind(count)
             .execute(&mut *tx)
             .await?;
         }
-        let ids: Vec<&str> = written.iter().map(|(id, _, _)| id.as_str()).collect();
-        let rows: Vec<i32> = written.iter().map(|(_, row, _)| *row).collect();
-        let revisions: Vec<i64> = written.iter().map(|(_, _, revision)| *revision).collect();
         sqlx::query(
             "INSERT INTO sheet_rows (spreadsheet_id, tab, form_id, response_id, row_number,
                  revision)
@@ -148,16 +143,14 @@ impl SheetStore for PgStore {
                 SET row_number = EXCLUDED.row_number, revision = EXCLUDED.revision,
                     written_at = now()",
         )
-        .bind(spreadsheet_id)
-        .bind(tab)
+        .bind(at.spreadsheet_id)
+        .bind(at.tab)
         .bind(&ids)
         .bind(&rows)
         .bind(&revisions)
-        .bind(form_id.as_str())
+        .bind(at.form_id.as_str())
         .execute(&mut *tx)
         .await?;
-        let done_ids: Vec<&str> = enqueued_before.iter().map(|(id, _)| id.as_str()).collect();
-        let done_at: Vec<DateTime<Utc>> = enqueued_before.iter().map(|(_, at)| *at).collect();
         // Each marker found by its primary key (see `sheet_rows`: joined plainly, this read
         // every marker of the form for each batch, 22 ms against 2 ms in a backlog of 60,000),
         // then deleted where it is, unless it was queued again since it was read. A marker
@@ -173,30 +166,24 @@ impl SheetStore for PgStore {
         )
         .bind(&done_ids)
         .bind(&done_at)
-        .bind(form_id.as_str())
+        .bind(at.form_id.as_str())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
             "DELETE FROM sheet_parked WHERE form_id = $2 AND response_id = ANY($1::text[])",
         )
         .bind(&ids)
-        .bind(form_id.as_str())
+        .bind(at.form_id.as_str())
         .execute(&mut *tx)
         .await?;
         Ok(tx.commit().await?)
     }
 
-    async fn park_rows(
-        &self,
-        form_id: &FormId,
-        spreadsheet_id: &str,
-        tab: &str,
-        parked: &[ParkRow],
-    ) -> Result<u64, StoreError> {
+    async fn park_rows(&self, at: FormTab<'_>, parked: &[ParkRow]) -> Result<u64, StoreError> {
         let ids: Vec<&str> = parked.iter().map(|p| p.response_id.as_str()).collect();
         let revisions: Vec<i64> = parked.iter().map(|p| p.revision).collect();
         let reasons: Vec<&str> = parked.iter().map(|p| p.reason.as_str()).collect();
-        let at: Vec<DateTime<Utc>> = parked.iter().map(|p| p.enqueued_at).collect();
+        let enqueued: Vec<DateTime<Utc>> = parked.iter().map(|p| p.enqueued_at).collect();
         let done = sqlx::query(
             "WITH refused AS (
                  SELECT * FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::timestamptz[])
@@ -215,13 +202,13 @@ impl SheetStore for PgStore {
                     tab = EXCLUDED.tab, revision = EXCLUDED.revision,
                     reason = EXCLUDED.reason, parked_at = clock_timestamp()",
         )
-        .bind(spreadsheet_id)
-        .bind(tab)
+        .bind(at.spreadsheet_id)
+        .bind(at.tab)
         .bind(&ids)
         .bind(&revisions)
         .bind(&reasons)
-        .bind(&at)
-        .bind(form_id.as_str())
+        .bind(&enqueued)
+        .bind(at.form_id.as_str())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -11,8 +11,7 @@ use sqlx::types::Json;
 use super::PgStore;
 use crate::store::columns;
 use crate::store::webhooks::{
-    ClaimedDelivery, DeliveryCursor, DeliveryPage, DeliveryState, NewDelivery, NewWebhook, Webhook,
-    WebhookId, WebhookStore, distinct,
+    ClaimedDelivery, NewDelivery, NewWebhook, Webhook, WebhookStore, distinct,
 };
 
 /// Delivered deliveries are deleted this many at a time.
@@ -113,32 +112,6 @@ impl WebhookStore for PgStore {
             (a_due, &a.webhook_id, &a.delivery_id).cmp(&(b_due, &b.webhook_id, &b.delivery_id))
         });
         Ok(claimed.into_iter().map(|(_, claimed)| claimed).collect())
-    }
-
-    async fn list_deliveries(
-        &self,
-        webhook_id: &WebhookId,
-        state: Option<DeliveryState>,
-        after: Option<DeliveryCursor>,
-        limit: i64,
-    ) -> Result<DeliveryPage, StoreError> {
-        let limit = limit.max(1);
-        let after = after.unwrap_or_default();
-        let rows = sqlx::query(
-            "SELECT * FROM webhook_deliveries
-             WHERE webhook_id = $1 AND ($2::text IS NULL OR state = $2)
-               AND (created_at, delivery_id) > ($3, $4)
-             ORDER BY created_at, delivery_id
-             LIMIT $5",
-        )
-        .bind(webhook_id.as_str())
-        .bind(state.map(DeliveryState::as_str))
-        .bind(after.created_at)
-        .bind(&after.delivery_id)
-        .bind(limit + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        columns::delivery_page(&rows, limit)
     }
 
     /// In batches of [`RETENTION_BATCH`], each its own transaction. The outer condition is
