@@ -16,6 +16,9 @@ use crate::cell::Cell;
 use crate::error::GoogleError;
 use crate::store::{Sheet, Spreadsheet, invalid_enum};
 
+/// A request's entry in the batch's `replies`, or why the batch fails.
+type Reply = Result<Value, GoogleError>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dimension {
     Rows,
@@ -153,11 +156,7 @@ impl Spreadsheet {
 
     /// `deleteDimension`: removes the rows or columns of `range` (a `DimensionRange`; an
     /// unbounded side reaches the grid's edge) and shrinks the grid by as many.
-    pub(crate) fn delete_dimension(
-        &mut self,
-        body: &Value,
-        at: &At<'_>,
-    ) -> Result<Value, GoogleError> {
+    pub(crate) fn delete_dimension(&mut self, body: &Value, at: &At<'_>) -> Reply {
         let range = self.dimension_range(body, at)?;
         let (dimension, count) = (range.dimension, range.count);
         let start = range.start.unwrap_or(0);
@@ -206,11 +205,7 @@ impl Spreadsheet {
     /// `insertDimension`: empty rows or columns at `range` (both ends bounded), the grid grows.
     /// `inheritFromBefore` only chooses whose formatting the new ones take (not emulated), but
     /// Google checks the index against it.
-    pub(crate) fn insert_dimension(
-        &mut self,
-        body: &Value,
-        at: &At<'_>,
-    ) -> Result<Value, GoogleError> {
+    pub(crate) fn insert_dimension(&mut self, body: &Value, at: &At<'_>) -> Reply {
         let range = self.dimension_range(body, at)?;
         let (dimension, count) = (range.dimension, range.count);
         let inherit_before = body["inheritFromBefore"].as_bool().unwrap_or(false);
@@ -269,11 +264,7 @@ impl Spreadsheet {
     }
 
     /// `appendDimension`: `length` empty rows or columns at the end of the grid.
-    pub(crate) fn append_dimension(
-        &mut self,
-        body: &Value,
-        at: &At<'_>,
-    ) -> Result<Value, GoogleError> {
+    pub(crate) fn append_dimension(&mut self, body: &Value, at: &At<'_>) -> Reply {
         let sheet = self.sheet_by_id(body["sheetId"].as_i64().unwrap_or(0), at)?;
         let dimension = at.dimension(body, "")?;
         let length = match body["length"].as_i64() {
@@ -292,7 +283,7 @@ impl Spreadsheet {
     /// then text (case-insensitive), then booleans (FALSE before TRUE); `DESCENDING` reverses
     /// that; empty cells go last either way. Ties keep their order (the sort is stable).
     /// Formulas are never evaluated here, so they sort as their text.
-    pub(crate) fn sort_range(&mut self, body: &Value, at: &At<'_>) -> Result<Value, GoogleError> {
+    pub(crate) fn sort_range(&mut self, body: &Value, at: &At<'_>) -> Reply {
         let range = &body["range"];
         let sheet = self.sheet_by_id(range["sheetId"].as_i64().unwrap_or(0), at)?;
         let start_row = at.index(range, "startRowIndex", "GridRange")?;
