@@ -54,6 +54,41 @@ impl Database {
         .unwrap()
     }
 
+    /// Ends every session on the database from outside, as a server restart would.
+    async fn end_sessions(&self) {
+        use sqlx::Connection;
+        if self.server.starts_with("postgres") {
+            let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", self.server))
+                .await
+                .unwrap();
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&self.name)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        } else {
+            let mut admin = sqlx::MySqlConnection::connect(&self.server).await.unwrap();
+            let sessions: Vec<i64> = sqlx::query_scalar(
+                "SELECT CAST(id AS SIGNED) FROM information_schema.processlist
+                 WHERE db = ? AND id <> CONNECTION_ID()",
+            )
+            .bind(&self.name)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+            assert!(!sessions.is_empty(), "the store has sessions open");
+            for id in sessions {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL CONNECTION {id}")))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     async fn drop(self) {
         use sqlx::Connection;
         if self.server.starts_with("postgres") {
@@ -978,7 +1013,44 @@ async fn tab_locks(store: Store) {
     mine.alive().await.unwrap();
     // A session that goes away frees its locks.
     mine.discard();
-    let taken = collect_testkit_free_eventually(|| {
+    let taken = lock_frees(&store).await;
+    assert!(taken, "the lock of a closed session is free");
+}
+
+mod a_lock_session_whose_connection_ended {
+    #[tokio::test]
+    async fn postgres() {
+        super::a_lock_session_whose_connection_ended("postgres").await;
+    }
+
+    #[tokio::test]
+    async fn mysql() {
+        super::a_lock_session_whose_connection_ended("mysql").await;
+    }
+}
+
+/// A lock session whose connection the server ended (a restart, a failover, an
+/// administrator) says it is not alive, and its locks are free for another session.
+async fn a_lock_session_whose_connection_ended(engine: &str) {
+    let database = Database::new(engine);
+    let store = database.store().await;
+    let mut session = store.lock_session().await.unwrap();
+    assert!(session.try_lock_tab("s", "Tab").await.unwrap());
+    session.alive().await.unwrap();
+    database.end_sessions().await;
+    assert!(
+        session.alive().await.is_err(),
+        "a session whose connection ended is not alive"
+    );
+    let taken = lock_frees(&store).await;
+    assert!(taken, "the lock of an ended session is free");
+    session.discard();
+    database.drop().await;
+}
+
+/// Whether another session takes the lock of `s`/`Tab` within 5 s.
+async fn lock_frees(store: &Store) -> bool {
+    collect_testkit_free_eventually(|| {
         let store = store.clone();
         async move {
             let mut other = store.lock_session().await.unwrap();
@@ -987,8 +1059,7 @@ async fn tab_locks(store: Store) {
             got
         }
     })
-    .await;
-    assert!(taken, "the lock of a closed session is free");
+    .await
 }
 
 /// Polls for up to 5 s (a closed connection's locks go when the server notices).

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
-use sqlx::{MySql, QueryBuilder, Row};
+use sqlx::{Connection, MySql, QueryBuilder, Row};
 
 use super::{MySqlStore, push_list};
 use crate::messages::{FormId, ResponseId};
@@ -322,11 +322,7 @@ impl TabLocks for MySqlTabLocks {
     }
 
     async fn alive(&mut self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&mut *self.0)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from)
+        Ok(self.0.ping().await?)
     }
 
     fn discard(mut self: Box<Self>) {

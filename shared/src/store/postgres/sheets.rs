@@ -3,7 +3,7 @@
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
-use sqlx::{Postgres, Row};
+use sqlx::{Connection, Postgres, Row};
 
 use super::PgStore;
 use crate::messages::{FormId, ResponseId};
@@ -241,11 +241,7 @@ impl TabLocks for PgTabLocks {
     }
 
     async fn alive(&mut self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&mut *self.0)
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from)
+        Ok(self.0.ping().await?)
     }
 
     fn discard(mut self: Box<Self>) {
