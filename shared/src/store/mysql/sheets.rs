@@ -15,7 +15,7 @@ use sqlx::{Connection, MySql, QueryBuilder, Row};
 
 use super::{MySqlStore, push_list};
 use crate::messages::{FormId, ResponseId};
-use crate::store::sheets::{BatchWritten, FormTab, ParkRow, SheetStore, TabLocks};
+use crate::store::sheets::{BatchWritten, FormTab, ParkRow, SheetStore, TabLocks, keys};
 
 impl MySqlStore {
     /// Queues responses (`(form_id, response_id)`) for their sheet in `tx` (a response seen
@@ -51,9 +51,8 @@ impl SheetStore for MySqlStore {
         &self,
         responses: &[(&ResponseId, &FormId)],
     ) -> Result<(), StoreError> {
-        let keys = crate::store::sheets::keys(responses);
         let mut tx = self.pool.begin().await?;
-        self.enqueue_for_sheets(&mut tx, &keys).await?;
+        self.enqueue_for_sheets(&mut tx, &keys(responses)).await?;
         Ok(tx.commit().await?)
     }
 

@@ -7,7 +7,7 @@ use sqlx::{Connection, Postgres, Row};
 
 use super::PgStore;
 use crate::messages::{FormId, ResponseId};
-use crate::store::sheets::{BatchWritten, FormTab, ParkRow, SheetStore, TabLocks};
+use crate::store::sheets::{BatchWritten, FormTab, ParkRow, SheetStore, TabLocks, keys};
 
 #[async_trait::async_trait]
 impl SheetStore for PgStore {
@@ -15,9 +15,8 @@ impl SheetStore for PgStore {
         &self,
         responses: &[(&ResponseId, &FormId)],
     ) -> Result<(), StoreError> {
-        let keys = crate::store::sheets::keys(responses);
         let mut tx = self.pool.begin().await?;
-        enqueue(&mut tx, &keys).await?;
+        enqueue(&mut tx, &keys(responses)).await?;
         Ok(tx.commit().await?)
     }
 
