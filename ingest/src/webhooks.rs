@@ -369,7 +369,7 @@ impl Sender {
             if room > 0 && !self.stop.is_cancelled() {
                 let claimed = {
                     let _connection = self.background.acquire().await;
-                    self.store.claim_deliveries(room as i64, lease).await
+                    self.store.claim_deliveries(room as u32, lease).await
                 };
                 match claimed {
                     Ok(claimed) => {

@@ -360,10 +360,10 @@ pub trait WebhookStore {
     /// Claims at most `limit` pending deliveries that are due (by the database's clock),
     /// the longest due first, and makes each due again only after `lease`: while one worker
     /// delivers it no other claims it, and if that worker dies it is claimed again after the
-    /// lease. Concurrent claimers never get the same delivery.
+    /// lease. Concurrent claimers never get the same delivery. A `limit` of 0 claims none.
     async fn claim_deliveries(
         &self,
-        limit: i64,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 

@@ -175,12 +175,9 @@ impl WebhookStore for MySqlStore {
     /// no longer due), made due again after the lease, and read with their webhook.
     async fn claim_deliveries(
         &self,
-        limit: i64,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        if limit <= 0 {
-            return Ok(Vec::new());
-        }
         let mut tx = self.pool.begin().await?;
         let due = sqlx::query(
             "SELECT webhook_id, delivery_id, next_attempt_at FROM webhook_deliveries
@@ -189,7 +186,7 @@ impl WebhookStore for MySqlStore {
              LIMIT ?
              FOR UPDATE SKIP LOCKED",
         )
-        .bind(limit.min(MAX_CLAIM))
+        .bind(i64::from(limit).min(MAX_CLAIM))
         .fetch_all(&mut *tx)
         .await?;
         if due.is_empty() {

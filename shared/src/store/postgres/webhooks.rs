@@ -75,12 +75,9 @@ impl WebhookStore for PgStore {
 
     async fn claim_deliveries(
         &self,
-        limit: i64,
+        limit: u32,
         lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
-        if limit <= 0 {
-            return Ok(Vec::new());
-        }
         // One statement, so one transaction: the due rows are locked (skipping those another
         // claimer holds), then made due again after the lease. A row another claimer has just
         // leased is checked again once its lock is free, and is no longer due.
@@ -99,7 +96,7 @@ impl WebhookStore for PgStore {
              RETURNING d.webhook_id, d.delivery_id, d.payload, d.attempts, w.url, w.secret,
                  due.next_attempt_at AS due",
         )
-        .bind(limit)
+        .bind(i64::from(limit))
         .bind(lease.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
