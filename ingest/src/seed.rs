@@ -5,16 +5,20 @@
 //! in `answers` under their own name, so nothing a collector sent is dropped.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use collect_shared::forms::{Form, SEED_METADATA};
+use collect_shared::forms::SEED_METADATA;
 use collect_shared::messages::{
     Collector, ResponseEnvelope, ResponseId, Revision, UserId, check_object_storable,
     check_time_storable,
 };
+use collect_shared::store::FormVersion;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
-pub fn envelope_from_seed(form: &Form, payload: Value) -> Result<ResponseEnvelope, ApiError> {
+pub fn envelope_from_seed(
+    form: &FormVersion,
+    payload: Value,
+) -> Result<ResponseEnvelope, ApiError> {
     let Value::Object(mut fields) = payload else {
         return Err(ApiError::invalid(
             "",
@@ -67,7 +71,8 @@ pub fn envelope_from_seed(form: &Form, payload: Value) -> Result<ResponseEnvelop
     let mut answers = Map::new();
     for (key, value) in fields {
         let id = form
-            .question_for_key(&key)
+            .keys
+            .question(&form.form.definition, &key)
             .map_or_else(|| key.clone(), |question| question.id.clone());
         if answers.contains_key(&id) {
             return Err(ApiError::invalid(

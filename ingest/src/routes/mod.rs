@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use collect_shared::forms::Form;
 use collect_shared::messages::{FormId, ResponseEnvelope, ResponseMessage};
-use collect_shared::store::{FormCache, FormLookupError, Store};
+use collect_shared::store::{FormCache, FormLookupError, FormVersion, Store};
 
 use crate::error::ApiError;
 
@@ -81,9 +81,15 @@ pub const BATCHES_AT_ONCE: usize = 8;
 impl Shared {
     /// The form of a URL: `404` when there is none, `503` when the database cannot say.
     async fn form(&self, form_id: &str) -> Result<Arc<Form>, ApiError> {
+        Ok(self.form_version(form_id).await?.form.clone())
+    }
+
+    /// The form of a URL at its current version, with its questions by payload key, as
+    /// [`Shared::form`] finds it.
+    async fn form_version(&self, form_id: &str) -> Result<Arc<FormVersion>, ApiError> {
         let id = FormId::parse(form_id).map_err(|_| ApiError::unknown_form(form_id))?;
         match self.forms.get(&id).await {
-            Ok(Some(compiled)) => Ok(compiled.form.clone()),
+            Ok(Some(kept)) => Ok(kept),
             Ok(None) => Err(ApiError::unknown_form(form_id)),
             Err(FormLookupError::Database(error)) => Err(ApiError::database(error)),
             // Ingest keeps definitions only (no rules compiled), so this cannot come: kept

@@ -47,12 +47,12 @@ pub async fn collect(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let form = state.form(HOUSEHOLD_FINANCE).await?;
+    let form = state.form_version(HOUSEHOLD_FINANCE).await?;
     let payload = read_json(&headers, body, state.max_body_bytes).await?;
     let envelope = envelope_from_seed(&form, payload)?;
     // The seed payload names its collector by its top-level `user_id`.
     principal.may_act_for(envelope.collector.user_id.as_str())?;
-    let accepted = state.accept(&form, envelope).await?;
+    let accepted = state.accept(&form.form, envelope).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 

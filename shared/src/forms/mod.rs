@@ -2,6 +2,8 @@
 
 mod household_finance;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::FormId;
@@ -83,33 +85,40 @@ pub struct Form {
     pub definition: FormDefinition,
 }
 
-impl Form {
-    /// The question a flat (seed-style) payload key stands for: its id, or its label compared
-    /// without regard to case, surrounding space or repeated inner space.
-    pub fn question_for_key(&self, key: &str) -> Option<&Question> {
-        let questions = &self.definition.questions;
-        if let Some(question) = questions.iter().find(|q| q.id == key) {
-            return Some(question);
-        }
-        questions.iter().find(|q| same_label(&q.label, key))
-    }
+/// A form's questions by the keys a flat (seed-style) payload may use for them: each id as
+/// written, and each label compared without regard to case, surrounding space or repeated
+/// inner space. Made once per form version: a seed payload's every key is looked up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuestionKeys {
+    /// Ids, then labels as written (an id wins over another question's label).
+    exact: HashMap<String, usize>,
+    /// Labels normalised ([`normalise_label`]); a definition's are unique that way.
+    labels: HashMap<String, usize>,
 }
 
-/// Whether two labels are the same but for case, surrounding space and repeated inner space
-/// (what [`normalise_label`] makes equal), compared without allocating: every seed payload
-/// key is looked up this way.
-fn same_label(a: &str, b: &str) -> bool {
-    let (mut left, mut right) = (a.split_whitespace(), b.split_whitespace());
-    loop {
-        match (left.next(), right.next()) {
-            (None, None) => return true,
-            (Some(l), Some(r)) if l == r => {}
-            (Some(l), Some(r))
-                if l.chars()
-                    .flat_map(char::to_lowercase)
-                    .eq(r.chars().flat_map(char::to_lowercase)) => {}
-            _ => return false,
+impl QuestionKeys {
+    pub fn new(definition: &FormDefinition) -> Self {
+        let mut keys = Self::default();
+        for (index, question) in definition.questions.iter().enumerate() {
+            keys.exact.entry(question.id.clone()).or_insert(index);
         }
+        for (index, question) in definition.questions.iter().enumerate() {
+            keys.exact.entry(question.label.clone()).or_insert(index);
+            keys.labels
+                .entry(normalise_label(&question.label))
+                .or_insert(index);
+        }
+        keys
+    }
+
+    /// The question of `definition` (the one these keys were made of) that `key` stands for:
+    /// by its id, or by its label.
+    pub fn question<'a>(&self, definition: &'a FormDefinition, key: &str) -> Option<&'a Question> {
+        let index = match self.exact.get(key) {
+            Some(index) => *index,
+            None => *self.labels.get(&normalise_label(key))?,
+        };
+        definition.questions.get(index)
     }
 }
 
@@ -126,32 +135,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_label_agrees_with_normalise_label() {
-        let labels = [
-            "What is the monthly income?",
-            "  what IS the   monthly income? ",
-            "what is the monthly income",
-            "what is the monthly",
-            "Ünïcode Label",
-            "ünïcode   LABEL",
-            "",
-            "   ",
-        ];
-        for a in labels {
-            for b in labels {
-                assert_eq!(
-                    same_label(a, b),
-                    normalise_label(a) == normalise_label(b),
-                    "{a:?} vs {b:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
     fn seed_question_texts_find_their_question() {
         let form = household_finance();
-        let by_text = |text| form.question_for_key(text).map(|q| q.id.as_str());
+        let keys = QuestionKeys::new(&form.definition);
+        let by_text = |text| keys.question(&form.definition, text).map(|q| q.id.as_str());
         assert_eq!(
             by_text("what is the monthly income?"),
             Some("monthly_income")
@@ -167,6 +154,32 @@ mod tests {
         assert_eq!(by_text("monthly_income"), Some("monthly_income"));
         assert_eq!(by_text("age"), Some("age"));
         assert_eq!(by_text("what is the yearly income?"), None);
+        assert_eq!(by_text(""), None);
+    }
+
+    #[test]
+    fn an_id_wins_over_another_questions_label() {
+        let question = |id: &str, label: &str| Question {
+            id: id.into(),
+            label: label.into(),
+            kind: QuestionType::Number,
+            required: false,
+            choices: Vec::new(),
+        };
+        let definition = FormDefinition {
+            title: "t".into(),
+            questions: vec![question("a", "b"), question("b", "Über  Label")],
+            rules: Vec::new(),
+            metadata: Vec::new(),
+            sheet: None,
+        };
+        let keys = QuestionKeys::new(&definition);
+        let by_text = |text| keys.question(&definition, text).map(|q| q.id.as_str());
+        assert_eq!(by_text("b"), Some("b"));
+        assert_eq!(by_text("a"), Some("a"));
+        assert_eq!(by_text(" über label "), Some("b"));
+        assert_eq!(by_text("ÜBER LABEL"), Some("b"));
+        assert_eq!(by_text("Über"), None);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use super::Store;
-use crate::forms::Form;
+use crate::forms::{Form, QuestionKeys};
 use crate::messages::FormId;
 
 /// A form as stored, with its version.
@@ -49,11 +49,13 @@ pub enum FormLookupError {
     },
 }
 
-/// A form's definition at its current version: what a [`FormCache::definitions`] keeps.
+/// A form's definition at its current version, with its questions by the keys a seed payload
+/// may use: what a [`FormCache::definitions`] keeps.
 #[derive(Debug)]
 pub struct FormVersion {
     pub form: Arc<Form>,
     pub version: i32,
+    pub keys: QuestionKeys,
 }
 
 /// Makes what a [`FormCache`] keeps of a form, once per version (off the async runtime); an
@@ -82,7 +84,12 @@ impl FormCache<FormVersion> {
     /// A cache of definitions.
     pub fn definitions(store: Store, ttl: Duration) -> Self {
         Self::new(store, ttl, |form, version| {
-            Ok(FormVersion { form, version })
+            let keys = QuestionKeys::new(&form.definition);
+            Ok(FormVersion {
+                form,
+                version,
+                keys,
+            })
         })
     }
 }
