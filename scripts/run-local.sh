@@ -35,7 +35,8 @@ stop() {
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'stop; exit 0' INT TERM
 
 if [ -n "$emulator" ]; then
   "target/$profile/sheets-emulator" >"$logs/sheets-emulator.log" 2>&1 &
@@ -55,9 +56,12 @@ done
 for addr in "$INGEST_LISTEN" "$VALIDATOR_LISTEN" "$SHEETS_SYNC_LISTEN"; do
   for _ in $(seq 60); do
     if curl -fsS "http://$addr/readyz" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "${pids[@]}" 2>/dev/null; then
-      echo "a service exited during start; see $logs/*.log" >&2; tail -n 5 "$logs"/*.log >&2; exit 1
-    fi
+    # One `kill -0` per process: given several, it succeeds if any one is alive.
+    for pid in "${pids[@]}"; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "a service exited during start; see $logs/*.log" >&2; tail -n 5 "$logs"/*.log >&2; exit 1
+      fi
+    done
     sleep 1
   done
   curl -fsS "http://$addr/readyz" >/dev/null || { echo "http://$addr/readyz is not ready; see $logs/" >&2; exit 1; }
@@ -86,3 +90,4 @@ MSG
 # Stop everything as soon as any service exits.
 wait -n "${pids[@]}" || true
 echo "a service exited; see $logs/" >&2
+exit 1
