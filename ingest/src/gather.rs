@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use collect_shared::amqp::gather::{group_by_key, json_array_body};
 use collect_shared::amqp::{OutgoingMessage, PublishError, Publisher};
+use collect_shared::telemetry::InFlight;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// How responses are gathered into messages.
@@ -72,26 +73,9 @@ impl Gatherer {
                 "the publisher has stopped".into(),
             ))
         };
-        let _in_flight = InFlight::start();
+        let _in_flight = InFlight::start("collect_ingest_responses_in_flight");
         self.queue.send(pending).map_err(|_| closed())?;
         outcome.await.unwrap_or_else(|_| Err(closed()))
-    }
-}
-
-/// Counts responses waiting to be published or for their confirm, for
-/// `collect_ingest_responses_in_flight`.
-struct InFlight;
-
-impl InFlight {
-    fn start() -> Self {
-        metrics::gauge!("collect_ingest_responses_in_flight").increment(1.0);
-        Self
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        metrics::gauge!("collect_ingest_responses_in_flight").decrement(1.0);
     }
 }
 

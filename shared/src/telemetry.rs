@@ -54,6 +54,24 @@ pub fn init_tracing(format: LogFormat) {
     let _ = result;
 }
 
+/// Counts one thing in flight on a gauge (`name`) for as long as it lives: the gauge goes up
+/// when it starts and down when it is dropped, whichever way the work ends.
+#[must_use = "the gauge goes down when the guard is dropped"]
+pub struct InFlight(&'static str);
+
+impl InFlight {
+    pub fn start(name: &'static str) -> Self {
+        metrics::gauge!(name).increment(1.0);
+        Self(name)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -11,6 +11,7 @@ use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 
 use super::Broker;
+use crate::telemetry::InFlight;
 
 #[derive(Debug, Clone, Copy)]
 pub struct PublishSettings {
@@ -115,7 +116,7 @@ impl Publisher {
             .broker
             .publish_channel()
             .map_err(PublishError::Unavailable)?;
-        let _in_flight = InFlight::start();
+        let _in_flight = InFlight::start("collect_publishes_in_flight");
         let started = Instant::now();
         let properties = BasicProperties::default()
             .with_delivery_mode(2) // persistent
@@ -151,21 +152,5 @@ impl Publisher {
                 "the channel is not in confirm mode".into(),
             )),
         }
-    }
-}
-
-/// Counts publishes awaiting their confirm, for `collect_publishes_in_flight`.
-struct InFlight;
-
-impl InFlight {
-    fn start() -> Self {
-        metrics::gauge!("collect_publishes_in_flight").increment(1.0);
-        Self
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        metrics::gauge!("collect_publishes_in_flight").decrement(1.0);
     }
 }
