@@ -38,6 +38,28 @@ pub use webhooks::{
     Webhook, WebhookId, WebhookStore, is_delivery_id,
 };
 
+/// Creates the database `url` names unless it exists (`engine` names the server in errors).
+/// Another service creating it at the same moment is fine.
+async fn ensure_database<DB: sqlx::migrate::MigrateDatabase>(
+    url: &str,
+    engine: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let shown = crate::config::redact_url(url);
+    let exists = DB::database_exists(url)
+        .await
+        .with_context(|| format!("cannot reach {engine} at {shown}"))?;
+    if !exists {
+        if let Err(error) = DB::create_database(url).await
+            && !DB::database_exists(url).await.unwrap_or(false)
+        {
+            return Err(error).with_context(|| format!("cannot create the database {shown}"));
+        }
+        tracing::info!(database = %shown, "created the database");
+    }
+    Ok(())
+}
+
 /// One database engine: everything the services ask of the store.
 pub trait Engine:
     FormStore

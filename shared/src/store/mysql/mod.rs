@@ -24,7 +24,6 @@ use crate::store::StoreError;
 use std::time::Duration;
 
 use sqlx::QueryBuilder;
-use sqlx::migrate::MigrateDatabase;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 
 use super::columns::columns_for;
@@ -49,18 +48,7 @@ impl MySqlStore {
     pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Self> {
         use anyhow::Context;
         let url = crate::config::redact_url(&settings.url);
-        if !MySql::database_exists(&settings.url)
-            .await
-            .with_context(|| format!("cannot reach MySQL at {url}"))?
-        {
-            // Another service may be creating it at the same moment: that is fine.
-            if let Err(error) = MySql::create_database(&settings.url).await
-                && !MySql::database_exists(&settings.url).await.unwrap_or(false)
-            {
-                return Err(error).with_context(|| format!("cannot create the database {url}"));
-            }
-            tracing::info!(database = %url, "created the database");
-        }
+        super::ensure_database::<MySql>(&settings.url, "MySQL").await?;
         let options: MySqlConnectOptions = settings
             .url
             .parse()

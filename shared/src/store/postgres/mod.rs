@@ -11,7 +11,6 @@ mod webhooks;
 
 use std::time::Duration;
 
-use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::columns::columns_for;
@@ -32,20 +31,7 @@ impl PgStore {
     pub async fn connect(settings: &StoreSettings) -> anyhow::Result<Self> {
         use anyhow::Context;
         let url = crate::config::redact_url(&settings.url);
-        if !sqlx::Postgres::database_exists(&settings.url)
-            .await
-            .with_context(|| format!("cannot reach PostgreSQL at {url}"))?
-        {
-            // Another service may be creating it at the same moment: that is fine.
-            if let Err(error) = sqlx::Postgres::create_database(&settings.url).await
-                && !sqlx::Postgres::database_exists(&settings.url)
-                    .await
-                    .unwrap_or(false)
-            {
-                return Err(error).with_context(|| format!("cannot create the database {url}"));
-            }
-            tracing::info!(database = %url, "created the database");
-        }
+        super::ensure_database::<sqlx::Postgres>(&settings.url, "PostgreSQL").await?;
         let options: PgConnectOptions = settings
             .url
             .parse()
