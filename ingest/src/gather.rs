@@ -73,7 +73,7 @@ impl Gatherer {
                 "the publisher has stopped".into(),
             ))
         };
-        let _in_flight = InFlight::start("collect_ingest_responses_in_flight");
+        let _in_flight = InFlight::start(metrics::gauge!("collect_ingest_responses_in_flight"));
         self.queue.send(pending).map_err(|_| closed())?;
         outcome.await.unwrap_or_else(|_| Err(closed()))
     }

@@ -54,21 +54,23 @@ pub fn init_tracing(format: LogFormat) {
     let _ = result;
 }
 
-/// Counts one thing in flight on a gauge (`name`) for as long as it lives: the gauge goes up
-/// when it starts and down when it is dropped, whichever way the work ends.
+/// Counts one thing in flight on a gauge for as long as it lives: the gauge goes up when it
+/// starts and down when it is dropped, whichever way the work ends. The caller names the gauge
+/// once, with the `metrics` macro and a literal name (`deploy/check` reads the names from the
+/// sources).
 #[must_use = "the gauge goes down when the guard is dropped"]
-pub struct InFlight(&'static str);
+pub struct InFlight(metrics::Gauge);
 
 impl InFlight {
-    pub fn start(name: &'static str) -> Self {
-        metrics::gauge!(name).increment(1.0);
-        Self(name)
+    pub fn start(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(self.0).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 

@@ -116,7 +116,7 @@ impl Publisher {
             .broker
             .publish_channel()
             .map_err(PublishError::Unavailable)?;
-        let _in_flight = InFlight::start("collect_publishes_in_flight");
+        let _in_flight = InFlight::start(metrics::gauge!("collect_publishes_in_flight"));
         let started = Instant::now();
         let properties = BasicProperties::default()
             .with_delivery_mode(2) // persistent
