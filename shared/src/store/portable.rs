@@ -393,9 +393,7 @@ impl<S: Run> Portable for S {
         let rows = self
             .rows(sql, &[Arg::Text(response_id.as_str()), Arg::BigInt(limit)])
             .await?;
-        rows.iter()
-            .map(|row| columns::response(row).map(|(stored, _)| stored))
-            .collect()
+        columns::responses(&rows)
     }
 
     /// The cursor is compared column by column, the way MySQL uses an index for it, with
