@@ -8,7 +8,9 @@
 //! 2. Fixed rate, half the closed loop's accepted/s (steady state, below capacity): ingest's
 //!    latency (wrk's), and received → committed and received → in the sheet per response.
 //!
-//! CPU time per process (from `/proc`) is printed per 1,000 responses for each phase.
+//! CPU time per process (from `/proc`) is printed per 1,000 responses for each phase, and how
+//! long the disk took to flush a small write meanwhile (`disk.rs`): a pause of the disk is a
+//! pause of every confirm and commit, and shows in ingest's p99 though no process caused it.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use serde::Deserialize;
 use sqlx::AssertSqlSafe;
 
 use crate::cpu;
+use crate::disk::{DiskProbe, Flushes};
 use crate::services::{KEY, Peaks, ready, wind_down};
 use crate::{Args, p50_p99};
 
@@ -31,6 +34,8 @@ pub struct LoadFigures {
     pub half_rate: f64,
     pub half_p99_ms: f64,
     pub half_commit_p99_ms: f64,
+    /// The disk's slowest flush during the half-load phase, when measured.
+    pub half_disk_max_ms: Option<f64>,
 }
 
 /// What `collect.lua`'s `done()` prints.
@@ -96,8 +101,10 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
 
     // 1. Closed loop.
     let before = cpu::snapshot();
+    let disk = DiskProbe::start("full");
     let full = wrk(&script, &url, args, "full", None, args.seconds).await?;
     let during = cpu::snapshot();
+    let full_disk = disk.map(DiskProbe::finish);
     println!(
         "closed loop (wrk -t{THREADS} -c{} -d{}s): {}",
         args.connections,
@@ -122,12 +129,15 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         "CPU from the first request to the last row in the sheet, ms per 1,000 responses: {}",
         after.since(&before).per_thousand(drain.stored)
     );
+    print_disk(full_disk.as_ref());
 
     // 2. Fixed rate, half the closed loop's.
     let half_rate = (full.rate() / 2.0).max(1.0);
     let before = cpu::snapshot();
+    let disk = DiskProbe::start("half");
     let half = wrk(&script, &url, args, "half", Some(half_rate), args.seconds).await?;
     let during = cpu::snapshot();
+    let half_disk = disk.map(DiskProbe::finish);
     println!(
         "fixed rate, half ({half_rate:.0}/s, wrk -t{THREADS} -c{} -d{}s, paced): {}",
         args.connections,
@@ -150,6 +160,7 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         "CPU while wrk ran, ms per 1,000 accepted: {}",
         during.since(&before).per_thousand(half.accepted())
     );
+    print_disk(half_disk.as_ref());
 
     pool.close().await;
     let _ = std::fs::remove_file(&script);
@@ -160,7 +171,23 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         half_rate,
         half_p99_ms: half.p99_us as f64 / 1000.0,
         half_commit_p99_ms: c99,
+        half_disk_max_ms: half_disk.map(|flushes| flushes.max_ms()),
     })
+}
+
+/// The disk's flushes while wrk ran, and what a stall means for the figures above.
+fn print_disk(flushes: Option<&Flushes>) {
+    let Some(flushes) = flushes else {
+        println!("disk while wrk ran: not measured (no file could be written beside the binary)");
+        return;
+    };
+    println!("disk while wrk ran: {}", flushes.describe());
+    if flushes.stalls() > 0 {
+        println!(
+            "  the disk stalled for up to {:.0} ms: every broker confirm and database commit waited as long, and with them every request in flight (wrk's latency counts from when a request was due)",
+            flushes.max_ms()
+        );
+    }
 }
 
 fn which_wrk() -> anyhow::Result<()> {
@@ -317,6 +344,21 @@ async fn drained(
             Instant::now() < deadline,
             "{prefix}: rows still wait for the sheet after an hour"
         );
+        // A sheet that refuses the rows (full: Google's 10,000,000 cells a spreadsheet, which
+        // the emulator enforces; about 430,000 rows of the seed form) would be waited for
+        // until the deadline; sheets-sync says so in `sheet_status`.
+        if waiting > 0 {
+            let refused: Option<String> = sqlx::query_scalar(
+                "SELECT reason FROM sheet_status WHERE about_this_sheet LIMIT 1",
+            )
+            .fetch_optional(pool)
+            .await?;
+            if let Some(reason) = refused {
+                anyhow::bail!(
+                    "{prefix}: the sheet stage stopped, as sheets-sync reports: {reason} (shorter phases, or fewer connections, keep the benchmark's sheet under Google's limit)"
+                );
+            }
+        }
         tokio::time::sleep(POLL).await;
     };
     Ok(Drained {

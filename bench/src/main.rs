@@ -21,6 +21,7 @@
 
 mod broker;
 mod cpu;
+mod disk;
 mod flags;
 mod http_load;
 mod load;
@@ -232,10 +233,15 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         println!(
-            "all services, wrk at half load ({:.0}/s): ingest p99 {:.1} ms   target ≤ 20 ms: {}",
+            "all services, wrk at half load ({:.0}/s): ingest p99 {:.1} ms   target ≤ 20 ms: {}{}",
             l.half_rate,
             l.half_p99_ms,
-            verdict(l.half_p99_ms <= 20.0)
+            verdict(l.half_p99_ms <= 20.0),
+            match l.half_disk_max_ms {
+                Some(max) if max > disk::STALL.as_secs_f64() * 1000.0 =>
+                    format!(" (the disk's slowest flush in that phase: {max:.0} ms)"),
+                _ => String::new(),
+            }
         );
         println!(
             "all services, wrk at half load ({:.0}/s): received → committed p99 {:.0} ms   target ≤ 250 ms: {}",
