@@ -272,6 +272,9 @@ struct Drained {
 /// 180,000 rows), so seldom enough not to weigh on the pipeline it measures.
 const POLL: Duration = Duration::from_millis(500);
 
+/// How long a sheet must go on refusing rows before [`drained`] gives up on it.
+const REFUSED_FOR: Duration = Duration::from_secs(60);
+
 /// Waits until the responses with ids `<prefix>-…` (`prefix` is one of this module's own
 /// constants, spliced into the SQL) are all committed and all in the sheet: at
 /// least `accepted` (wrk counts the answers it read; requests still in flight when it stopped
@@ -321,6 +324,7 @@ async fn drained(
         );
         tokio::time::sleep(POLL).await;
     };
+    let mut refused_since: Option<Instant> = None;
     let in_sheet_s = loop {
         // The join is counted only once the outbox is empty: run every 100 ms, it cost
         // PostgreSQL more than the sheet stage it measures (110 ms a run at 180,000 rows).
@@ -346,18 +350,22 @@ async fn drained(
         );
         // A sheet that refuses the rows (full: Google's 10,000,000 cells a spreadsheet, which
         // the emulator enforces; about 430,000 rows of the seed form) would be waited for
-        // until the deadline; sheets-sync says so in `sheet_status`.
-        if waiting > 0 {
-            let refused: Option<String> = sqlx::query_scalar(
-                "SELECT reason FROM sheet_status WHERE about_this_sheet LIMIT 1",
-            )
-            .fetch_optional(pool)
-            .await?;
-            if let Some(reason) = refused {
-                anyhow::bail!(
-                    "{prefix}: the sheet stage stopped, as sheets-sync reports: {reason} (shorter phases, or fewer connections, keep the benchmark's sheet under Google's limit)"
-                );
-            }
+        // until the deadline; sheets-sync says so in `sheet_status`. A refusal that passes
+        // (a quota's 429, say) clears that row within a minute.
+        let refused: Option<String> = if waiting > 0 {
+            sqlx::query_scalar("SELECT reason FROM sheet_status WHERE about_this_sheet LIMIT 1")
+                .fetch_optional(pool)
+                .await?
+        } else {
+            None
+        };
+        match (refused, refused_since) {
+            (None, _) => refused_since = None,
+            (Some(_), None) => refused_since = Some(Instant::now()),
+            (Some(reason), Some(since)) if since.elapsed() >= REFUSED_FOR => anyhow::bail!(
+                "{prefix}: the sheet stage stopped, as sheets-sync reports: {reason} (shorter phases, or fewer connections, keep the benchmark's sheet under Google's limit)"
+            ),
+            (Some(_), Some(_)) => {}
         }
         tokio::time::sleep(POLL).await;
     };
