@@ -140,6 +140,57 @@ async fn first_starts_at_once_mysql() {
     first_starts_at_once("mysql").await;
 }
 
+/// Ids compare byte by byte on both engines, as MySQL's `ascii_bin` columns do, whatever the
+/// database's own collation: on PostgreSQL the database here sorts words as a person reads
+/// them (ICU's root locale: `alpha` before `Zeta`, `a_1` before `a1`), and the responses of
+/// one id still come in their forms' byte order.
+async fn ids_sort_byte_by_byte(engine: &str) {
+    let database = Database::new(engine);
+    if engine == "postgres" {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", database.server))
+            .await
+            .unwrap();
+        let statement = format!(
+            "CREATE DATABASE \"{}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und'
+             LOCALE 'C.UTF-8'",
+            database.name
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let store = database.store().await;
+    let forms = ["alpha", "a_1", "Zeta", "a1"];
+    let messages: Vec<ResponseMessage> = forms
+        .iter()
+        .map(|form| message(form, "same", 1, "u-2"))
+        .collect();
+    let valid = [valid()];
+    store
+        .save_responses(&batch_of(&messages, valid.iter().cycle()))
+        .await
+        .unwrap();
+    let same = store
+        .responses_with_id(&ResponseId::parse("same").unwrap(), 10)
+        .await
+        .unwrap();
+    let order: Vec<&str> = same.iter().map(|r| r.form_id.as_str()).collect();
+    assert_eq!(order, ["Zeta", "a1", "a_1", "alpha"]);
+    database.drop().await;
+}
+
+#[tokio::test]
+async fn ids_sort_byte_by_byte_postgres() {
+    ids_sort_byte_by_byte("postgres").await;
+}
+
+#[tokio::test]
+async fn ids_sort_byte_by_byte_mysql() {
+    ids_sort_byte_by_byte("mysql").await;
+}
+
 /// On PostgreSQL, a flag event committed while an older transaction is still open somewhere on
 /// the server is not listed yet (a cursor could otherwise pass it), and the page says that it
 /// holds events back, so that a watcher reads again soon instead of at its next poll.
@@ -341,6 +392,22 @@ fn valid() -> Evaluation {
     Evaluation { flags: vec![] }
 }
 
+/// A batch of `messages`, each with the flags of its evaluation in `evaluations`.
+fn batch_of<'a>(
+    messages: &'a [ResponseMessage],
+    evaluations: impl IntoIterator<Item = &'a Evaluation>,
+) -> Vec<NewResponse<'a>> {
+    messages
+        .iter()
+        .zip(evaluations)
+        .map(|(message, evaluation)| NewResponse {
+            message,
+            form_version: 1,
+            flags: &evaluation.flags,
+        })
+        .collect()
+}
+
 async fn save(store: &Store, message: &ResponseMessage, evaluation: &Evaluation) -> SaveOutcome {
     let mut outcomes = store
         .save_responses(&[NewResponse {
@@ -495,15 +562,7 @@ async fn batches_and_forms_sharing_ids(store: Store) {
         message("a", "other", 4, "u-2"),
     ];
     let evaluations = [flagged(), valid(), flagged()];
-    let batch: Vec<NewResponse> = messages
-        .iter()
-        .zip(&evaluations)
-        .map(|(message, evaluation)| NewResponse {
-            message,
-            form_version: 1,
-            flags: &evaluation.flags,
-        })
-        .collect();
+    let batch = batch_of(&messages, &evaluations);
     let outcomes = store.save_responses(&batch).await.unwrap();
     for (outcome, message) in outcomes.iter().zip(&messages) {
         let SaveOutcome::Written { stored, .. } = outcome else {
@@ -520,15 +579,7 @@ async fn batches_and_forms_sharing_ids(store: Store) {
         message("a", "same", 1, "u-2"),
         message("a", "other", 4, "u-2"),
     ];
-    let batch: Vec<NewResponse> = messages2
-        .iter()
-        .zip(&evaluations)
-        .map(|(message, evaluation)| NewResponse {
-            message,
-            form_version: 1,
-            flags: &evaluation.flags,
-        })
-        .collect();
+    let batch = batch_of(&messages2, &evaluations);
     let outcomes = store.save_responses(&batch).await.unwrap();
     assert!(matches!(
         outcomes[0],
@@ -559,15 +610,8 @@ async fn batches_and_forms_sharing_ids(store: Store) {
     assert_eq!(forms, [("a", 1), ("b", 2)]);
     // A response twice in one batch is refused.
     let twice = [message("a", "x", 1, "u"), message("a", "x", 2, "u")];
-    let evaluation = valid();
-    let batch: Vec<NewResponse> = twice
-        .iter()
-        .map(|message| NewResponse {
-            message,
-            form_version: 1,
-            flags: &evaluation.flags,
-        })
-        .collect();
+    let valid = [valid()];
+    let batch = batch_of(&twice, valid.iter().cycle());
     let refused = store.save_responses(&batch).await.unwrap_err();
     assert!(
         matches!(
