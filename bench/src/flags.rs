@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use reqwest_eventsource::{Event, EventSource};
 use serde_json::{Value, json};
 
-use crate::services::{KEY, Peaks, ready, stop};
+use crate::services::{KEY, Peaks, ready, wind_down};
 use crate::{Args, ms};
 
 /// Collectors watching, one SSE connection each.
@@ -56,6 +56,8 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let ingest = ready(&setup, setup.start_ingest().await).await;
     let validator = ready(&setup, setup.start_validator().await).await;
     let sync = ready(&setup, setup.start_sheets_sync().await).await;
+    // Whatever happens, the services stop and the namespace and database go.
+    let done: anyhow::Result<()> = async {
     let client = reqwest::Client::new();
 
     // The webhook receiver.
@@ -200,12 +202,9 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         );
     }
     println!("({accepted} flagged responses accepted in {elapsed:.1?})");
-    peaks.record("ingest", &ingest);
-    peaks.record("validator", &validator);
-    peaks.record("sheets-sync", &sync);
-    stop(ingest).await;
-    stop(validator).await;
-    stop(sync).await;
-    setup.remove().await;
     Ok(())
+    }
+    .await;
+    wind_down(setup, [ingest, validator, sync], peaks).await;
+    done
 }

@@ -45,63 +45,68 @@ pub async fn run(args: &Args, peaks: &mut Peaks) -> anyhow::Result<IngestFigures
     let setup = crate::services::stack(args.engines.first()).await?;
     let ingest = ready(&setup, setup.start_ingest().await).await;
     let base = ingest.url("");
-    let purge = Purger::new(&setup).await?;
+    // Whatever happens, ingest stops and the namespace and database go.
+    let figures: anyhow::Result<IngestFigures> = async {
+        let purge = Purger::new(&setup).await?;
 
-    // The full rate first, briefly (a short backlog to purge), for the half-rate phase; then
-    // the half-rate phase on a near-empty queue; then the full-rate phases proper.
-    let probe = phase(&base, args, Route::Seed, None, Duration::from_secs(5)).await;
-    purge.purge().await;
-    let half_rate = probe.rate / 2.0;
-    // At half the rate the queue is drained as it fills, as the validator would: a quorum
-    // queue growing by hundreds of thousands of messages with no consumer is not the steady
-    // state being measured (it added confirm stalls of 200 ms to the p99).
-    let (stop_draining, draining_stopped) = tokio::sync::oneshot::channel();
-    let draining = tokio::spawn(drain(setup.topology.validator_queue(), draining_stopped));
-    let half = phase(&base, args, Route::Seed, Some(half_rate), args.duration()).await;
-    let _ = stop_draining.send(());
-    draining.await??;
-    purge.purge().await;
-    let seed = phase(&base, args, Route::Seed, None, args.duration()).await;
-    report(
-        "POST /collect (seed payloads), full rate",
-        &seed,
-        "requests",
-    );
-    report(
-        &format!(
-            "POST /collect at half the full rate (5 s probe: {:.0}/s; half: {half_rate:.0}/s)",
-            probe.rate
-        ),
-        &half,
-        "requests",
-    );
-    purge.purge().await;
-    let batch = phase(
-        &base,
-        args,
-        Route::Batch(args.batch_size),
-        None,
-        args.duration(),
-    )
+        // The full rate first, briefly (a short backlog to purge), for the half-rate phase; then
+        // the half-rate phase on a near-empty queue; then the full-rate phases proper.
+        let probe = phase(&base, args, Route::Seed, None, Duration::from_secs(5)).await;
+        purge.purge().await;
+        let half_rate = probe.rate / 2.0;
+        // At half the rate the queue is drained as it fills, as the validator would: a quorum
+        // queue growing by hundreds of thousands of messages with no consumer is not the steady
+        // state being measured (it added confirm stalls of 200 ms to the p99).
+        let (stop_draining, draining_stopped) = tokio::sync::oneshot::channel();
+        let draining = tokio::spawn(drain(setup.topology.validator_queue(), draining_stopped));
+        let half = phase(&base, args, Route::Seed, Some(half_rate), args.duration()).await;
+        let _ = stop_draining.send(());
+        draining.await??;
+        purge.purge().await;
+        let seed = phase(&base, args, Route::Seed, None, args.duration()).await;
+        report(
+            "POST /collect (seed payloads), full rate",
+            &seed,
+            "requests",
+        );
+        report(
+            &format!(
+                "POST /collect at half the full rate (5 s probe: {:.0}/s; half: {half_rate:.0}/s)",
+                probe.rate
+            ),
+            &half,
+            "requests",
+        );
+        purge.purge().await;
+        let batch = phase(
+            &base,
+            args,
+            Route::Batch(args.batch_size),
+            None,
+            args.duration(),
+        )
+        .await;
+        report(
+            &format!(
+                "POST …/responses:batch ({} per request), full rate",
+                args.batch_size
+            ),
+            &batch,
+            "responses",
+        );
+        purge.purge().await;
+        Ok(IngestFigures {
+            seed_rate: seed.rate,
+            batch_rate: batch.rate,
+            half_rate,
+            half_p99_ms: ms(&half.latency, 0.99),
+        })
+    }
     .await;
-    report(
-        &format!(
-            "POST …/responses:batch ({} per request), full rate",
-            args.batch_size
-        ),
-        &batch,
-        "responses",
-    );
-    purge.purge().await;
     peaks.record("ingest", &ingest);
     stop(ingest).await;
     setup.remove().await;
-    Ok(IngestFigures {
-        seed_rate: seed.rate,
-        batch_rate: batch.rate,
-        half_rate,
-        half_p99_ms: ms(&half.latency, 0.99),
-    })
+    figures
 }
 
 fn report(what: &str, phase: &Phase, unit: &str) {

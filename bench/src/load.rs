@@ -94,7 +94,8 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let pool = collect_testkit::database_pool(&setup.database_url).await;
     let script = script_file(&setup)?;
     let url = ingest.url("");
-
+    // Whatever happens in the phases, the services stop and the namespace and database go.
+    let figures: anyhow::Result<LoadFigures> = async {
     // A short warm-up (connections, the form cache), drained before the phases.
     let warm = wrk(&script, &url, args, "warm", None, 3).await?;
     drained(&setup, &pool, "warm", warm.accepted()).await?;
@@ -161,10 +162,6 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         during.since(&before).per_thousand(half.accepted())
     );
     print_disk(half_disk.as_ref());
-
-    pool.close().await;
-    let _ = std::fs::remove_file(&script);
-    wind_down(setup, [ingest, validator, sync], peaks).await;
     Ok(LoadFigures {
         accepted_rate: full.rate(),
         committed_rate,
@@ -173,6 +170,12 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         half_commit_p99_ms: c99,
         half_disk_max_ms: half_disk.map(|flushes| flushes.max_ms()),
     })
+    }
+    .await;
+    pool.close().await;
+    let _ = std::fs::remove_file(&script);
+    wind_down(setup, [ingest, validator, sync], peaks).await;
+    figures
 }
 
 /// The disk's flushes while wrk ran, and what a stall means for the figures above.

@@ -35,101 +35,105 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let validator = ready(&setup, setup.start_validator().await).await;
     let sync = ready(&setup, setup.start_sheets_sync().await).await;
     let pool = collect_testkit::database_pool(&setup.database_url).await;
+    // Whatever happens, the services stop and the namespace and database go.
+    let figures: anyhow::Result<EndToEnd> = async {
+        let started = Instant::now();
+        let next = Arc::new(AtomicUsize::new(0));
+        let sent_bar = progress(n as u64, "accepted by ingest");
+        let url = ingest.url("/v1/forms/household-finance/responses:batch");
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|_| {
+                let url = url.clone();
+                let next = next.clone();
+                let bar = sent_bar.clone();
+                tokio::spawn(async move { send(next, n, "e2e", move |_| url.clone(), bar).await })
+            })
+            .collect();
+        let stored_bar = progress(n as u64, &format!("committed to {engine}"));
+        let sheet_bar = progress(n as u64, "rows in the sheet");
+        let bars = indicatif::MultiProgress::new();
+        let sent_bar = bars.add(sent_bar);
+        let stored_bar = bars.add(stored_bar);
+        let sheet_bar = bars.add(sheet_bar);
 
-    let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let sent_bar = progress(n as u64, "accepted by ingest");
-    let url = ingest.url("/v1/forms/household-finance/responses:batch");
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|_| {
-            let url = url.clone();
-            let next = next.clone();
-            let bar = sent_bar.clone();
-            tokio::spawn(async move { send(next, n, "e2e", move |_| url.clone(), bar).await })
-        })
-        .collect();
-    let stored_bar = progress(n as u64, &format!("committed to {engine}"));
-    let sheet_bar = progress(n as u64, "rows in the sheet");
-    let bars = indicatif::MultiProgress::new();
-    let sent_bar = bars.add(sent_bar);
-    let stored_bar = bars.add(stored_bar);
-    let sheet_bar = bars.add(sheet_bar);
+        let mut accepted_at = None;
+        let mut committed_at = None;
+        let mut peaks_seen = (0u64, 0u64, 0u64);
+        let deadline = Duration::from_secs(3600);
+        loop {
+            let stored = collect_testkit::count(&pool, "SELECT count(*) FROM responses").await?;
+            let rows = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_rows").await?;
+            stored_bar.set_position(stored as u64);
+            sheet_bar.set_position(rows as u64);
+            if accepted_at.is_none() && senders.iter().all(|s| s.is_finished()) {
+                accepted_at = Some(started.elapsed());
+            }
+            if committed_at.is_none() && stored as usize >= n {
+                committed_at = Some(started.elapsed());
+            }
+            if rows as usize >= n {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < deadline,
+                "not done within {deadline:?}: {stored} stored, {rows} in the sheet"
+            );
+            // RSS is sampled as the run goes (VmHWM keeps the peak anyway).
+            peaks_seen.0 = peaks_seen.0.max(ingest.peak_rss_bytes().unwrap_or(0));
+            peaks_seen.1 = peaks_seen.1.max(validator.peak_rss_bytes().unwrap_or(0));
+            peaks_seen.2 = peaks_seen.2.max(sync.peak_rss_bytes().unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let total = started.elapsed();
+        for sender in senders {
+            sender.await??;
+        }
+        sent_bar.finish();
+        stored_bar.finish();
+        sheet_bar.finish();
+        let _ = bars.clear();
 
-    let mut accepted_at = None;
-    let mut committed_at = None;
-    let mut peaks_seen = (0u64, 0u64, 0u64);
-    let deadline = Duration::from_secs(3600);
-    loop {
-        let stored = collect_testkit::count(&pool, "SELECT count(*) FROM responses").await?;
-        let rows = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_rows").await?;
-        stored_bar.set_position(stored as u64);
-        sheet_bar.set_position(rows as u64);
-        if accepted_at.is_none() && senders.iter().all(|s| s.is_finished()) {
-            accepted_at = Some(started.elapsed());
-        }
-        if committed_at.is_none() && stored as usize >= n {
-            committed_at = Some(started.elapsed());
-        }
-        if rows as usize >= n {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < deadline,
-            "not done within {deadline:?}: {stored} stored, {rows} in the sheet"
+        let accepted = accepted_at.unwrap_or(total).as_secs_f64();
+        let committed = committed_at.unwrap_or(total).as_secs_f64();
+        let rate = n as f64 / total.as_secs_f64();
+        println!(
+            "accepted by ingest: all {n} in {accepted:.1} s ({:.0}/s)",
+            n as f64 / accepted
         );
-        // RSS is sampled as the run goes (VmHWM keeps the peak anyway).
-        peaks_seen.0 = peaks_seen.0.max(ingest.peak_rss_bytes().unwrap_or(0));
-        peaks_seen.1 = peaks_seen.1.max(validator.peak_rss_bytes().unwrap_or(0));
-        peaks_seen.2 = peaks_seen.2.max(sync.peak_rss_bytes().unwrap_or(0));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let total = started.elapsed();
-    for sender in senders {
-        sender.await??;
-    }
-    sent_bar.finish();
-    stored_bar.finish();
-    sheet_bar.finish();
-    let _ = bars.clear();
+        println!(
+            "committed to {engine}: all in {committed:.1} s ({:.0}/s)",
+            n as f64 / committed
+        );
+        println!(
+            "in the sheet: all in {:.1} s: {rate:.0} responses/s end to end",
+            total.as_secs_f64()
+        );
+        // Milliseconds from ingest to the commit, and to the sheet, per response.
+        let (mut to_commit, mut to_sheet) = crate::load::latencies(engine, &pool, "e2e").await?;
+        let (c50, c99) = p50_p99(&mut to_commit);
+        let (s50, s99) = p50_p99(&mut to_sheet);
+        println!("received → committed: p50 {c50:.0} ms, p99 {c99:.0} ms");
+        println!("received → in the sheet: p50 {s50:.0} ms, p99 {s99:.0} ms");
+        let cells = setup
+            .emulator
+            .tab_values(SPREADSHEET, "household-finance")
+            .map_or(0, |t| t.len().saturating_sub(1));
+        anyhow::ensure!(
+            cells == n,
+            "the emulator's sheet has {cells} rows, expected {n}"
+        );
+        println!(
+            "Sheets calls: {} (writes {})",
+            setup.emulator.stats().sheets_requests,
+            setup.emulator.write_count()
+        );
 
-    let accepted = accepted_at.unwrap_or(total).as_secs_f64();
-    let committed = committed_at.unwrap_or(total).as_secs_f64();
-    let rate = n as f64 / total.as_secs_f64();
-    println!(
-        "accepted by ingest: all {n} in {accepted:.1} s ({:.0}/s)",
-        n as f64 / accepted
-    );
-    println!(
-        "committed to {engine}: all in {committed:.1} s ({:.0}/s)",
-        n as f64 / committed
-    );
-    println!(
-        "in the sheet: all in {:.1} s: {rate:.0} responses/s end to end",
-        total.as_secs_f64()
-    );
-    // Milliseconds from ingest to the commit, and to the sheet, per response.
-    let (mut to_commit, mut to_sheet) = crate::load::latencies(engine, &pool, "e2e").await?;
-    let (c50, c99) = p50_p99(&mut to_commit);
-    let (s50, s99) = p50_p99(&mut to_sheet);
-    println!("received → committed: p50 {c50:.0} ms, p99 {c99:.0} ms");
-    println!("received → in the sheet: p50 {s50:.0} ms, p99 {s99:.0} ms");
-    let cells = setup
-        .emulator
-        .tab_values(SPREADSHEET, "household-finance")
-        .map_or(0, |t| t.len().saturating_sub(1));
-    anyhow::ensure!(
-        cells == n,
-        "the emulator's sheet has {cells} rows, expected {n}"
-    );
-    println!(
-        "Sheets calls: {} (writes {})",
-        setup.emulator.stats().sheets_requests,
-        setup.emulator.write_count()
-    );
-
+        Ok(EndToEnd { rate })
+    }
+    .await;
     pool.close().await;
     wind_down(setup, [ingest, validator, sync], peaks).await;
-    Ok(EndToEnd { rate })
+    figures
 }
 
 /// Takes the next batch of ids (`<prefix>-<i>`) until `n` are sent, each batch to the URL

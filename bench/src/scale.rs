@@ -43,6 +43,8 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let validator = ready(&setup, setup.start_validator().await).await;
     let sync = ready(&setup, setup.start_sheets_sync().await).await;
     let pool = collect_testkit::database_pool(&setup.database_url).await;
+    // Whatever happens, the services stop and the namespace and database go.
+    let done: anyhow::Result<()> = async {
     let client = reqwest::Client::new();
 
     // The forms: copies of the built-in one.
@@ -219,8 +221,11 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
             process.peak_rss_bytes().unwrap_or(0) as f64 / 1_048_576.0
         );
     }
-    pool.close().await;
     let _ = amqp.close(200, "done".into()).await;
-    wind_down(setup, [ingest, validator, sync], peaks).await;
     Ok(())
+    }
+    .await;
+    pool.close().await;
+    wind_down(setup, [ingest, validator, sync], peaks).await;
+    done
 }
