@@ -111,3 +111,61 @@ impl Flushes {
         )
     }
 }
+
+/// When the kernel starts writing dirty pages back, as `/proc/sys/vm` says: `None` where
+/// those files cannot be read.
+pub fn write_back() -> Option<String> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(describe_write_back(
+        read("dirty_background_bytes")?,
+        read("dirty_background_ratio")?,
+        read("dirty_expire_centisecs")?,
+    ))
+}
+
+/// The kernel's write-back thresholds in words. `background_bytes`, when set, replaces
+/// `background_ratio` (a share of the available memory); pages older than `expire_centisecs`
+/// are written back whatever the amount.
+pub fn describe_write_back(
+    background_bytes: u64,
+    background_ratio: u64,
+    expire_centisecs: u64,
+) -> String {
+    let from = if background_bytes > 0 {
+        format!(
+            "once {:.0} MB are dirty (vm.dirty_background_bytes)",
+            background_bytes as f64 / 1_048_576.0
+        )
+    } else {
+        format!(
+            "once {background_ratio}% of the available memory is dirty (vm.dirty_background_ratio)"
+        )
+    };
+    format!(
+        "kernel write-back starts {from} or for pages older than {} s (vm.dirty_expire_centisecs)",
+        expire_centisecs as f64 / 100.0
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_write_back;
+
+    #[test]
+    fn names_the_setting_in_force() {
+        assert_eq!(
+            describe_write_back(0, 10, 3000),
+            "kernel write-back starts once 10% of the available memory is dirty (vm.dirty_background_ratio) or for pages older than 30 s (vm.dirty_expire_centisecs)"
+        );
+        assert_eq!(
+            describe_write_back(8_388_608, 0, 500),
+            "kernel write-back starts once 8 MB are dirty (vm.dirty_background_bytes) or for pages older than 5 s (vm.dirty_expire_centisecs)"
+        );
+    }
+}

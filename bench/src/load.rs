@@ -187,7 +187,7 @@ fn print_disk(flushes: Option<&Flushes>) {
     println!("disk while wrk ran: {}", flushes.describe());
     if flushes.stalls() > 0 {
         println!(
-            "  the disk stalled for up to {:.0} ms: every broker confirm and database commit waited as long, and with them every request in flight (wrk's latency counts from when a request was due)",
+            "  the disk stalled for up to {:.0} ms: every broker confirm and database commit waited as long, and with them every request in flight (wrk's latency counts from when a request was due). A burst of the kernel's write-back does this; writing back in small steps (vm.dirty_background_bytes = 8 MB) took the stalls away on this project's machines: README, \"Host settings\"",
             flushes.max_ms()
         );
     }

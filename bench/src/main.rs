@@ -139,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
         collect_testkit::amqp_url().replace("guest:guest@", ""),
         databases.join(", "),
     );
+    if let Some(write_back) = disk::write_back() {
+        println!("{write_back}");
+    }
     let mut peaks = services::Peaks::default();
 
     let yardstick = if args.runs("broker") {
