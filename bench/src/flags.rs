@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use collect_testkit::Engine;
+use collect_testkit::{Engine, ServiceProcess};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use reqwest_eventsource::{Event, EventSource};
@@ -57,7 +57,15 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let validator = ready(&setup, setup.start_validator().await).await;
     let sync = ready(&setup, setup.start_sheets_sync().await).await;
     // Whatever happens, the services stop and the namespace and database go.
-    let done: anyhow::Result<()> = async {
+    let done = measure(args, &ingest).await;
+    wind_down(setup, [ingest, validator, sync], peaks).await;
+    done
+}
+
+/// The webhook receiver, the watchers and the flagged responses, and what reached them.
+async fn measure(args: &Args, ingest: &ServiceProcess) -> anyhow::Result<()> {
+    let n = args.flags;
+    let rate = args.flags_rate;
     let client = reqwest::Client::new();
 
     // The webhook receiver.
@@ -203,8 +211,4 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     }
     println!("({accepted} flagged responses accepted in {elapsed:.1?})");
     Ok(())
-    }
-    .await;
-    wind_down(setup, [ingest, validator, sync], peaks).await;
-    done
 }

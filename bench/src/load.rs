@@ -95,15 +95,30 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let script = script_file(&setup)?;
     let url = ingest.url("");
     // Whatever happens in the phases, the services stop and the namespace and database go.
-    let figures: anyhow::Result<LoadFigures> = async {
+    let figures = phases(args, engine, &setup, &pool, &script, &url).await;
+    pool.close().await;
+    let _ = std::fs::remove_file(&script);
+    wind_down(setup, [ingest, validator, sync], peaks).await;
+    figures
+}
+
+/// The warm-up, the closed loop and the half-load phase, each drained and reported.
+async fn phases(
+    args: &Args,
+    engine: Engine,
+    setup: &Stack,
+    pool: &sqlx::AnyPool,
+    script: &std::path::Path,
+    url: &str,
+) -> anyhow::Result<LoadFigures> {
     // A short warm-up (connections, the form cache), drained before the phases.
-    let warm = wrk(&script, &url, args, "warm", None, 3).await?;
-    drained(&setup, &pool, "warm", warm.accepted()).await?;
+    let warm = wrk(script, url, args, "warm", None, 3).await?;
+    drained(setup, pool, "warm", warm.accepted()).await?;
 
     // 1. Closed loop.
     let before = cpu::snapshot();
     let disk = DiskProbe::start("full");
-    let full = wrk(&script, &url, args, "full", None, args.seconds).await?;
+    let full = wrk(script, url, args, "full", None, args.seconds).await?;
     let during = cpu::snapshot();
     let full_disk = disk.map(DiskProbe::finish);
     println!(
@@ -112,7 +127,7 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         args.seconds,
         full.describe()
     );
-    let drain = drained(&setup, &pool, "full", full.accepted()).await?;
+    let drain = drained(setup, pool, "full", full.accepted()).await?;
     let after = cpu::snapshot();
     let committed_rate = drain.stored as f64 / drain.committed_s;
     println!(
@@ -136,7 +151,7 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let half_rate = (full.rate() / 2.0).max(1.0);
     let before = cpu::snapshot();
     let disk = DiskProbe::start("half");
-    let half = wrk(&script, &url, args, "half", Some(half_rate), args.seconds).await?;
+    let half = wrk(script, url, args, "half", Some(half_rate), args.seconds).await?;
     let during = cpu::snapshot();
     let half_disk = disk.map(DiskProbe::finish);
     println!(
@@ -149,8 +164,8 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         "schedule: {} requests sent more than 1 ms after they were due (largest lag {:.1} ms)",
         half.late, half.max_lag_ms
     );
-    let drain = drained(&setup, &pool, "half", half.accepted()).await?;
-    let (mut to_commit, mut to_sheet) = latencies(engine, &pool, "half").await?;
+    let drain = drained(setup, pool, "half", half.accepted()).await?;
+    let (mut to_commit, mut to_sheet) = latencies(engine, pool, "half").await?;
     let (c50, c99) = p50_p99(&mut to_commit);
     let (s50, s99) = p50_p99(&mut to_sheet);
     println!(
@@ -170,12 +185,6 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
         half_commit_p99_ms: c99,
         half_disk_max_ms: half_disk.map(|flushes| flushes.max_ms()),
     })
-    }
-    .await;
-    pool.close().await;
-    let _ = std::fs::remove_file(&script);
-    wind_down(setup, [ingest, validator, sync], peaks).await;
-    figures
 }
 
 /// The disk's flushes while wrk ran, and what a stall means for the figures above.

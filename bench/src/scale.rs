@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use collect_testkit::Engine;
+use collect_testkit::{Engine, ServiceProcess, Stack};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use serde_json::Value;
@@ -44,7 +44,23 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let sync = ready(&setup, setup.start_sheets_sync().await).await;
     let pool = collect_testkit::database_pool(&setup.database_url).await;
     // Whatever happens, the services stop and the namespace and database go.
-    let done: anyhow::Result<()> = async {
+    let services = [ingest, validator, sync];
+    let done = measure(args, engine, &setup, &services, &pool).await;
+    pool.close().await;
+    wind_down(setup, services, peaks).await;
+    done
+}
+
+/// The forms, the responses sent across them, and what grew until every sheet was complete.
+async fn measure(
+    args: &Args,
+    engine: Engine,
+    setup: &Stack,
+    [ingest, validator, sync]: &[ServiceProcess; 3],
+    pool: &sqlx::AnyPool,
+) -> anyhow::Result<()> {
+    let n = args.scale_responses;
+    let forms = args.scale_forms.max(1);
     let client = reqwest::Client::new();
 
     // The forms: copies of the built-in one.
@@ -135,12 +151,12 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     let mut last_report = Instant::now();
     let deadline = Duration::from_secs(4 * 3600);
     let total = loop {
-        let stored = collect_testkit::count(&pool, "SELECT count(*) FROM responses").await?;
-        let rows = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_rows").await?;
+        let stored = collect_testkit::count(pool, "SELECT count(*) FROM responses").await?;
+        let rows = collect_testkit::count(pool, "SELECT count(*) FROM sheet_rows").await?;
         validator_depth = validator_depth.max(depth(setup.topology.validator_queue()).await);
-        let waiting = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_outbox").await?;
+        let waiting = collect_testkit::count(pool, "SELECT count(*) FROM sheet_outbox").await?;
         outbox_depth = outbox_depth.max(waiting);
-        size = size.max(collect_testkit::count(&pool, size_sql).await?);
+        size = size.max(collect_testkit::count(pool, size_sql).await?);
         if accepted_at.is_none() && senders.iter().all(|s| s.is_finished()) {
             accepted_at = Some(started.elapsed());
         }
@@ -223,9 +239,4 @@ pub async fn run(args: &Args, engine: Engine, peaks: &mut Peaks) -> anyhow::Resu
     }
     let _ = amqp.close(200, "done".into()).await;
     Ok(())
-    }
-    .await;
-    pool.close().await;
-    wind_down(setup, [ingest, validator, sync], peaks).await;
-    done
 }
