@@ -84,11 +84,14 @@ async fn measure(
         )
         .await?;
     let measured = measure_on(&channel, consuming, &queue, n, of).await;
-    channel
+    let deleted = channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await?;
+        .await;
     let _ = channel.close(200, "done".into()).await;
-    measured
+    // A failed measurement's own error is the one to report.
+    let measured = measured?;
+    deleted?;
+    Ok(measured)
 }
 
 async fn measure_on(
