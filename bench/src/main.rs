@@ -178,7 +178,9 @@ async fn main() -> anyhow::Result<()> {
         scale::run(&args, args.engines.first(), &mut peaks).await?;
     }
 
-    println!("\n## Peak RSS (VmHWM)");
+    if !peaks.0.is_empty() {
+        println!("\n## Peak RSS (VmHWM)");
+    }
     for (service, bytes) in &peaks.0 {
         let mb = *bytes as f64 / 1_048_576.0;
         println!(
