@@ -116,6 +116,7 @@ async fn phases(
     drained(setup, pool, "warm", warm.accepted()).await?;
 
     // 1. Closed loop.
+    let messages = published(url).await;
     let before = cpu::snapshot();
     let disk = DiskProbe::start("full");
     let full = wrk(script, url, args, "full", None, args.seconds).await?;
@@ -146,9 +147,11 @@ async fn phases(
         after.since(&before).per_thousand(drain.stored)
     );
     print_disk(full_disk.as_ref());
+    print_gathering(messages, published(url).await, full.accepted());
 
     // 2. Fixed rate, half the closed loop's.
     let half_rate = (full.rate() / 2.0).max(1.0);
+    let messages = published(url).await;
     let before = cpu::snapshot();
     let disk = DiskProbe::start("half");
     let half = wrk(script, url, args, "half", Some(half_rate), args.seconds).await?;
@@ -177,6 +180,7 @@ async fn phases(
         during.since(&before).per_thousand(half.accepted())
     );
     print_disk(half_disk.as_ref());
+    print_gathering(messages, published(url).await, half.accepted());
     Ok(LoadFigures {
         accepted_rate: full.rate(),
         committed_rate,
@@ -185,6 +189,35 @@ async fn phases(
         half_commit_p99_ms: c99,
         half_disk_max_ms: half_disk.map(|flushes| flushes.max_ms()),
     })
+}
+
+/// The messages ingest had published to `N.responses` (its confirmed publishes, from its
+/// `/metrics`), or `None` if they could not be read.
+async fn published(url: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter(|line| line.starts_with("collect_publish_confirm_seconds_count{"))
+        .filter(|line| line.contains("responses\""))
+        .map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// How many responses each of ingest's messages carried in a phase (`gather.rs`): the broker's
+/// cost is per message, so this says how much of it a response bears.
+fn print_gathering(before: Option<f64>, after: Option<f64>, accepted: u64) {
+    match (before, after) {
+        (Some(before), Some(after)) if after > before => println!(
+            "ingest's messages to N.responses: {:.0}, {:.1} responses each",
+            after - before,
+            accepted as f64 / (after - before)
+        ),
+        _ => println!("ingest's messages to N.responses: not read from its /metrics"),
+    }
 }
 
 /// The disk's flushes while wrk ran, and what a stall means for the figures above.
