@@ -62,6 +62,11 @@ pub struct IngestConfig {
     #[arg(long, env = "COLLECT_PUBLISH_GATHER_SLOTS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub publish_gather_slots: u16,
 
+    /// How long a gathered publish waits, once a slot is free, for more responses to go with
+    /// the first (0: it goes at once).
+    #[arg(long, env = "COLLECT_PUBLISH_LINGER_US", default_value_t = 250)]
+    pub publish_linger_us: u64,
+
     /// On SIGTERM, how long in-flight requests may take to finish before the process exits.
     #[arg(long, env = "COLLECT_SHUTDOWN_TIMEOUT_MS", default_value_t = 9000)]
     pub shutdown_timeout_ms: u64,
@@ -121,6 +126,7 @@ impl IngestConfig {
             // Well within RabbitMQ's message size limit; a larger response goes alone.
             max_bytes: 1024 * 1024,
             slots: usize::from(self.publish_gather_slots),
+            linger: std::time::Duration::from_micros(self.publish_linger_us),
         }
     }
 

@@ -2,11 +2,12 @@
 //! whatever requests came in while the previous publishes were awaiting their confirms (group
 //! commit, as a database gathers concurrent commits into one log write, or a Kafka producer
 //! lingers). The broker's cost is per message, not per response: a quorum queue appends each
-//! message and each ack to its log, so gathering divides that by the batch. Under a light load
-//! a request finds a slot free and goes alone at once (no added wait); only while
-//! `COLLECT_PUBLISH_GATHER_SLOTS` publishes are in flight do requests gather, so batches grow
-//! with the load. Each request is still answered only once the broker confirmed the message
-//! that carries it.
+//! message and each ack to its log, so gathering divides that by the batch. A request that
+//! finds a slot free waits there `COLLECT_PUBLISH_LINGER_US` for others to join it (Kafka's
+//! `linger.ms`), and the message goes once that time is up or it is full; while
+//! `COLLECT_PUBLISH_GATHER_SLOTS` publishes are in flight, requests gather meanwhile, so batches
+//! grow with the load. Each request is still answered only once the broker confirmed the
+//! message that carries it.
 //!
 //! A message of one response is the response message itself (a JSON object), as the spec has
 //! it; a message of several is a JSON array of them (the validator takes both), its
@@ -29,6 +30,9 @@ pub struct GatherSettings {
     /// Gathered publishes awaiting their confirm at once; requests arriving meanwhile wait and
     /// go together in the next.
     pub slots: usize,
+    /// How long a free slot waits for more requests after the first before it publishes
+    /// (zero: at once). Kafka's `linger.ms`: below capacity, fewer and fuller messages.
+    pub linger: std::time::Duration,
 }
 
 /// One response to publish, and where to say how it went.
@@ -95,6 +99,18 @@ async fn run(
         };
         if pending.recv_many(&mut taken, 64 * max_responses).await == 0 {
             return;
+        }
+        // The linger: more may join until the deadline (tokio's timer counts in milliseconds, so
+        // it ends at the first tick after it) or until the message is full.
+        if !settings.linger.is_zero() {
+            let deadline = tokio::time::Instant::now() + settings.linger;
+            while taken.len() < max_responses {
+                let more = pending.recv_many(&mut taken, 64 * max_responses);
+                match tokio::time::timeout_at(deadline, more).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
         }
         let messages = gather(
             std::mem::take(&mut taken),

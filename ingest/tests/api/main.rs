@@ -15,6 +15,7 @@ mod envelope;
 mod errors;
 mod forms;
 mod helpers;
+mod linger;
 mod openapi;
 mod outage;
 mod seed;
