@@ -104,7 +104,11 @@ async fn run(
         // it ends at the first tick after it) or until the message is full.
         if !settings.linger.is_zero() {
             let deadline = tokio::time::Instant::now() + settings.linger;
-            while taken.len() < max_responses {
+            let full = |taken: &[Pending]| {
+                taken.len() >= max_responses
+                    || taken.iter().map(|p| p.body.len()).sum::<usize>() >= settings.max_bytes
+            };
+            while !full(&taken) {
                 let more = pending.recv_many(&mut taken, 64 * max_responses);
                 match tokio::time::timeout_at(deadline, more).await {
                     Ok(0) | Err(_) => break,

@@ -95,3 +95,32 @@ async fn a_free_slot_lingers_for_more_responses_and_a_full_message_goes_at_once(
         .stop()
         .await;
 }
+
+#[tokio::test]
+async fn a_message_full_by_its_bytes_does_not_linger() {
+    let app = spawn_app_with(Options {
+        configure: Some(Box::new(|config| {
+            config.publish_linger_us = LINGER.as_micros() as u64;
+            config.max_body_bytes = 2 * 1024 * 1024;
+        })),
+        ..Options::default()
+    })
+    .await;
+    let mut probe = app.responses_probe().await;
+    // Over the ~1 MB a gathered message holds: nothing more could join it, so it goes at once.
+    let mut large = super::helpers::envelope("r-linger-large", 1);
+    large["answers"]["notes"] = serde_json::json!("x".repeat(1024 * 1024 + 1));
+
+    let started = Instant::now();
+    let response = app
+        .post_json("/v1/forms/household-finance/responses", &large)
+        .await;
+    assert_eq!(response.status(), 202);
+    assert!(
+        started.elapsed() < LINGER,
+        "a full message waited out the linger: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ids(&probe.next_raw().await.data), ["r-linger-large"]);
+    app.stop().await;
+}
