@@ -221,6 +221,8 @@ async fn a_flag_held_back_by_a_long_transaction_elsewhere_arrives_soon_after_it_
         "arrived {:?} after the transaction ended",
         ended.elapsed()
     );
+    drop(watcher);
+    pipeline.stop().await;
 }
 
 #[tokio::test]
