@@ -121,9 +121,10 @@ async fn run(
             max_responses,
             settings.max_bytes,
         );
-        metrics::histogram!("collect_ingest_gathered_responses").record(
-            messages.iter().map(Vec::len).sum::<usize>() as f64 / messages.len().max(1) as f64,
-        );
+        let sizes = metrics::histogram!("collect_ingest_gathered_responses");
+        for message in &messages {
+            sizes.record(message.len() as f64);
+        }
         let publisher = publisher.clone();
         let exchange = exchange.clone();
         tokio::spawn(async move {
