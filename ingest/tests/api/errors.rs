@@ -163,15 +163,7 @@ async fn health_and_metrics_answer() {
         ready.json::<serde_json::Value>().await.unwrap(),
         json!({"status": "ready", "checks": {"broker": "ok", "database": "ok"}})
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(
         "collect_http_requests_total{route=\"/v1/forms/{form_id}/responses\",method=\"POST\",status=\"202\"}"
     ), "{metrics}");

@@ -141,6 +141,12 @@ impl TestApp {
         request.send().await.expect("ingest answers")
     }
 
+    /// What `/metrics` shows now.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response.expect("ingest answers").text().await.unwrap()
+    }
+
     /// A probe bound to `N.responses` for every form.
     pub async fn responses_probe(&self) -> Probe {
         Probe::bind(&self.topology.responses_exchange(), "#").await

@@ -90,15 +90,7 @@ async fn a_free_slot_lingers_for_more_responses_and_a_full_message_goes_at_once(
         "nothing else was published"
     );
     // One sample a message: 4 responses in 2 messages.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for line in [
         "collect_ingest_gathered_responses_sum 4",
         "collect_ingest_gathered_responses_count 2",
