@@ -47,12 +47,18 @@ pub struct SheetsSyncConfig {
     pub default_spreadsheet_id: Option<String>,
 
     /// A batch is written when it holds this many rows...
-    #[arg(long, env = "SHEETS_BATCH_ROWS", default_value_t = 500)]
+    #[arg(long, env = "SHEETS_BATCH_ROWS", default_value_t = 2000)]
     pub batch_rows: usize,
 
     /// ...or when its oldest row has waited this long.
     #[arg(long, env = "SHEETS_BATCH_MAX_WAIT_MS", default_value_t = 1000)]
     pub batch_max_wait_ms: u64,
+
+    /// How often a tab being written is looked up again (`spreadsheets.get`: one read, which
+    /// refreshes every tab of that spreadsheet being written), to recreate a tab a person
+    /// deleted or renamed and keep the cells gauge fresh.
+    #[arg(long, env = "SHEETS_TAB_CHECK_MS", default_value_t = 60_000)]
+    pub tab_check_ms: u64,
 
     /// Client-side write budget per credential (Google's per-user quota is 60 a minute); reads
     /// get the same budget of their own.
@@ -60,7 +66,9 @@ pub struct SheetsSyncConfig {
     pub writes_per_minute: u32,
 
     /// The most bytes of rows one Sheets request carries (besides `SHEETS_BATCH_ROWS`): Google
-    /// advises at most 2 MB a request and refuses bodies over 10 MiB.
+    /// advises at most 2 MB a request and refuses bodies over 10 MiB. A batch's reading from
+    /// the database stops at about as many bytes of responses, so memory does not grow with
+    /// `SHEETS_BATCH_ROWS`.
     #[arg(long, env = "SHEETS_BATCH_MAX_BYTES", default_value_t = 2_000_000)]
     pub batch_max_bytes: usize,
 
@@ -128,6 +136,7 @@ impl Service for SheetsSyncConfig {
                 batch_rows: config.batch_rows.max(1),
                 batch_max_bytes: config.batch_max_bytes.max(1),
                 max_wait: Duration::from_millis(config.batch_max_wait_ms),
+                tab_check_interval: Duration::from_millis(config.tab_check_ms),
             },
             heartbeat.clone(),
             shutdown.clone(),

@@ -130,8 +130,10 @@ pub(crate) fn flag_history_page<R: Columns>(
 /// A response waiting in the outbox: the response, with the marker's `force` and
 /// `enqueued_at`.
 pub(crate) fn pending_row(row: &impl Columns) -> Result<PendingRow, StoreError> {
+    let response = response(row)?.0;
     Ok(PendingRow {
-        response: response(row)?.0,
+        document_bytes: PendingRow::document_bytes_of(&response),
+        response,
         force: row.boolean("force")?,
         enqueued_at: row.time("enqueued_at")?,
     })

@@ -134,6 +134,15 @@ pub(crate) trait Run: Send + Sync {
         args: &[Arg<'_>],
     ) -> Result<Vec<Self::Row>, StoreError>;
 
+    /// Reads the statement's rows in order, handing each to `keep`, and stops after the first
+    /// for which `keep` answers false: the rows after it are never decoded nor held.
+    async fn rows_until(
+        &self,
+        statement: Statement,
+        args: &[Arg<'_>],
+        keep: &mut (dyn for<'r> FnMut(&'r Self::Row) -> Result<bool, StoreError> + Send),
+    ) -> Result<(), StoreError>;
+
     /// The first row, for a statement that returns at most one.
     async fn row(
         &self,
@@ -172,6 +181,24 @@ macro_rules! run_on {
                     args: &[Arg<'_>],
                 ) -> Result<Vec<Row>, StoreError> {
                     Ok(query(sql, args).fetch_all(&self.pool).await?)
+                }
+
+                async fn rows_until(
+                    &self,
+                    sql: Statement,
+                    args: &[Arg<'_>],
+                    keep: &mut (dyn for<'r> FnMut(&'r Row) -> Result<bool, StoreError> + Send),
+                ) -> Result<(), StoreError> {
+                    use futures::TryStreamExt;
+                    // Dropping the stream early leaves the rest of the result to sqlx, which
+                    // discards it before the connection's next statement.
+                    let mut rows = query(sql, args).fetch(&self.pool);
+                    while let Some(row) = rows.try_next().await? {
+                        if !keep(&row)? {
+                            break;
+                        }
+                    }
+                    Ok(())
                 }
 
                 async fn execute(
@@ -279,11 +306,14 @@ pub trait Portable {
     /// The forms with responses waiting, the longest-waiting first.
     async fn pending_forms(&self) -> Result<Vec<PendingForm>, StoreError>;
 
-    /// Up to `limit` waiting responses of a form, oldest first, as stored now.
+    /// Up to `limit` waiting responses of a form, oldest first, as stored now, ending with
+    /// the one that brings their documents to `max_bytes` or more (so at least one): what is
+    /// held stays within about `max_bytes` plus one response, however large the responses.
     async fn pending_rows(
         &self,
         form_id: &FormId,
         limit: i64,
+        max_bytes: usize,
     ) -> Result<Vec<PendingRow>, StoreError>;
 
     /// How many rows of a tab `sheet_rows` records.
@@ -451,6 +481,7 @@ impl<S: Run> Portable for S {
         &self,
         form_id: &FormId,
         limit: i64,
+        max_bytes: usize,
     ) -> Result<Vec<PendingRow>, StoreError> {
         let sql = statement!(
             // The oldest markers first, then their responses by primary key: joined the
@@ -462,10 +493,16 @@ impl<S: Run> Portable for S {
              JOIN responses r ON r.form_id = o.form_id AND r.response_id = o.response_id
              ORDER BY o.enqueued_at, o.response_id"
         );
-        let rows = self
-            .rows(sql, &[Arg::Text(form_id.as_str()), Arg::BigInt(limit)])
-            .await?;
-        rows.iter().map(columns::pending_row).collect()
+        let (mut rows, mut bytes) = (Vec::new(), 0);
+        let args = [Arg::Text(form_id.as_str()), Arg::BigInt(limit)];
+        self.rows_until(sql, &args, &mut |row| {
+            let pending = columns::pending_row(row)?;
+            bytes += pending.document_bytes;
+            rows.push(pending);
+            Ok(bytes < max_bytes)
+        })
+        .await?;
+        Ok(rows)
     }
 
     async fn sheet_row_count(&self, spreadsheet_id: &str, tab: &str) -> Result<i64, StoreError> {

@@ -44,6 +44,32 @@ pub struct PendingRow {
     pub response: StoredResponse,
     pub force: bool,
     pub enqueued_at: DateTime<Utc>,
+    /// Its answers, metadata and flags as JSON, in bytes: about what its row adds to a Sheets
+    /// request, and what bounds a batch read from the outbox.
+    pub document_bytes: usize,
+}
+
+impl PendingRow {
+    /// The bytes of `response`'s answers, metadata and flags as JSON, counted without
+    /// building the text.
+    pub fn document_bytes_of(response: &StoredResponse) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0 += bytes.len();
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        // Writing to a counter cannot fail, nor can serialising maps of JSON values.
+        let _ = serde_json::to_writer(&mut count, &response.answers);
+        let _ = serde_json::to_writer(&mut count, &response.metadata);
+        let _ = serde_json::to_writer(&mut count, &response.flags);
+        count.0
+    }
 }
 
 /// A response to park: its sheet refused this revision of it.

@@ -350,6 +350,7 @@ on_both_engines!(
     flag_history,
     forms_versions,
     outbox_rows_and_parking,
+    pending_rows_stop_at_their_bytes,
     saving_queues_written_revisions,
     tab_locks,
     sheet_status,
@@ -768,7 +769,7 @@ async fn outbox_rows_and_parking(store: Store) {
         (pending[0].form_id.as_str(), pending[0].waiting),
         ("household_finance", 3)
     );
-    let rows = store.pending_rows(&form, 10).await.unwrap();
+    let rows = store.pending_rows(&form, 10, usize::MAX).await.unwrap();
     let order: Vec<&str> = rows
         .iter()
         .map(|r| r.response.response_id.as_str())
@@ -798,7 +799,7 @@ async fn outbox_rows_and_parking(store: Store) {
         )
         .await
         .unwrap();
-    let left = store.pending_rows(&form, 10).await.unwrap();
+    let left = store.pending_rows(&form, 10, usize::MAX).await.unwrap();
     let left: Vec<&str> = left
         .iter()
         .map(|r| r.response.response_id.as_str())
@@ -876,7 +877,7 @@ async fn outbox_rows_and_parking(store: Store) {
     );
 
     // o-1 refused by its sheet: parked with the reason, off the outbox.
-    let waiting = store.pending_rows(&form, 10).await.unwrap();
+    let waiting = store.pending_rows(&form, 10, usize::MAX).await.unwrap();
     let parked = store
         .park_rows(
             at(&form, sheet, tab),
@@ -907,15 +908,61 @@ async fn outbox_rows_and_parking(store: Store) {
     // An export queues every response again, forced, and unparks.
     assert_eq!(store.enqueue_form_export(&form).await.unwrap(), 3);
     assert_eq!(store.parked_count().await.unwrap(), 0);
-    let rows = store.pending_rows(&form, 10).await.unwrap();
+    let rows = store.pending_rows(&form, 10, usize::MAX).await.unwrap();
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r.force));
     assert_eq!(store.forget_tab(sheet, tab).await.unwrap(), 3);
 }
 
+/// A batch read from the outbox holds about `max_bytes` of documents, however many rows the
+/// limit allows: the reading stops after the row that reaches it, and the connection goes on
+/// serving statements after the rows it left unread.
+async fn pending_rows_stop_at_their_bytes(store: Store) {
+    let form = form_id("household_finance");
+    let ids = ["b-1", "b-2", "b-3", "b-4"];
+    for id in ids {
+        let mut big = message("household_finance", id, 1, "u");
+        big.answers
+            .insert("notes".into(), json!("x".repeat(10_000)));
+        // Stored with its outbox marker, in one transaction.
+        save(&store, &big, &valid()).await;
+    }
+    let all = store.pending_rows(&form, 10, usize::MAX).await.unwrap();
+    assert_eq!(all.len(), 4);
+    let one = &all[0];
+    let expected = serde_json::to_vec(&one.response.answers).unwrap().len()
+        + serde_json::to_vec(&one.response.metadata).unwrap().len()
+        + serde_json::to_vec(&one.response.flags).unwrap().len();
+    assert_eq!(one.document_bytes, expected);
+    assert!(one.document_bytes > 10_000 && one.document_bytes < 11_000);
+
+    // Each document is ~10 KB: the first two stay under 25,000 bytes, the third reaches it.
+    for _ in 0..3 {
+        let rows = store.pending_rows(&form, 10, 25_000).await.unwrap();
+        let read: Vec<&str> = rows
+            .iter()
+            .map(|r| r.response.response_id.as_str())
+            .collect();
+        assert_eq!(read, ["b-1", "b-2", "b-3"]);
+    }
+    // At least one, however small the bound; and the limit still counts.
+    let rows = store.pending_rows(&form, 10, 1).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].response.response_id.as_str(), "b-1");
+    assert_eq!(
+        store
+            .pending_rows(&form, 2, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(store.pending_forms().await.unwrap()[0].waiting, 4);
+}
+
 /// The waiting rows of a form: `(response_id, revision as stored)`, oldest first.
 async fn waiting(store: &Store, form: &FormId) -> Vec<(String, u64)> {
-    let rows = store.pending_rows(form, 100).await.unwrap();
+    let rows = store.pending_rows(form, 100, usize::MAX).await.unwrap();
     rows.iter()
         .map(|r| {
             (
@@ -959,7 +1006,7 @@ async fn saving_queues_written_revisions(store: Store) {
 
     // Written to the sheet: off the outbox. The same revision again (a redelivery) and an
     // older one do not queue it again; a newer one does.
-    let pending = store.pending_rows(&form, 10).await.unwrap();
+    let pending = store.pending_rows(&form, 10, usize::MAX).await.unwrap();
     let before = [("q-1".to_owned(), pending[0].enqueued_at)];
     store
         .record_written(
@@ -992,7 +1039,7 @@ async fn saving_queues_written_revisions(store: Store) {
     assert_eq!(waiting(&store, &form).await, [("q-1".to_owned(), 3)]);
 
     // Parked (the sheet refused revision 3), then revision 4 stored: unparked and queued.
-    let pending = store.pending_rows(&form, 10).await.unwrap();
+    let pending = store.pending_rows(&form, 10, usize::MAX).await.unwrap();
     store
         .park_rows(
             at(&form, "s", "t"),

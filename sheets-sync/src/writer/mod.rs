@@ -18,7 +18,9 @@
 //! as `null`, which the API skips), so a person's columns keep their values. A tab deleted,
 //! renamed or emptied is created again, with its header, and refilled from PostgreSQL.
 //!
-//! A request is capped by rows (`batch_rows`) and by bytes (`batch_max_bytes`). A request the
+//! A request is capped by rows (`batch_rows`) and by bytes (`batch_max_bytes`), and so is what
+//! a batch reads from the outbox (the rows are read one by one and the reading stops at the
+//! bytes), so memory does not grow with `batch_rows` nor with the size of responses. A request the
 //! API refuses for its content (a 400 not about the tab) is split in halves until the refused
 //! rows are alone; those are *parked* (taken off the outbox with the reason) and the others
 //! written, so one bad row never blocks its tab.
@@ -85,10 +87,6 @@ struct TabState {
     checked_at: Instant,
 }
 
-/// How often a tab being written is looked up again (`spreadsheets.get`, one read): a tab a
-/// person deleted or renamed is recreated, and `collect_sheets_spreadsheet_cells` stays fresh.
-const TAB_CHECK_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Empty rows a new tab gets below its header (appends insert their own rows).
 const NEW_TAB_SPARE_ROWS: i32 = 20;
 
@@ -113,6 +111,10 @@ pub struct WriterSettings {
     /// The most bytes of rows one request carries (at least one row is always sent).
     pub batch_max_bytes: usize,
     pub max_wait: Duration,
+    /// How often a tab being written is looked up again (`spreadsheets.get`, one read, which
+    /// brings every tab of its spreadsheet this writer knows up to date): a tab a person
+    /// deleted or renamed is recreated, and `collect_sheets_spreadsheet_cells` stays fresh.
+    pub tab_check_interval: Duration,
 }
 
 pub struct Writer {
@@ -133,6 +135,8 @@ pub struct Writer {
     /// Forms whose last batch was full, or left rows for the next request (the byte cap): due
     /// at once.
     backlogged: HashSet<FormId>,
+    /// The mean document bytes of each form's last batch (see [`Writer::row_limit`]).
+    row_bytes: HashMap<FormId, usize>,
 }
 
 impl Writer {
@@ -156,6 +160,7 @@ impl Writer {
             lock_session: None,
             held: HashSet::new(),
             backlogged: HashSet::new(),
+            row_bytes: HashMap::new(),
         }
     }
 
@@ -308,14 +313,19 @@ impl Writer {
         if !self.hold_lock(&target).await? {
             return Ok(false); // another instance writes this tab
         }
+        let limit = self.row_limit(form_id);
+        let max_bytes = self.settings.batch_max_bytes;
         let rows = self
             .store
-            .pending_rows(form_id, self.settings.batch_rows as i64)
+            .pending_rows(form_id, limit as i64, max_bytes)
             .await?;
         if rows.is_empty() {
             return Ok(false);
         }
-        let full = rows.len() >= self.settings.batch_rows;
+        let bytes: usize = rows.iter().map(|row| row.document_bytes).sum();
+        self.row_bytes.insert(form_id.clone(), bytes / rows.len());
+        // Cut short by the count or by the bytes: more may be waiting.
+        let full = rows.len() >= limit || bytes >= max_bytes;
         // A response checked against a newer version than cached: its columns must be there.
         let mut form = form;
         if rows
@@ -363,6 +373,18 @@ impl Writer {
             }
         }
         Ok(false)
+    }
+
+    /// How many waiting rows of the form to ask the database for: `batch_rows`, or fewer when
+    /// the form's last batch says that many would be far over `batch_max_bytes` (the reading
+    /// stops at the bytes anyway; this keeps the database from sending rows that are then
+    /// thrown away).
+    fn row_limit(&self, form_id: &FormId) -> usize {
+        let most = self.settings.batch_rows.max(1);
+        match self.row_bytes.get(form_id) {
+            Some(&mean) if mean > 0 => most.min(self.settings.batch_max_bytes / mean + 1),
+            _ => most,
+        }
     }
 
     /// Takes, or confirms, this instance's lock on the tab.
@@ -460,8 +482,8 @@ impl Writer {
         // The state leaves the map while the batch runs, and goes back unless the failure may
         // be about the tab itself (then the next batch reads the tab again).
         let cached = match self.tabs.remove(target) {
-            Some(mut tab) if tab.checked_at.elapsed() >= TAB_CHECK_INTERVAL => {
-                match refresh_tab(api, target, &mut tab).await {
+            Some(mut tab) if tab.checked_at.elapsed() >= self.settings.tab_check_interval => {
+                match self.refresh_spreadsheet(api, target, &mut tab).await {
                     Ok(true) => Some(tab),
                     Ok(false) => None, // deleted or renamed since: prepared (recreated) below
                     Err(failure) => {
@@ -507,6 +529,34 @@ impl Writer {
             Err(_) => {}
         }
         written
+    }
+
+    /// Looks the target's spreadsheet up (`spreadsheets.get`, one read) and brings every tab of
+    /// it this writer knows up to date, `tab` (the target's, out of the map while its batch
+    /// runs) among them: one read per spreadsheet and interval, however many forms write to
+    /// it (Google's read quota is 60 a minute). A known tab that is gone is forgotten, so its
+    /// next batch prepares (recreates and refills) it. False when the target's own tab is gone.
+    async fn refresh_spreadsheet(
+        &mut self,
+        api: &SheetsApi,
+        target: &Target,
+        tab: &mut TabState,
+    ) -> Result<bool, BatchError> {
+        let found = api.tabs(&target.spreadsheet_id).await?;
+        let info = |title: &str| found.iter().find(|info| info.title == title);
+        self.tabs.retain(|known, state| {
+            if known.spreadsheet_id != target.spreadsheet_id {
+                return true;
+            }
+            info(&known.tab).is_some_and(|info| {
+                state.update(info);
+                true
+            })
+        });
+        Ok(info(&target.tab).is_some_and(|info| {
+            tab.update(info);
+            true
+        }))
     }
 
     /// Writes a batch to a prepared tab: verifies (and if need be finds again) the rows it

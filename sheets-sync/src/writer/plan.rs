@@ -148,6 +148,7 @@ mod tests {
             },
             force,
             enqueued_at: DateTime::<Utc>::UNIX_EPOCH,
+            document_bytes: 0,
         }
     }
 

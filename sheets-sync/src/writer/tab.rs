@@ -3,6 +3,7 @@
 //! rows.
 
 use super::*;
+use crate::google::TabInfo;
 
 pub(super) fn header_cells(header: &[String]) -> Vec<Value> {
     header
@@ -103,11 +104,18 @@ pub(super) async fn refresh_tab(
     let Some(info) = tabs.into_iter().find(|info| info.title == target.tab) else {
         return Ok(false);
     };
-    tab.sheet_id = info.sheet_id;
-    tab.column_count = info.column_count;
-    tab.row_count = info.row_count;
-    tab.checked_at = Instant::now();
+    tab.update(&info);
     Ok(true)
+}
+
+impl TabState {
+    /// Takes the tab's id and grid from `spreadsheets.get`, as of now.
+    pub(super) fn update(&mut self, info: &TabInfo) {
+        self.sheet_id = info.sheet_id;
+        self.column_count = info.column_count;
+        self.row_count = info.row_count;
+        self.checked_at = Instant::now();
+    }
 }
 
 /// Checks row 1 (`first_row`, as read) against what the writer knows, and puts things right:

@@ -171,6 +171,18 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
+    /// Deletes the tab, as a person does in the sheet.
+    pub fn delete_tab(&self, tab: &str) {
+        let sheet_id = self.emulator.sheet_id(SPREADSHEET, tab).unwrap();
+        self.emulator
+            .batch_update(
+                SPREADSHEET,
+                vec![json!({"deleteSheet": {"sheetId": sheet_id}})],
+            )
+            .unwrap();
+        assert!(self.emulator.sheet_id(SPREADSHEET, tab).is_none());
+    }
+
     /// Waits until the tab holds `rows` data rows (besides the header) and nothing waits to be
     /// written; returns the tab.
     pub async fn tab_with_rows(&self, tab: &str, rows: usize) -> Vec<Vec<Value>> {

@@ -351,18 +351,7 @@ async fn lose_the_tab_and_get_it_back(lose: impl FnOnce(&Pipeline)) {
 
 #[tokio::test]
 async fn a_tab_a_person_deleted_is_recreated_and_refilled() {
-    lose_the_tab_and_get_it_back(|pipeline| {
-        let sheet_id = pipeline.emulator.sheet_id(SPREADSHEET, TAB).unwrap();
-        pipeline
-            .emulator
-            .batch_update(
-                SPREADSHEET,
-                vec![json!({"deleteSheet": {"sheetId": sheet_id}})],
-            )
-            .unwrap();
-        assert!(pipeline.emulator.sheet_id(SPREADSHEET, TAB).is_none());
-    })
-    .await;
+    lose_the_tab_and_get_it_back(|pipeline| pipeline.delete_tab(TAB)).await;
 }
 
 #[tokio::test]
