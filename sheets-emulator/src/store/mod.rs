@@ -304,6 +304,110 @@ mod tests {
         assert_eq!(replies[0]["addSheet"]["properties"]["sheetId"], 9);
     }
 
+    #[test]
+    fn update_cells_writes_into_a_tab_added_in_the_same_batch() {
+        let mut sheet = spreadsheet();
+        let header = |title: &str, id: i64, start: Value| {
+            vec![
+                json!({"addSheet": {"properties": {"title": title, "sheetId": id,
+                    "gridProperties": {"rowCount": 3, "columnCount": 4}}}}),
+                json!({"updateCells": {
+                    "rows": [{"values": [
+                        {"userEnteredValue": {"stringValue": "response_id"}},
+                        {"userEnteredValue": {"stringValue": "=1+1"}},
+                        {"userEnteredValue": {"numberValue": 42}},
+                        {"userEnteredValue": {"boolValue": true}},
+                    ]}],
+                    "fields": "userEnteredValue",
+                    "start": start,
+                }}),
+            ]
+        };
+        let replies = sheet
+            .batch_update(
+                &header(
+                    "A",
+                    77,
+                    json!({"sheetId": 77, "rowIndex": 0, "columnIndex": 0}),
+                ),
+                DEFAULT_MAX_CELLS,
+                || 9,
+            )
+            .unwrap();
+        assert_eq!(replies[0]["addSheet"]["properties"]["sheetId"], 77);
+        assert_eq!(replies[1], json!({}));
+        let read = |sheet: &Spreadsheet, range: &str| {
+            sheet
+                .read(range, Major::Rows, RenderOption::Unformatted)
+                .unwrap()["values"]
+                .clone()
+        };
+        // A stringValue is never parsed: "=1+1" stays text.
+        assert_eq!(
+            read(&sheet, "A!A1:D1"),
+            json!([["response_id", "=1+1", 42, true]])
+        );
+
+        // Past the grid (4 columns, from column B): refused, and the tab added before it in
+        // the batch is not there either.
+        let error = sheet
+            .batch_update(
+                &header("B", 78, json!({"sheetId": 78, "columnIndex": 1})),
+                DEFAULT_MAX_CELLS,
+                || 9,
+            )
+            .unwrap_err();
+        assert_eq!(
+            error.message,
+            "Invalid requests[1].updateCells: Range ('B'!B1:E1) exceeds grid limits. Max rows: 3, max columns: 4"
+        );
+        assert_eq!(sheet.sheet_index("B"), None);
+
+        // A range clears what the rows do not cover; a cell without a value is cleared.
+        sheet
+            .batch_update(
+                &[json!({"updateCells": {
+                    "rows": [{"values": [{}, {"userEnteredValue": {"stringValue": "x"}}]}],
+                    "fields": "*",
+                    "range": {"sheetId": 77, "startRowIndex": 0, "endRowIndex": 1,
+                        "startColumnIndex": 0, "endColumnIndex": 3},
+                }})],
+                DEFAULT_MAX_CELLS,
+                || 9,
+            )
+            .unwrap();
+        assert_eq!(read(&sheet, "A!A1:D1"), json!([["", "x", "", true]]));
+
+        let refused = |sheet: &mut Spreadsheet, body: Value| {
+            sheet
+                .batch_update(&[json!({ "updateCells": body })], DEFAULT_MAX_CELLS, || 9)
+                .unwrap_err()
+                .message
+        };
+        assert_eq!(
+            refused(
+                &mut sheet,
+                json!({"rows": [], "fields": "", "start": {"sheetId": 77}})
+            ),
+            "Invalid requests[0].updateCells: At least one field must be listed in 'fields'. (Use '*' to indicate all fields.)"
+        );
+        assert_eq!(
+            refused(
+                &mut sheet,
+                json!({"rows": [], "fields": "*", "start": {"sheetId": 5}})
+            ),
+            "Invalid requests[0].updateCells: No grid with id: 5"
+        );
+        let message = refused(
+            &mut sheet,
+            json!({"rows": [], "fields": "userEnteredFormat", "start": {"sheetId": 77}}),
+        );
+        assert!(
+            message.contains("does not support updating 'userEnteredFormat'"),
+            "{message}"
+        );
+    }
+
     fn rows(n: usize, width: usize) -> Vec<Vec<Value>> {
         (0..n)
             .map(|r| (0..width).map(|c| json!(format!("r{r}c{c}"))).collect())
