@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use google_sheets4::FieldMask;
 use google_sheets4::api::Scope;
 use google_sheets4::api::{
     AddSheetRequest, AppendDimensionRequest, BatchUpdateSpreadsheetRequest,
-    BatchUpdateSpreadsheetResponse, BatchUpdateValuesRequest, DimensionRange, GridProperties,
-    InsertDimensionRequest, Request, SheetProperties, ValueRange,
+    BatchUpdateSpreadsheetResponse, BatchUpdateValuesRequest, CellData, DimensionRange,
+    ExtendedValue, GridCoordinate, GridProperties, InsertDimensionRequest, Request, RowData,
+    SheetProperties, UpdateCellsRequest, ValueRange,
 };
 use google_sheets4::common::{Delegate, Response, Retry};
 use google_sheets4::{Error, Sheets};
@@ -269,17 +271,22 @@ impl SheetsApi {
         Ok(tabs)
     }
 
-    /// Adds a tab of `columns` × `rows` cells (not Google's default 1,000 × 26: the cells of
-    /// every tab count against the spreadsheet's 10 million); returns it.
+    /// Adds a tab with `header` in row 1, in one write: `addSheet` with the id the caller
+    /// chose (`sheet_id`, not one of the spreadsheet's), then `updateCells` into it, in one
+    /// `spreadsheets.batchUpdate` (Google applies its requests in order, all or none). The tab
+    /// is as wide as the header and `rows` high (not Google's 1,000 × 26: the cells of every
+    /// tab count against the spreadsheet's 10 million). Returns it.
     pub async fn add_tab(
         &self,
         spreadsheet: &str,
         tab: &str,
-        columns: i32,
+        sheet_id: i32,
+        header: &[String],
         rows: i32,
     ) -> Result<TabInfo, ApiFailure> {
-        let (columns, rows) = (columns.max(1), rows.max(2));
+        let (columns, rows) = ((header.len() as i32).max(1), rows.max(2));
         let properties = SheetProperties {
+            sheet_id: Some(sheet_id),
             title: Some(tab.to_owned()),
             grid_properties: Some(GridProperties {
                 column_count: Some(columns),
@@ -288,12 +295,39 @@ impl SheetsApi {
             }),
             ..Default::default()
         };
-        let requests = vec![Request {
-            add_sheet: Some(AddSheetRequest {
-                properties: Some(properties),
-            }),
-            ..Default::default()
-        }];
+        let cells = header
+            .iter()
+            .map(|name| CellData {
+                user_entered_value: Some(ExtendedValue {
+                    string_value: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let requests = vec![
+            Request {
+                add_sheet: Some(AddSheetRequest {
+                    properties: Some(properties),
+                }),
+                ..Default::default()
+            },
+            Request {
+                update_cells: Some(UpdateCellsRequest {
+                    fields: Some(FieldMask::new(&["userEnteredValue"])),
+                    rows: Some(vec![RowData {
+                        values: Some(cells),
+                    }]),
+                    start: Some(GridCoordinate {
+                        sheet_id: Some(sheet_id),
+                        row_index: Some(0),
+                        column_index: Some(0),
+                    }),
+                    range: None,
+                }),
+                ..Default::default()
+            },
+        ];
         let reply = self.sheet_request(spreadsheet, requests).await?;
         let added = reply
             .replies
@@ -303,7 +337,7 @@ impl SheetsApi {
             .unwrap_or_default();
         Ok(TabInfo {
             title: tab.to_owned(),
-            sheet_id: added.sheet_id.unwrap_or_default(),
+            sheet_id: added.sheet_id.unwrap_or(sheet_id),
             column_count: added
                 .grid_properties
                 .as_ref()

@@ -46,9 +46,16 @@ pub struct SheetsSyncConfig {
     #[arg(long, env = "SHEETS_DEFAULT_SPREADSHEET_ID")]
     pub default_spreadsheet_id: Option<String>,
 
-    /// A batch is written when it holds this many rows...
+    /// A form's waiting rows are written when this many wait...
     #[arg(long, env = "SHEETS_BATCH_ROWS", default_value_t = 2000)]
     pub batch_rows: usize,
+
+    /// The most rows one batch carries when more wait (a backlog: Google's quota, an export,
+    /// an outage over); it also stops at `SHEETS_BATCH_MAX_BYTES`, whichever comes first.
+    /// Under Google's quota of 60 writes a minute, fewer and fuller requests are what empties
+    /// a backlog sooner. Never below `SHEETS_BATCH_ROWS`.
+    #[arg(long, env = "SHEETS_BATCH_MAX_ROWS", default_value_t = 10_000)]
+    pub batch_max_rows: usize,
 
     /// ...or when its oldest row has waited this long.
     #[arg(long, env = "SHEETS_BATCH_MAX_WAIT_MS", default_value_t = 1000)]
@@ -134,6 +141,7 @@ impl Service for SheetsSyncConfig {
             writer::WriterSettings {
                 default_spreadsheet_id: config.default_spreadsheet_id.clone(),
                 batch_rows: config.batch_rows.max(1),
+                batch_max_rows: config.batch_max_rows.max(config.batch_rows).max(1),
                 batch_max_bytes: config.batch_max_bytes.max(1),
                 max_wait: Duration::from_millis(config.batch_max_wait_ms),
                 tab_check_interval: Duration::from_millis(config.tab_check_ms),

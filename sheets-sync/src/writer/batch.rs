@@ -8,10 +8,40 @@ pub(super) struct Item {
     pub(super) id: String,
     pub(super) revision: i64,
     pub(super) enqueued_at: DateTime<Utc>,
-    pub(super) cells: Vec<Value>,
-    pub(super) bytes: usize,
+    /// Its cells as JSON text, as they travel in the request: a few hundred bytes a row of
+    /// the seed form, where a `Vec<Value>` of them took several times that, and a batch holds
+    /// thousands of rows while the client builds its request. See [`Item::cells`].
+    pub(super) json: Box<str>,
     /// Its row, for an update.
     pub(super) row: i32,
+}
+
+impl Item {
+    pub(super) fn new(
+        id: String,
+        revision: i64,
+        enqueued_at: DateTime<Utc>,
+        cells: &[Value],
+    ) -> Self {
+        Self {
+            id,
+            revision,
+            enqueued_at,
+            // Serialising JSON values to text cannot fail.
+            json: serde_json::to_string(cells).unwrap_or_default().into(),
+            row: 0,
+        }
+    }
+
+    /// The row's length as JSON, as it travels in the request body.
+    pub(super) fn bytes(&self) -> usize {
+        self.json.len()
+    }
+
+    /// Its cells (`null` marks a cell that is not the form's: a person's column).
+    pub(super) fn cells(&self) -> Vec<Value> {
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
 }
 
 /// What a batch achieved so far, recorded even when a later request fails.
@@ -55,11 +85,6 @@ pub(super) fn split(
         });
     }
     Ok(())
-}
-
-/// The length of a row as JSON, as it travels in the request body.
-pub(super) fn json_len(cells: &[Value]) -> usize {
-    serde_json::to_vec(cells).map_or(0, |bytes| bytes.len())
 }
 
 /// The runs of the form's own cells in a row (`null` marks another column: a person's):

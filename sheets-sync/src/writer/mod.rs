@@ -85,7 +85,13 @@ struct TabState {
     clean: bool,
     /// When `spreadsheets.get` last showed the tab (it may have been deleted or renamed).
     checked_at: Instant,
+    /// Created with its header by this batch and not read since: its first batch need not
+    /// read the header back.
+    created: bool,
 }
+
+/// How many rows a form's first batch reads to learn their size (see `Writer::row_limit`).
+const PROBE_ROWS: usize = 50;
 
 /// Empty rows a new tab gets below its header (appends insert their own rows).
 const NEW_TAB_SPARE_ROWS: i32 = 20;
@@ -107,7 +113,10 @@ pub struct Blocked {
 #[derive(Clone)]
 pub struct WriterSettings {
     pub default_spreadsheet_id: Option<String>,
+    /// A form's rows are due when this many wait (or the oldest has waited `max_wait`).
     pub batch_rows: usize,
+    /// The most rows one batch carries when more than `batch_rows` wait.
+    pub batch_max_rows: usize,
     /// The most bytes of rows one request carries (at least one row is always sent).
     pub batch_max_bytes: usize,
     pub max_wait: Duration,
@@ -313,17 +322,31 @@ impl Writer {
         if !self.hold_lock(&target).await? {
             return Ok(false); // another instance writes this tab
         }
-        let limit = self.row_limit(form_id);
         let max_bytes = self.settings.batch_max_bytes;
-        let rows = self
+        let mut limit = self.row_limit(form_id);
+        let mut rows = self
             .store
             .pending_rows(form_id, limit as i64, max_bytes)
             .await?;
         if rows.is_empty() {
             return Ok(false);
         }
-        let bytes: usize = rows.iter().map(|row| row.document_bytes).sum();
+        let mut bytes: usize = rows.iter().map(|row| row.document_bytes).sum();
+        let probed = !self.row_bytes.contains_key(form_id);
         self.row_bytes.insert(form_id.clone(), bytes / rows.len());
+        if probed && rows.len() >= limit && bytes < max_bytes {
+            // The form's first batch read a few rows to learn their size; now that it is
+            // known, as many as fit.
+            limit = self.row_limit(form_id);
+            rows = self
+                .store
+                .pending_rows(form_id, limit as i64, max_bytes)
+                .await?;
+            bytes = rows.iter().map(|row| row.document_bytes).sum();
+            if !rows.is_empty() {
+                self.row_bytes.insert(form_id.clone(), bytes / rows.len());
+            }
+        }
         // Cut short by the count or by the bytes: more may be waiting.
         let full = rows.len() >= limit || bytes >= max_bytes;
         // A response checked against a newer version than cached: its columns must be there.
@@ -375,15 +398,19 @@ impl Writer {
         Ok(false)
     }
 
-    /// How many waiting rows of the form to ask the database for: `batch_rows`, or fewer when
-    /// the form's last batch says that many would be far over `batch_max_bytes` (the reading
-    /// stops at the bytes anyway; this keeps the database from sending rows that are then
-    /// thrown away).
+    /// How many waiting rows of the form to ask the database for: all that wait, up to
+    /// `batch_max_rows`, or fewer when the form's last batch says that many would be far over
+    /// `batch_max_bytes` (the reading stops at the bytes anyway; this keeps the database from
+    /// sending rows that are then thrown away).
     fn row_limit(&self, form_id: &FormId) -> usize {
-        let most = self.settings.batch_rows.max(1);
+        let most = self.settings.batch_max_rows.max(1);
         match self.row_bytes.get(form_id) {
             Some(&mean) if mean > 0 => most.min(self.settings.batch_max_bytes / mean + 1),
-            _ => most,
+            Some(_) => most,
+            // Their size unknown (the form's first batch since this instance started): a few
+            // rows first, so that a form of large responses does not have the database send
+            // thousands of them only for the reading to stop at the bytes.
+            None => most.min(PROBE_ROWS),
         }
     }
 
@@ -578,8 +605,11 @@ impl Writer {
         // One read per batch: the header row, and the response_id cells of the rows this
         // batch would update. Someone may have sorted, inserted, deleted or cleared rows, moved
         // or inserted columns, or cleared the tab since the last batch.
-        let mut verified = false;
-        for _ in 0..3 {
+        // A tab this batch created holds its header and nothing else: nothing to read back.
+        let mut verified =
+            std::mem::take(&mut tab.created) && rows_to_verify(&rows, &known).is_empty();
+        let attempts = if verified { 0 } else { 3 };
+        for _ in 0..attempts {
             let ranges = id_ranges(&rows_to_verify(&rows, &known), tab.row_count);
             let mut asked = vec![a1(&target.tab, "1:1")];
             asked.extend(ranges.iter().map(|(first, last)| {
@@ -593,6 +623,7 @@ impl Writer {
                     if !refresh_tab(api, target, tab).await? {
                         let (fresh, state) = prepare_tab(api, &self.store, target, form).await?;
                         *tab = fresh;
+                        tab.created = false; // read below
                         if state == HeaderState::Rebuilt {
                             return Ok(Written {
                                 rows: 0,
@@ -684,6 +715,9 @@ impl Writer {
             self.settings.batch_max_bytes,
             |response| sheet_row::row(form, &header, response),
         );
+        // The rows are in the plan now: the responses go before the requests are built.
+        let exported = rows.iter().filter(|row| row.force).count();
+        drop(rows);
         let mut progress = Progress {
             done,
             ..Progress::default()
@@ -702,7 +736,7 @@ impl Writer {
                 let data = group
                     .iter()
                     .flat_map(|item| {
-                        owned_runs(&item.cells).into_iter().map(|(start, cells)| {
+                        owned_runs(&item.cells()).into_iter().map(|(start, cells)| {
                             let column = column_letters(start);
                             (
                                 a1(&target.tab, &format!("{column}{}", item.row)),
@@ -735,11 +769,11 @@ impl Writer {
                 let values = group
                     .iter()
                     .map(|item| {
-                        item.cells
-                            .iter()
+                        item.cells()
+                            .into_iter()
                             .map(|cell| match cell {
                                 Value::Null => Value::String(String::new()),
-                                other => other.clone(),
+                                other => other,
                             })
                             .collect()
                     })
@@ -806,7 +840,6 @@ impl Writer {
         if let Some(failure) = failure {
             return Err(BatchError::Api(failure));
         }
-        let exported = rows.iter().filter(|row| row.force).count();
         if exported > 0 {
             // An export's progress, batch by batch.
             info!(form = %form.id, spreadsheet = %target.spreadsheet_id, tab = %target.tab, rows = exported, "export: rewrote a batch");

@@ -89,19 +89,12 @@ impl RowPlan {
                 continue;
             }
             let cells = cells(response);
-            let item = Item {
-                id,
-                revision,
-                enqueued_at: pending.enqueued_at,
-                bytes: json_len(&cells),
-                cells,
-                row: 0,
-            };
+            let item = Item::new(id, revision, pending.enqueued_at, &cells);
             match known.get(&item.id) {
                 Some(&(row, _)) => {
                     // The ranges and their wrappers travel with each update.
-                    let bytes = item.bytes + (tab.len() + 64) * owned_runs(&item.cells).len();
-                    if fits(update_bytes, item.bytes) {
+                    let bytes = item.bytes() + (tab.len() + 64) * owned_runs(&cells).len();
+                    if fits(update_bytes, item.bytes()) {
                         update_bytes += bytes;
                         plan.updates.push(Item { row, ..item });
                     } else {
@@ -109,8 +102,8 @@ impl RowPlan {
                     }
                 }
                 None => {
-                    if fits(append_bytes, item.bytes) {
-                        append_bytes += item.bytes + 1;
+                    if fits(append_bytes, item.bytes()) {
+                        append_bytes += item.bytes() + 1;
                         plan.appends.push(item);
                     } else {
                         plan.left = true;
@@ -205,7 +198,7 @@ mod tests {
         let done: Vec<&str> = plan.done.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(done, ["same"]);
         assert!(!plan.left);
-        assert_eq!(plan.appends[0].bytes, r#"["new",null]"#.len());
+        assert_eq!(plan.appends[0].bytes(), r#"["new",null]"#.len());
     }
 
     #[test]

@@ -54,12 +54,7 @@ pub(super) async fn reconcile(
     {
         // Refilling writes every response again: make sure the column read was the id column
         // (a person may have moved it since the header was read).
-        let header = api
-            .read(&target.spreadsheet_id, &a1(&target.tab, "1:1"))
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        let header = read_first_row(api, target).await?;
         let position = header_names(&header)
             .iter()
             .position(|name| name == "response_id");

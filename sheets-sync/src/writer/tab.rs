@@ -46,7 +46,8 @@ pub(super) fn header_names(cells: &[Value]) -> Vec<String> {
 
 /// Makes sure the tab exists and reads its header (row 1). A tab Collect creates is only as
 /// large as it needs (the header's columns, a few rows; appends insert their rows), not
-/// Google's 1,000 × 26: every tab's cells count against the spreadsheet's 10 million. A tab
+/// Google's 1,000 × 26: every tab's cells count against the spreadsheet's 10 million. It is
+/// created with its header in one write, and is known clean: nothing of it is read. A tab
 /// that is gone while `sheet_rows` says rows were written to it (a person deleted or renamed
 /// it) is created again and refilled from PostgreSQL ([`HeaderState::Rebuilt`]).
 pub(super) async fn prepare_tab(
@@ -57,20 +58,39 @@ pub(super) async fn prepare_tab(
 ) -> Result<(TabState, HeaderState), BatchError> {
     let wanted = sheet_row::wanted_columns(form);
     let tabs = api.tabs(&target.spreadsheet_id).await?;
-    let (info, created) = match tabs.into_iter().find(|tab| tab.title == target.tab) {
-        Some(info) => (info, false),
-        None => {
-            let info = api
-                .add_tab(
-                    &target.spreadsheet_id,
-                    &target.tab,
-                    wanted.len() as i32,
-                    1 + NEW_TAB_SPARE_ROWS,
-                )
-                .await?;
-            info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "created the tab");
-            (info, true)
+    let Some(info) = tabs.iter().find(|tab| tab.title == target.tab) else {
+        let info = api
+            .add_tab(
+                &target.spreadsheet_id,
+                &target.tab,
+                unused_sheet_id(&tabs),
+                &wanted,
+                1 + NEW_TAB_SPARE_ROWS,
+            )
+            .await?;
+        info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "created the tab");
+        let mut state = TabState {
+            response_id_column: wanted
+                .iter()
+                .position(|name| name == "response_id")
+                .unwrap_or(0),
+            header: wanted,
+            sheet_id: info.sheet_id,
+            column_count: info.column_count,
+            row_count: info.row_count,
+            clean: true,
+            checked_at: Instant::now(),
+            created: false,
+        };
+        let recorded = store
+            .sheet_row_count(&target.spreadsheet_id, &target.tab)
+            .await?;
+        if recorded > 0 {
+            rebuild(store, form, target).await?;
+            return Ok((state, HeaderState::Rebuilt));
         }
+        state.created = true;
+        return Ok((state, HeaderState::Same));
     };
     let mut state = TabState {
         header: Vec::new(),
@@ -78,20 +98,37 @@ pub(super) async fn prepare_tab(
         column_count: info.column_count,
         row_count: info.row_count,
         response_id_column: 0,
-        clean: created,
+        clean: false,
         checked_at: Instant::now(),
+        created: false,
     };
-    let first_row = if created {
-        Vec::new()
-    } else {
-        api.read(&target.spreadsheet_id, &a1(&target.tab, "1:1"))
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_default()
-    };
+    let first_row = read_first_row(api, target).await?;
     let header = check_header(api, store, target, form, &mut state, first_row).await?;
     Ok((state, header))
+}
+
+/// Row 1 of the tab, as read now (`values.get`).
+pub(super) async fn read_first_row(
+    api: &SheetsApi,
+    target: &Target,
+) -> Result<Vec<Value>, BatchError> {
+    Ok(api
+        .read(&target.spreadsheet_id, &a1(&target.tab, "1:1"))
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
+}
+
+/// A tab id for a new tab: Google's are non-negative 32-bit numbers, chosen at random, and
+/// `addSheet` refuses one the spreadsheet has.
+fn unused_sheet_id(tabs: &[TabInfo]) -> i32 {
+    loop {
+        let id = (uuid::Uuid::new_v4().as_u128() as u32 & 0x7fff_ffff) as i32;
+        if !tabs.iter().any(|tab| tab.sheet_id == id) {
+            return id;
+        }
+    }
 }
 
 /// Looks the tab up again (`spreadsheets.get`): its grid, and whether it still exists.

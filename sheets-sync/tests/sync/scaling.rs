@@ -5,7 +5,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use sheets_emulator::Faults;
 
-use super::helpers::{Pipeline, metric, rows_by_id, send};
+use super::helpers::{Pipeline, SPREADSHEET, metric, rows_by_id, send};
 
 const TAB: &str = "household-finance";
 
@@ -33,7 +33,9 @@ async fn sigkill_mid_batch_loses_and_duplicates_nothing() {
         ..Faults::default()
     });
     let binary = env!("CARGO_BIN_EXE_sheets-sync");
-    let env = pipeline.sheets_sync_env();
+    let mut env = pipeline.sheets_sync_env();
+    // Batches of at most 100 rows, so that the kill falls between two of them.
+    env.push(("SHEETS_BATCH_MAX_ROWS", "100".into()));
     let mut sync = ServiceProcess::start(binary, &env).await;
     send(&pipeline, 1000).await;
 
@@ -68,8 +70,13 @@ async fn answer(pipeline: &Pipeline, form: &str, n: usize) {
         "collector": {"user_id": "u-1"},
         "answers": {"a": "x"},
     }]);
+    post_batch(pipeline, form, &body).await;
+}
+
+/// Posts envelopes to the form's batch route; ingest takes them.
+async fn post_batch(pipeline: &Pipeline, form: &str, body: &serde_json::Value) {
     let path = format!("/v1/forms/{form}/responses:batch");
-    assert_eq!(pipeline.post(&path, &body).await.status(), 202);
+    assert_eq!(pipeline.post(&path, body).await.status(), 202);
 }
 
 /// The `spreadsheets.get` calls sheets-sync made.
@@ -142,4 +149,141 @@ async fn one_look_at_a_spreadsheet_serves_every_tab_written_there() {
         assert!(rows.contains_key(&format!("south-{i}")), "south-{i}");
     }
     pipeline.stop().await;
+}
+
+/// sheets-sync's calls of `method` that Google answered with 200.
+async fn calls(pipeline: &Pipeline, method: &str) -> f64 {
+    let metrics = pipeline.sheets_sync_metrics().await;
+    metric(
+        &metrics,
+        &format!(r#"collect_sheets_api_calls_total{{method="{method}",status="200"}}"#),
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_new_forms_tab_and_header_cost_one_write() {
+    // Under Google's quota (60 writes and 60 reads a minute) each call of a form's first
+    // batch counts: hundreds of new forms paid two writes and two reads for their tabs.
+    let pipeline = Pipeline::start_with(false)
+        .await
+        .with_sheets_sync(|_| {})
+        .await;
+    pipeline
+        .put_form(
+            "west",
+            "west",
+            &[("a", "Answer A"), ("b", "Answer B")],
+            &["site"],
+        )
+        .await;
+    let body = json!(
+        (0..3)
+            .map(|n| json!({
+                "response_id": format!("west-{n}"),
+                "collector": {"user_id": "u-1"},
+                "answers": {"a": format!("x{n}"), "b": "y"},
+                "metadata": {"site": "Pune"},
+            }))
+            .collect::<Vec<_>>()
+    );
+    post_batch(&pipeline, "west", &body).await;
+    let cells = pipeline.tab_with_rows("west", 3).await;
+    let header: Vec<&str> = cells[0].iter().map(|cell| cell.as_str().unwrap()).collect();
+    assert_eq!(header[0], "response_id");
+    assert!(
+        header.contains(&"Answer A") && header.contains(&"site"),
+        "{header:?}"
+    );
+    let rows = rows_by_id(&cells);
+    let a = header.iter().position(|name| *name == "Answer A").unwrap();
+    assert_eq!(rows["west-2"][a], "x2");
+    let (_, columns) = pipeline.emulator.grid_size(SPREADSHEET, "west").unwrap();
+    assert_eq!(columns as usize, header.len(), "as wide as the header");
+
+    // The tab and its header: one batchUpdate (addSheet and updateCells); the rows: one
+    // append. One look at the spreadsheet; nothing read back.
+    assert_eq!(calls(&pipeline, "spreadsheets.batchUpdate").await, 1.0);
+    assert_eq!(calls(&pipeline, "values.append").await, 1.0);
+    assert_eq!(calls(&pipeline, "values.batchUpdate").await, 0.0);
+    assert_eq!(calls(&pipeline, "spreadsheets.get").await, 1.0);
+    assert_eq!(calls(&pipeline, "values.get").await, 0.0);
+    assert_eq!(calls(&pipeline, "values.batchGet").await, 0.0);
+
+    // The next batch reads the header and finds it as written.
+    let body = json!([{
+        "response_id": "west-3",
+        "collector": {"user_id": "u-1"},
+        "answers": {"a": "y", "b": "z"},
+        "metadata": {"site": "Pune"},
+    }]);
+    post_batch(&pipeline, "west", &body).await;
+    let cells = pipeline.tab_with_rows("west", 4).await;
+    assert_eq!(rows_by_id(&cells).len(), 4);
+    assert_eq!(calls(&pipeline, "values.batchGet").await, 1.0);
+    assert_eq!(calls(&pipeline, "spreadsheets.batchUpdate").await, 1.0);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_backlog_goes_out_in_requests_as_full_as_allowed() {
+    // 900 responses wait while no sheets-sync runs (an outage, or Google's quota behind a
+    // burst). A batch is due at 200 rows (`SHEETS_BATCH_ROWS` in these tests) but carries up
+    // to `SHEETS_BATCH_MAX_ROWS`: the backlog goes out in one append, not five.
+    let pipeline = Pipeline::start_with(false).await;
+    send(&pipeline, 900).await;
+    waiting(&pipeline, 900).await;
+    let pipeline = pipeline
+        .with_sheets_sync(|config| config.batch_max_rows = 1000)
+        .await;
+    let cells = pipeline.tab_with_rows(TAB, 900).await;
+    assert_eq!(rows_by_id(&cells).len(), 900);
+    assert_eq!(calls(&pipeline, "values.append").await, 1.0);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_backlog_of_large_rows_stops_at_the_bytes() {
+    // The same with rows of ~30 KB and at most 400,000 bytes a request: the first batch
+    // reads a few rows to learn their size, then every request stays within the bytes.
+    let pipeline = Pipeline::start_with(false).await;
+    pipeline.put_form("wide", "wide", &[("a", "A")], &[]).await;
+    for chunk in (0..60).collect::<Vec<_>>().chunks(20) {
+        let body = json!(
+            chunk
+                .iter()
+                .map(|n| json!({
+                    "response_id": format!("wide-{n}"),
+                    "collector": {"user_id": "u-1"},
+                    "answers": {"a": "w".repeat(30_000)},
+                }))
+                .collect::<Vec<_>>()
+        );
+        post_batch(&pipeline, "wide", &body).await;
+    }
+    waiting(&pipeline, 60).await;
+    let pipeline = pipeline
+        .with_sheets_sync(|config| {
+            config.batch_max_rows = 1000;
+            config.batch_max_bytes = 400_000;
+        })
+        .await;
+    let cells = pipeline.tab_with_rows("wide", 60).await;
+    assert_eq!(rows_by_id(&cells).len(), 60);
+    // 14 rows of ~30 KB reach 400,000 bytes: 60 rows in 5 requests.
+    assert_eq!(calls(&pipeline, "values.append").await, 5.0);
+    pipeline.stop().await;
+}
+
+/// Waits until `n` responses wait for the sheet.
+async fn waiting(pipeline: &Pipeline, n: i64) {
+    let pool = collect_testkit::database_pool(&pipeline.database_url).await;
+    eventually(Duration::from_secs(60), "responses waiting", || async {
+        let waiting = collect_testkit::count(&pool, "SELECT count(*) FROM sheet_outbox")
+            .await
+            .ok()?;
+        (waiting == n).then_some(())
+    })
+    .await;
+    pool.close().await;
 }
