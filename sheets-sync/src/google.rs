@@ -33,6 +33,14 @@ pub struct TabInfo {
     pub row_count: i32,
 }
 
+/// A tab to add, with its header.
+pub struct NewTab<'a> {
+    pub title: &'a str,
+    /// Chosen by the caller: `updateCells` in the same request names the tab by it.
+    pub sheet_id: i32,
+    pub header: &'a [String],
+}
+
 /// Why a call failed, and what that means for the rows.
 #[derive(Debug, Clone, Default)]
 pub struct ApiFailure {
@@ -271,83 +279,85 @@ impl SheetsApi {
         Ok(tabs)
     }
 
-    /// Adds a tab with `header` in row 1, in one write: `addSheet` with the id the caller
-    /// chose (`sheet_id`, not one of the spreadsheet's), then `updateCells` into it, in one
-    /// `spreadsheets.batchUpdate` (Google applies its requests in order, all or none). The tab
-    /// is as wide as the header and `rows` high (not Google's 1,000 × 26: the cells of every
-    /// tab count against the spreadsheet's 10 million). Returns it.
-    pub async fn add_tab(
+    /// Adds tabs, each with its header in row 1, in one write: for each an `addSheet` with the
+    /// id the caller chose (not one of the spreadsheet's), then `updateCells` into it, all in
+    /// one `spreadsheets.batchUpdate` (Google applies its requests in order, all or none). A
+    /// tab is as wide as its header and `rows` high (not Google's 1,000 × 26: the cells of
+    /// every tab count against the spreadsheet's 10 million). Returns them, in order.
+    pub async fn add_tabs(
         &self,
         spreadsheet: &str,
-        tab: &str,
-        sheet_id: i32,
-        header: &[String],
+        tabs: &[NewTab<'_>],
         rows: i32,
-    ) -> Result<TabInfo, ApiFailure> {
-        let (columns, rows) = ((header.len() as i32).max(1), rows.max(2));
-        let properties = SheetProperties {
-            sheet_id: Some(sheet_id),
-            title: Some(tab.to_owned()),
-            grid_properties: Some(GridProperties {
-                column_count: Some(columns),
-                row_count: Some(rows),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let cells = header
-            .iter()
-            .map(|name| CellData {
-                user_entered_value: Some(ExtendedValue {
-                    string_value: Some(name.clone()),
+    ) -> Result<Vec<TabInfo>, ApiFailure> {
+        let rows = rows.max(2);
+        let mut requests = Vec::with_capacity(2 * tabs.len());
+        for tab in tabs {
+            let columns = (tab.header.len() as i32).max(1);
+            let properties = SheetProperties {
+                sheet_id: Some(tab.sheet_id),
+                title: Some(tab.title.to_owned()),
+                grid_properties: Some(GridProperties {
+                    column_count: Some(columns),
+                    row_count: Some(rows),
                     ..Default::default()
                 }),
                 ..Default::default()
-            })
-            .collect();
-        let requests = vec![
-            Request {
+            };
+            let cells = tab
+                .header
+                .iter()
+                .map(|name| CellData {
+                    user_entered_value: Some(ExtendedValue {
+                        string_value: Some(name.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            requests.push(Request {
                 add_sheet: Some(AddSheetRequest {
                     properties: Some(properties),
                 }),
                 ..Default::default()
-            },
-            Request {
+            });
+            requests.push(Request {
                 update_cells: Some(UpdateCellsRequest {
                     fields: Some(FieldMask::new(&["userEnteredValue"])),
                     rows: Some(vec![RowData {
                         values: Some(cells),
                     }]),
                     start: Some(GridCoordinate {
-                        sheet_id: Some(sheet_id),
+                        sheet_id: Some(tab.sheet_id),
                         row_index: Some(0),
                         column_index: Some(0),
                     }),
                     range: None,
                 }),
                 ..Default::default()
-            },
-        ];
+            });
+        }
         let reply = self.sheet_request(spreadsheet, requests).await?;
-        let added = reply
+        let mut added = reply
             .replies
             .unwrap_or_default()
             .into_iter()
-            .find_map(|reply| reply.add_sheet?.properties)
-            .unwrap_or_default();
-        Ok(TabInfo {
-            title: tab.to_owned(),
-            sheet_id: added.sheet_id.unwrap_or(sheet_id),
-            column_count: added
-                .grid_properties
-                .as_ref()
-                .and_then(|grid| grid.column_count)
-                .unwrap_or(columns),
-            row_count: added
-                .grid_properties
-                .and_then(|grid| grid.row_count)
-                .unwrap_or(rows),
-        })
+            .filter_map(|reply| reply.add_sheet?.properties);
+        Ok(tabs
+            .iter()
+            .map(|tab| {
+                let properties = added.next().unwrap_or_default();
+                let grid = properties.grid_properties.unwrap_or_default();
+                TabInfo {
+                    title: tab.title.to_owned(),
+                    sheet_id: properties.sheet_id.unwrap_or(tab.sheet_id),
+                    column_count: grid
+                        .column_count
+                        .unwrap_or((tab.header.len() as i32).max(1)),
+                    row_count: grid.row_count.unwrap_or(rows),
+                }
+            })
+            .collect())
     }
 
     /// Adds `count` empty columns at the right of a tab (`appendDimension`): values past the

@@ -93,12 +93,17 @@ impl Cluster {
     /// their hands or in `N.validator`.
     pub async fn unstored(&self) -> i64 {
         let accepted = self.accepted.lock().unwrap().len() as i64;
+        accepted - self.stored().await
+    }
+
+    /// Responses in the database.
+    pub async fn stored(&self) -> i64 {
         let pool = collect_testkit::database_pool(&self.database_url).await;
         let stored = collect_testkit::count(&pool, "SELECT count(*) FROM responses")
             .await
             .unwrap();
         pool.close().await;
-        accepted - stored
+        stored
     }
 }
 

@@ -44,6 +44,7 @@ use crate::google::{ApiFailure, Heartbeat, SheetsApi, a1};
 use crate::sheet_row;
 
 mod batch;
+mod new_tabs;
 mod plan;
 mod reconcile;
 mod tab;
@@ -238,15 +239,24 @@ impl Writer {
         metrics::gauge!("collect_sheets_oldest_waiting_seconds").set(oldest);
         let parked = self.store.parked_count().await?;
         metrics::gauge!("collect_sheets_rows_parked").set(parked as f64);
+        // Every form with rows waiting, due or not, so that new forms' tabs are made together.
+        let waiting_forms: Vec<FormId> = pending.iter().map(|form| form.form_id.clone()).collect();
+        self.create_tabs(&waiting_forms).await?;
+        let due: Vec<FormId> = pending
+            .into_iter()
+            .filter(|form| {
+                form.waiting >= self.settings.batch_rows as i64
+                    || form.oldest_age_seconds >= self.settings.max_wait.as_secs_f64()
+                    || self.backlogged.remove(&form.form_id)
+            })
+            .map(|form| form.form_id)
+            .collect();
         let mut more = false;
-        for form in pending {
+        for form_id in due {
             if self.shutdown.is_cancelled() {
                 return Ok(false);
             }
-            let due = form.waiting >= self.settings.batch_rows as i64
-                || form.oldest_age_seconds >= self.settings.max_wait.as_secs_f64()
-                || self.backlogged.remove(&form.form_id);
-            if due && self.write_form(&form.form_id).await? {
+            if self.write_form(&form_id).await? {
                 more = true;
             }
         }
@@ -268,19 +278,7 @@ impl Writer {
             }
         };
         let form = compiled.form.clone();
-        let sheet = form
-            .definition
-            .sheet
-            .clone()
-            .unwrap_or(collect_shared::forms::SheetTarget {
-                spreadsheet_id: None,
-                tab: None,
-            });
-        let Some(spreadsheet_id) = sheet
-            .spreadsheet_id
-            .clone()
-            .or_else(|| self.settings.default_spreadsheet_id.clone())
-        else {
+        let Some(target) = self.target_of(&form) else {
             let target = Target {
                 spreadsheet_id: String::new(),
                 tab: form.id.to_string(),
@@ -299,10 +297,6 @@ impl Writer {
                 },
             );
             return Ok(false);
-        };
-        let target = Target {
-            spreadsheet_id,
-            tab: sheet.tab.clone().unwrap_or_else(|| form.id.to_string()),
         };
         if self.waiting_out(&target) {
             return Ok(false);
@@ -396,6 +390,21 @@ impl Writer {
             }
         }
         Ok(false)
+    }
+
+    /// The form's tab: its spreadsheet (or `SHEETS_DEFAULT_SPREADSHEET_ID`) and its tab (or the
+    /// form's id); `None` when it names no spreadsheet and there is no default.
+    fn target_of(&self, form: &Form) -> Option<Target> {
+        let sheet = form.definition.sheet.as_ref();
+        let spreadsheet_id = sheet
+            .and_then(|sheet| sheet.spreadsheet_id.clone())
+            .or_else(|| self.settings.default_spreadsheet_id.clone())?;
+        Some(Target {
+            spreadsheet_id,
+            tab: sheet
+                .and_then(|sheet| sheet.tab.clone())
+                .unwrap_or_else(|| form.id.to_string()),
+        })
     }
 
     /// How many waiting rows of the form to ask the database for: all that wait, up to

@@ -3,7 +3,7 @@
 //! rows.
 
 use super::*;
-use crate::google::TabInfo;
+use crate::google::{NewTab, TabInfo};
 
 pub(super) fn header_cells(header: &[String]) -> Vec<Value> {
     header
@@ -59,37 +59,25 @@ pub(super) async fn prepare_tab(
     let wanted = sheet_row::wanted_columns(form);
     let tabs = api.tabs(&target.spreadsheet_id).await?;
     let Some(info) = tabs.iter().find(|tab| tab.title == target.tab) else {
-        let info = api
-            .add_tab(
-                &target.spreadsheet_id,
-                &target.tab,
-                unused_sheet_id(&tabs),
-                &wanted,
-                1 + NEW_TAB_SPARE_ROWS,
-            )
-            .await?;
-        info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "created the tab");
-        let mut state = TabState {
-            response_id_column: wanted
-                .iter()
-                .position(|name| name == "response_id")
-                .unwrap_or(0),
-            header: wanted,
-            sheet_id: info.sheet_id,
-            column_count: info.column_count,
-            row_count: info.row_count,
-            clean: true,
-            checked_at: Instant::now(),
-            created: false,
+        let new = NewTab {
+            title: &target.tab,
+            sheet_id: unused_sheet_id(&tabs, &[]),
+            header: &wanted,
         };
+        let info = api
+            .add_tabs(&target.spreadsheet_id, &[new], 1 + NEW_TAB_SPARE_ROWS)
+            .await?
+            .remove(0);
+        info!(spreadsheet = %target.spreadsheet_id, tab = %target.tab, "created the tab");
+        let mut state = TabState::created(&info, wanted);
         let recorded = store
             .sheet_row_count(&target.spreadsheet_id, &target.tab)
             .await?;
         if recorded > 0 {
+            state.created = false;
             rebuild(store, form, target).await?;
             return Ok((state, HeaderState::Rebuilt));
         }
-        state.created = true;
         return Ok((state, HeaderState::Same));
     };
     let mut state = TabState {
@@ -121,11 +109,11 @@ pub(super) async fn read_first_row(
 }
 
 /// A tab id for a new tab: Google's are non-negative 32-bit numbers, chosen at random, and
-/// `addSheet` refuses one the spreadsheet has.
-fn unused_sheet_id(tabs: &[TabInfo]) -> i32 {
+/// `addSheet` refuses one the spreadsheet has (`tabs`) or the same request adds (`taken`).
+pub(super) fn unused_sheet_id(tabs: &[TabInfo], taken: &[i32]) -> i32 {
     loop {
         let id = (uuid::Uuid::new_v4().as_u128() as u32 & 0x7fff_ffff) as i32;
-        if !tabs.iter().any(|tab| tab.sheet_id == id) {
+        if !tabs.iter().any(|tab| tab.sheet_id == id) && !taken.contains(&id) {
             return id;
         }
     }
@@ -146,6 +134,24 @@ pub(super) async fn refresh_tab(
 }
 
 impl TabState {
+    /// A tab Collect has just created with `header` in row 1: known clean, and its first batch
+    /// need not read the header back.
+    pub(super) fn created(info: &TabInfo, header: Vec<String>) -> Self {
+        Self {
+            response_id_column: header
+                .iter()
+                .position(|name| name == "response_id")
+                .unwrap_or(0),
+            header,
+            sheet_id: info.sheet_id,
+            column_count: info.column_count,
+            row_count: info.row_count,
+            clean: true,
+            checked_at: Instant::now(),
+            created: true,
+        }
+    }
+
     /// Takes the tab's id and grid from `spreadsheets.get`, as of now.
     pub(super) fn update(&mut self, info: &TabInfo) {
         self.sheet_id = info.sheet_id;

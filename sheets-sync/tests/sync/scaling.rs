@@ -287,3 +287,39 @@ async fn waiting(pipeline: &Pipeline, n: i64) {
     .await;
     pool.close().await;
 }
+
+#[tokio::test]
+async fn new_forms_of_one_spreadsheet_get_their_tabs_in_one_write() {
+    // Three new forms of one spreadsheet have responses waiting when sheets-sync starts (a
+    // launch, or Google's quota behind a burst): their tabs and headers are created in one
+    // request, after one look at the spreadsheet, and each form's rows in one append.
+    let pipeline = Pipeline::start_with(false).await;
+    let forms = ["east", "north", "south"];
+    for form in forms {
+        pipeline
+            .put_form(form, form, &[("a", &format!("{form} A"))], &[])
+            .await;
+        for n in 0..2 {
+            answer(&pipeline, form, n).await;
+        }
+    }
+    waiting(&pipeline, 6).await;
+    let pipeline = pipeline.with_sheets_sync(|_| {}).await;
+    for form in forms {
+        let cells = pipeline.tab_with_rows(form, 2).await;
+        assert_eq!(cells[0][0], "response_id");
+        assert!(
+            cells[0].contains(&serde_json::Value::from(format!("{form} A"))),
+            "{:?}",
+            cells[0]
+        );
+        let rows = rows_by_id(&cells);
+        assert!(rows.contains_key(&format!("{form}-0")) && rows.contains_key(&format!("{form}-1")));
+    }
+    assert_eq!(calls(&pipeline, "spreadsheets.batchUpdate").await, 1.0);
+    assert_eq!(calls(&pipeline, "spreadsheets.get").await, 1.0);
+    assert_eq!(calls(&pipeline, "values.append").await, 3.0);
+    assert_eq!(calls(&pipeline, "values.batchGet").await, 0.0);
+    assert_eq!(calls(&pipeline, "values.get").await, 0.0);
+    pipeline.stop().await;
+}
