@@ -323,3 +323,51 @@ async fn new_forms_of_one_spreadsheet_get_their_tabs_in_one_write() {
     assert_eq!(calls(&pipeline, "values.get").await, 0.0);
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn new_tabs_whose_names_are_taken_are_not_looked_for_every_pass() {
+    // A person has tabs named `East` and `North`; two new forms write to `east` and `north`.
+    // Google's tab names are unique whatever their case, so neither can be created: the forms'
+    // rows wait (reported per form), and sheets-sync does not look the spreadsheet up again on
+    // every pass over the outbox (every 25 ms here) to try: the failed tabs are backed off, and
+    // making tabs together skips them.
+    let pipeline = Pipeline::start_with(false).await;
+    pipeline
+        .emulator
+        .batch_update(
+            SPREADSHEET,
+            vec![
+                json!({"addSheet": {"properties": {"title": "East"}}}),
+                json!({"addSheet": {"properties": {"title": "North"}}}),
+            ],
+        )
+        .unwrap();
+    for form in ["east", "north"] {
+        pipeline.put_form(form, form, &[("a", "A")], &[]).await;
+        answer(&pipeline, form, 0).await;
+    }
+    waiting(&pipeline, 2).await;
+    let pipeline = pipeline.with_sheets_sync(|_| {}).await;
+    eventually(
+        Duration::from_secs(20),
+        "both forms reported blocked",
+        || async {
+            let blocked = pipeline.get("/v1/forms/east/sheet").await.1["status"] == "failing"
+                && pipeline.get("/v1/forms/north/sheet").await.1["status"] == "failing";
+            blocked.then_some(())
+        },
+    )
+    .await;
+    let before = looks(&pipeline).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // passes go by; nothing to wait for
+    let made = looks(&pipeline).await - before;
+    // Each form's own batch looks again only when its backoff is over (1 s, then 2 s...).
+    assert!(made <= 3.0, "{made} looks in 1.5 s");
+    assert_eq!(
+        pipeline.emulator.sheet_id(SPREADSHEET, "east"),
+        pipeline.emulator.sheet_id(SPREADSHEET, "East"),
+        "no second tab"
+    );
+    assert_eq!(calls(&pipeline, "values.append").await, 0.0);
+    pipeline.stop().await;
+}
