@@ -86,8 +86,8 @@ struct TabState {
     clean: bool,
     /// When `spreadsheets.get` last showed the tab (it may have been deleted or renamed).
     checked_at: Instant,
-    /// Created with its header by this batch and not read since: its first batch need not
-    /// read the header back.
+    /// Created with its header by this instance (its batch, or new tabs made together) and
+    /// not read since: its first batch need not read the header back.
     created: bool,
 }
 
