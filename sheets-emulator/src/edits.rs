@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::a1::{self, Rect};
+use crate::a1::Rect;
 use crate::cell::Cell;
 use crate::error::GoogleError;
-use crate::store::{Sheet, Spreadsheet, invalid_enum};
+use crate::store::{Sheet, Spreadsheet, invalid_enum, past_the_grid};
 
 /// A request's entry in the batch's `replies`, or why the batch fails.
 type Reply = Result<Value, GoogleError>;
@@ -299,12 +299,11 @@ impl Spreadsheet {
         };
         if rect.end_row > grid.row_count || rect.end_col > grid.column_count {
             // The wording Google uses for values ranges past the grid.
-            return Err(at.fail(format!(
-                "Range ('{}'!{}) exceeds grid limits. Max rows: {}, max columns: {}",
-                grid.title.replace('\'', "''"),
-                a1::format_cells(rect),
+            return Err(at.fail(past_the_grid(
+                &grid.title,
+                rect,
                 grid.row_count,
-                grid.column_count
+                grid.column_count,
             )));
         }
         let mut specs = Vec::new();

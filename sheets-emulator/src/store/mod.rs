@@ -50,6 +50,21 @@ impl Major {
 }
 
 /// Google's message for an enum value it does not know.
+/// Google's message for a range past a tab's grid: `Range ('Tab'!A1:B2) exceeds grid limits.
+/// Max rows: 1000, max columns: 26`.
+pub fn past_the_grid(
+    title: &str,
+    rect: Rect,
+    rows: impl std::fmt::Display,
+    columns: impl std::fmt::Display,
+) -> String {
+    format!(
+        "Range ('{}'!{}) exceeds grid limits. Max rows: {rows}, max columns: {columns}",
+        title.replace('\'', "''"),
+        a1::format_cells(rect),
+    )
+}
+
 pub fn invalid_enum(field: &str, kind: &str, value: &str) -> GoogleError {
     GoogleError::invalid_argument(format!(
         "Invalid value at '{field}' (type.googleapis.com/google.apps.sheets.v4.{kind}), \"{value}\""

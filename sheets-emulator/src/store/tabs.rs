@@ -278,12 +278,11 @@ impl Spreadsheet {
         if planned.cells.iter().any(|line| !line.is_empty()) {
             let rect = planned.rect();
             if rect.end_row > grid.row_count || rect.end_col > grid.column_count {
-                return Err(fail(format!(
-                    "Range ('{}'!{}) exceeds grid limits. Max rows: {}, max columns: {}",
-                    grid.title.replace('\'', "''"),
-                    a1::format_cells(rect),
+                return Err(fail(past_the_grid(
+                    &grid.title,
+                    rect,
                     grid.row_count,
-                    grid.column_count
+                    grid.column_count,
                 )));
             }
             self.sheets[sheet].apply(&planned);

@@ -46,12 +46,11 @@ impl Spreadsheet {
                 end_col: rect.end_col.max(rect.start_col + 1),
                 ..rect
             };
-            return Err(GoogleError::invalid_argument(format!(
-                "Range ('{}'!{}) exceeds grid limits. Max rows: {}, max columns: {}",
-                grid.title.replace('\'', "''"),
-                a1::format_cells(shown),
+            return Err(GoogleError::invalid_argument(past_the_grid(
+                &grid.title,
+                shown,
                 grid.row_count,
-                grid.column_count
+                grid.column_count,
             )));
         }
         Ok(rect)
@@ -194,10 +193,11 @@ impl Spreadsheet {
             let rect = plan.rect();
             let outside = u64::from(rect.end_row) > *rows || u64::from(rect.end_col) > *cols;
             if !plan.grows && outside && !plan.cells.is_empty() {
-                return Err(GoogleError::invalid_argument(format!(
-                    "Range ('{}'!{}) exceeds grid limits. Max rows: {rows}, max columns: {cols}",
-                    self.sheets[plan.sheet].title.replace('\'', "''"),
-                    a1::format_cells(rect),
+                return Err(GoogleError::invalid_argument(past_the_grid(
+                    &self.sheets[plan.sheet].title,
+                    rect,
+                    *rows,
+                    *cols,
                 )));
             }
             *rows += u64::from(plan.insert_rows);

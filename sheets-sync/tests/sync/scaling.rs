@@ -81,12 +81,7 @@ async fn post_batch(pipeline: &Pipeline, form: &str, body: &serde_json::Value) {
 
 /// The `spreadsheets.get` calls sheets-sync made.
 async fn looks(pipeline: &Pipeline) -> f64 {
-    let metrics = pipeline.sheets_sync_metrics().await;
-    metric(
-        &metrics,
-        r#"collect_sheets_api_calls_total{method="spreadsheets.get",status="200"}"#,
-    )
-    .unwrap_or(0.0)
+    calls(pipeline, "spreadsheets.get").await
 }
 
 #[tokio::test]
