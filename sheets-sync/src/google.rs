@@ -33,6 +33,19 @@ pub struct TabInfo {
     pub row_count: i32,
 }
 
+impl TabInfo {
+    /// The tab named `title` among `tabs`. Google's tab names are unique whatever their case,
+    /// and a range names a tab whatever the case it is written in (`west!A1` is a cell of
+    /// `West`), so a person who renames `west` to `West` has not made a new tab: an exact match
+    /// first, then one that differs only in case.
+    pub fn find<'a>(tabs: &'a [TabInfo], title: &str) -> Option<&'a TabInfo> {
+        tabs.iter().find(|tab| tab.title == title).or_else(|| {
+            let lower = title.to_lowercase();
+            tabs.iter().find(|tab| tab.title.to_lowercase() == lower)
+        })
+    }
+}
+
 /// A tab to add, with its header.
 pub struct NewTab<'a> {
     pub title: &'a str,

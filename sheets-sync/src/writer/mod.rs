@@ -40,7 +40,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::google::{ApiFailure, Heartbeat, SheetsApi, a1};
+use crate::google::{ApiFailure, Heartbeat, SheetsApi, TabInfo, a1};
 use crate::sheet_row;
 
 mod batch;
@@ -579,7 +579,7 @@ impl Writer {
         tab: &mut TabState,
     ) -> Result<bool, BatchError> {
         let found = api.tabs(&target.spreadsheet_id).await?;
-        let info = |title: &str| found.iter().find(|info| info.title == title);
+        let info = |title: &str| TabInfo::find(&found, title);
         self.tabs.retain(|known, state| {
             if known.spreadsheet_id != target.spreadsheet_id {
                 return true;

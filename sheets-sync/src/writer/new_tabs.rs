@@ -63,12 +63,8 @@ impl Writer {
                     continue;
                 }
             };
-            // Tab names are unique whatever their case.
-            new.retain(|(target, _)| {
-                !existing
-                    .iter()
-                    .any(|tab| tab.title.to_lowercase() == target.tab.to_lowercase())
-            });
+            // A tab that is there, perhaps in another case, is prepared by its batch.
+            new.retain(|(target, _)| TabInfo::find(&existing, &target.tab).is_none());
             if new.len() < 2 {
                 continue;
             }

@@ -3,7 +3,7 @@
 //! rows.
 
 use super::*;
-use crate::google::{NewTab, TabInfo};
+use crate::google::NewTab;
 
 pub(super) fn header_cells(header: &[String]) -> Vec<Value> {
     header
@@ -58,7 +58,7 @@ pub(super) async fn prepare_tab(
 ) -> Result<(TabState, HeaderState), BatchError> {
     let wanted = sheet_row::wanted_columns(form);
     let tabs = api.tabs(&target.spreadsheet_id).await?;
-    let Some(info) = tabs.iter().find(|tab| tab.title == target.tab) else {
+    let Some(info) = TabInfo::find(&tabs, &target.tab) else {
         let new = NewTab {
             title: &target.tab,
             sheet_id: unused_sheet_id(&tabs, &[]),
@@ -126,10 +126,10 @@ pub(super) async fn refresh_tab(
     tab: &mut TabState,
 ) -> Result<bool, BatchError> {
     let tabs = api.tabs(&target.spreadsheet_id).await?;
-    let Some(info) = tabs.into_iter().find(|info| info.title == target.tab) else {
+    let Some(info) = TabInfo::find(&tabs, &target.tab) else {
         return Ok(false);
     };
-    tab.update(&info);
+    tab.update(info);
     Ok(true)
 }
 

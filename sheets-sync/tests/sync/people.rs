@@ -61,6 +61,32 @@ async fn post(pipeline: &Pipeline, batch: Vec<Value>) {
     assert_eq!(pipeline.post(BATCH, &json!(batch)).await.status(), 202);
 }
 
+/// r-0 to r-2 (savings 100) posted and in the tab: the tab's cells.
+async fn three_rows(pipeline: &Pipeline) -> Vec<Vec<Value>> {
+    post(
+        pipeline,
+        (0..3)
+            .map(|i| envelope(&format!("r-{i}"), 1, 100))
+            .collect(),
+    )
+    .await;
+    pipeline.tab_with_rows(TAB, 3).await
+}
+
+/// r-1 is corrected (savings 100 → 900, a new flag-free revision), r-3 is new (after r-0 to
+/// r-2 at revision 1): the revisions the tab should then hold.
+async fn correct_r1_and_add_r3(pipeline: &Pipeline) -> HashMap<String, u64> {
+    post(
+        pipeline,
+        vec![envelope("r-1", 2, 900), envelope("r-3", 1, 100)],
+    )
+    .await;
+    [("r-0", 1), ("r-1", 2), ("r-2", 1), ("r-3", 1)]
+        .into_iter()
+        .map(|(id, revision)| (id.to_owned(), revision))
+        .collect()
+}
+
 #[tokio::test]
 async fn rows_sorted_cleared_and_deleted_by_a_person_are_found_by_response_id() {
     let pipeline = Pipeline::start().await;
@@ -164,14 +190,7 @@ async fn rows_sorted_cleared_and_deleted_by_a_person_are_found_by_response_id() 
 #[tokio::test]
 async fn a_column_a_person_adds_keeps_its_values() {
     let pipeline = Pipeline::start().await;
-    post(
-        &pipeline,
-        (0..3)
-            .map(|i| envelope(&format!("r-{i}"), 1, 100))
-            .collect(),
-    )
-    .await;
-    let cells = pipeline.tab_with_rows(TAB, 3).await;
+    let cells = three_rows(&pipeline).await;
     let collect_header = cells[0].clone();
     let sheet_id = pipeline.emulator.sheet_id(SPREADSHEET, TAB).unwrap();
     let (_, columns) = pipeline.emulator.grid_size(SPREADSHEET, TAB).unwrap();
@@ -209,16 +228,7 @@ async fn a_column_a_person_adds_keeps_its_values() {
             .unwrap();
     }
 
-    // r-1 is corrected (savings 100 → 900, a new flag-free revision), r-3 is new.
-    post(
-        &pipeline,
-        vec![envelope("r-1", 2, 900), envelope("r-3", 1, 100)],
-    )
-    .await;
-    let expected: HashMap<String, u64> = [("r-0", 1), ("r-1", 2), ("r-2", 1), ("r-3", 1)]
-        .into_iter()
-        .map(|(id, revision)| (id.to_owned(), revision))
-        .collect();
+    let expected = correct_r1_and_add_r3(&pipeline).await;
     let cells = eventually_tab(&pipeline, TAB, |cells| holds_exactly(cells, &expected)).await;
     let header = &cells[0];
     let mut wanted_header = collect_header.clone();
@@ -260,14 +270,7 @@ fn sheets_emulator_column(index: usize) -> String {
 #[tokio::test]
 async fn a_copied_row_is_left_alone_and_the_topmost_updated() {
     let pipeline = Pipeline::start().await;
-    post(
-        &pipeline,
-        (0..3)
-            .map(|i| envelope(&format!("r-{i}"), 1, 100))
-            .collect(),
-    )
-    .await;
-    let cells = pipeline.tab_with_rows(TAB, 3).await;
+    let cells = three_rows(&pipeline).await;
     let header = cells[0].clone();
     // A person copies r-0's row below the table, then sorts the data by response_id
     // descending, so the recorded row numbers are all wrong.
@@ -369,14 +372,7 @@ async fn a_tab_a_person_emptied_is_refilled() {
 #[tokio::test]
 async fn a_deleted_header_row_is_written_back() {
     let pipeline = Pipeline::start().await;
-    post(
-        &pipeline,
-        (0..3)
-            .map(|i| envelope(&format!("r-{i}"), 1, 100))
-            .collect(),
-    )
-    .await;
-    let cells = pipeline.tab_with_rows(TAB, 3).await;
+    let cells = three_rows(&pipeline).await;
     let header = cells[0].clone();
     let sheet_id = pipeline.emulator.sheet_id(SPREADSHEET, TAB).unwrap();
     pipeline
@@ -400,5 +396,56 @@ async fn a_deleted_header_row_is_written_back() {
     let cells = eventually_tab(&pipeline, TAB, |cells| holds_exactly(cells, &expected)).await;
     assert_eq!(cells[0], header);
     assert_eq!(cells.len(), 5);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_tab_a_person_renamed_in_another_case_is_still_the_forms_tab() {
+    // Google's tab names are unique whatever their case, and a range names a tab in any case:
+    // `household-finance` renamed `Household-Finance` is the same tab, not a lost one (it
+    // cannot be created again beside it). The tab is looked up before every batch here.
+    let pipeline = Pipeline::start_with(false)
+        .await
+        .with_sheets_sync(|config| config.tab_check_ms = 0)
+        .await;
+    let header = three_rows(&pipeline).await[0].clone();
+    let sheet_id = pipeline.emulator.sheet_id(SPREADSHEET, TAB).unwrap();
+    pipeline
+        .emulator
+        .batch_update(
+            SPREADSHEET,
+            vec![json!({"updateSheetProperties": {
+                "properties": {"sheetId": sheet_id, "title": "Household-Finance"},
+                "fields": "title",
+            }})],
+        )
+        .unwrap();
+
+    let expected = correct_r1_and_add_r3(&pipeline).await;
+    let cells = eventually_tab(&pipeline, "Household-Finance", |cells| {
+        cells.len() == 5 && holds_exactly(cells, &expected)
+    })
+    .await;
+    assert_eq!(cells[0], header);
+    assert_eq!(
+        rows_by_id(&cells)["r-1"].1[column(&header, SAVINGS)],
+        json!(900)
+    );
+    let titles = pipeline.emulator.tab_titles(SPREADSHEET).unwrap();
+    assert!(
+        titles.contains(&"Household-Finance".to_owned()),
+        "{titles:?}"
+    );
+    assert!(
+        !titles.contains(&TAB.to_owned()),
+        "the person's name is kept: {titles:?}"
+    );
+    assert_eq!(
+        pipeline.emulator.sheet_id(SPREADSHEET, "Household-Finance"),
+        Some(sheet_id)
+    );
+    let (_, status) = pipeline.get("/v1/forms/household-finance/sheet").await;
+    assert_eq!(status["status"], "writing", "{status}");
+    assert_eq!(status["rows_waiting"], 0, "{status}");
     pipeline.stop().await;
 }

@@ -320,23 +320,17 @@ async fn new_forms_of_one_spreadsheet_get_their_tabs_in_one_write() {
 }
 
 #[tokio::test]
-async fn new_tabs_whose_names_are_taken_are_not_looked_for_every_pass() {
-    // A person has tabs named `East` and `North`; two new forms write to `east` and `north`.
-    // Google's tab names are unique whatever their case, so neither can be created: the forms'
-    // rows wait (reported per form), and sheets-sync does not look the spreadsheet up again on
-    // every pass over the outbox (every 25 ms here) to try: the failed tabs are backed off, and
-    // making tabs together skips them.
+async fn new_tabs_that_cannot_be_made_are_not_tried_every_pass() {
+    // Two new forms write to a spreadsheet that is full (Google's 10 million cells; its one
+    // tab's 26,000 here): neither tab can be created. The forms' rows wait (reported per
+    // form), and sheets-sync does not look the spreadsheet up again on every pass over the
+    // outbox (every 25 ms here) to try: the failed tabs are backed off, and making tabs
+    // together skips them.
     let pipeline = Pipeline::start_with(false).await;
-    pipeline
-        .emulator
-        .batch_update(
-            SPREADSHEET,
-            vec![
-                json!({"addSheet": {"properties": {"title": "East"}}}),
-                json!({"addSheet": {"properties": {"title": "North"}}}),
-            ],
-        )
-        .unwrap();
+    pipeline.emulator.set_faults(Faults {
+        max_cells: Some(26_000),
+        ..Faults::default()
+    });
     for form in ["east", "north"] {
         pipeline.put_form(form, form, &[("a", "A")], &[]).await;
         answer(&pipeline, form, 0).await;
@@ -359,10 +353,45 @@ async fn new_tabs_whose_names_are_taken_are_not_looked_for_every_pass() {
     // Each form's own batch looks again only when its backoff is over (1 s, then 2 s...).
     assert!(made <= 3.0, "{made} looks in 1.5 s");
     assert_eq!(
-        pipeline.emulator.sheet_id(SPREADSHEET, "east"),
-        pipeline.emulator.sheet_id(SPREADSHEET, "East"),
-        "no second tab"
+        pipeline.emulator.tab_titles(SPREADSHEET).unwrap(),
+        vec!["Sheet1".to_owned()]
     );
     assert_eq!(calls(&pipeline, "values.append").await, 0.0);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_persons_tab_named_like_a_new_forms_in_another_case_is_the_forms_tab() {
+    // A person made tabs `East` and `North`; two new forms write to `east` and `north`.
+    // Google's tab names are unique whatever their case (`east` cannot be added beside
+    // `East`), and a range names a tab in any case: the forms write to the person's tabs.
+    let pipeline = Pipeline::start_with(false).await;
+    pipeline
+        .emulator
+        .batch_update(
+            SPREADSHEET,
+            vec![
+                json!({"addSheet": {"properties": {"title": "East"}}}),
+                json!({"addSheet": {"properties": {"title": "North"}}}),
+            ],
+        )
+        .unwrap();
+    for form in ["east", "north"] {
+        pipeline.put_form(form, form, &[("a", "A")], &[]).await;
+        answer(&pipeline, form, 0).await;
+    }
+    waiting(&pipeline, 2).await;
+    let pipeline = pipeline.with_sheets_sync(|_| {}).await;
+    for (form, tab) in [("east", "East"), ("north", "North")] {
+        let cells = pipeline.tab_with_rows(tab, 1).await;
+        assert_eq!(cells[0][0], "response_id");
+        assert_eq!(cells[1][0], format!("{form}-0"));
+        let (_, status) = pipeline.get(&format!("/v1/forms/{form}/sheet")).await;
+        assert_eq!(status["status"], "writing", "{status}");
+    }
+    assert_eq!(
+        pipeline.emulator.tab_titles(SPREADSHEET).unwrap(),
+        ["Sheet1", "East", "North"].map(str::to_owned).to_vec()
+    );
     pipeline.stop().await;
 }
