@@ -123,8 +123,7 @@ impl IngestConfig {
     pub fn gather_settings(&self) -> crate::gather::GatherSettings {
         crate::gather::GatherSettings {
             max_responses: usize::from(self.publish_gather_max),
-            // Well within RabbitMQ's message size limit; a larger response goes alone.
-            max_bytes: 1024 * 1024,
+            max_bytes: crate::gather::MAX_MESSAGE_BYTES,
             slots: usize::from(self.publish_gather_slots),
             linger: std::time::Duration::from_micros(self.publish_linger_us),
         }

@@ -137,6 +137,13 @@ async fn run(
     }
 }
 
+/// About the most bytes of responses one message carries (a larger response goes alone). A
+/// consumer holds its prefetch in messages, whatever their size: the validator's
+/// `VALIDATOR_PREFETCH` (60) messages of up to 1 MB each were 60 MB in hand when responses
+/// were large (hundreds of KB each), and 15 MB at this size. Responses of the seed's size
+/// (~700 bytes) fill a message's `COLLECT_PUBLISH_GATHER_MAX` (100) long before this.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
 /// Splits what was taken into messages: by form (the routing key), in arrival order, at most
 /// `max_responses` and about `max_bytes` each.
 fn gather(taken: Vec<Pending>, max_responses: usize, max_bytes: usize) -> Vec<Vec<Pending>> {

@@ -12,6 +12,8 @@ mod seed;
 mod watch;
 pub mod webhooks;
 
+pub use gather::MAX_MESSAGE_BYTES;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

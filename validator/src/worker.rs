@@ -256,7 +256,7 @@ impl Worker {
         // A chunk at a time, in order: what is parsed and stored at once stays bounded however
         // many responses the deliveries carry.
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(parts.len());
-        for chunk in parts.chunks(MAX_PER_TRANSACTION) {
+        for chunk in transactions(&parts) {
             outcomes.extend(self.handle_parts(chunk).await);
         }
         let mut of_delivery: Vec<Vec<(&[u8], Outcome)>> = vec![Vec::new(); deliveries.len()];
@@ -377,6 +377,38 @@ impl Worker {
 /// that each carry many responses is handled in several, one after the other).
 const MAX_PER_TRANSACTION: usize = 500;
 
+/// About the most bytes of responses parsed and stored at once: a response is held several
+/// times over while it is stored (its message, the parsed answers, the row's JSON, the
+/// statement's parameters), and 500 responses of 160 KB made the validator's peak RSS 370 MB.
+/// 500 responses of the seed's size are ~350 KB, within this.
+const MAX_BYTES_PER_TRANSACTION: usize = 1024 * 1024;
+
+/// `parts` cut into the runs stored one transaction each, in order: at most
+/// `MAX_PER_TRANSACTION` responses and about `MAX_BYTES_PER_TRANSACTION` (a larger response
+/// goes alone).
+fn transactions<'p, 'b>(
+    parts: &'p [(usize, &'b [u8])],
+) -> impl Iterator<Item = &'p [(usize, &'b [u8])]> {
+    let mut rest = parts;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let end = rest
+            .iter()
+            .take(MAX_PER_TRANSACTION)
+            .position(|(_, body)| {
+                bytes += body.len();
+                bytes > MAX_BYTES_PER_TRANSACTION
+            })
+            .map_or(rest.len().min(MAX_PER_TRANSACTION), |over| over.max(1));
+        let (run, after) = rest.split_at(end);
+        rest = after;
+        Some(run)
+    })
+}
+
 /// Most bytes of stored rows in one `N.saved` message, as ingest gathers (a larger row still
 /// goes, alone).
 const SAVED_MAX_BYTES: usize = 1024 * 1024;
@@ -414,7 +446,7 @@ pub async fn run(worker: Arc<Worker>, broker: Broker, batching: Batching) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::split;
+    use super::{MAX_BYTES_PER_TRANSACTION, MAX_PER_TRANSACTION, split, transactions};
 
     #[test]
     fn a_body_is_one_response_or_an_array_of_them() {
@@ -426,5 +458,28 @@ mod tests {
         );
         assert!(split(b"[]").unwrap_err().contains("empty"));
         assert!(split(br#"[{"a":1},"#).unwrap_err().contains("array"));
+    }
+
+    /// The sizes of the runs `transactions` makes of parts of these sizes.
+    fn runs(sizes: &[usize]) -> Vec<usize> {
+        let bodies: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![b'x'; n]).collect();
+        let parts: Vec<(usize, &[u8])> = bodies.iter().map(|b| (0, b.as_slice())).collect();
+        transactions(&parts).map(<[_]>::len).collect()
+    }
+
+    #[test]
+    fn a_transaction_is_bounded_by_responses_and_by_bytes() {
+        assert_eq!(runs(&[]), Vec::<usize>::new());
+        // Small responses: 500 a transaction.
+        assert_eq!(runs(&[700; 1234]), [MAX_PER_TRANSACTION, 500, 234]);
+        // Large ones: as many as fit in the bytes (1 MiB / 160 KB = 6).
+        assert_eq!(runs(&[160_000; 14]), [6, 6, 2]);
+        // One over the bytes goes alone, and what follows goes on.
+        let over = MAX_BYTES_PER_TRANSACTION + 1;
+        assert_eq!(runs(&[10, over, 10, 10]), [1, 1, 2]);
+        assert_eq!(runs(&[over, over]), [1, 1]);
+        // Exactly the bytes still fit together.
+        let half = MAX_BYTES_PER_TRANSACTION / 2;
+        assert_eq!(runs(&[half, half, 1]), [2, 1]);
     }
 }

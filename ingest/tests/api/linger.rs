@@ -115,9 +115,9 @@ async fn a_message_full_by_its_bytes_does_not_linger() {
     })
     .await;
     let mut probe = app.responses_probe().await;
-    // Over the ~1 MB a gathered message holds: nothing more could join it, so it goes at once.
+    // Over the bytes a gathered message holds: nothing more could join it, so it goes at once.
     let mut large = super::helpers::envelope("r-linger-large", 1);
-    large["answers"]["notes"] = serde_json::json!("x".repeat(1024 * 1024 + 1));
+    large["answers"]["notes"] = serde_json::json!("x".repeat(ingest::MAX_MESSAGE_BYTES + 1));
 
     let started = Instant::now();
     let response = app

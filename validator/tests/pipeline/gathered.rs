@@ -181,3 +181,44 @@ async fn an_array_from_any_publisher_is_stored_part_by_part_and_bad_parts_set_as
     );
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_of_large_responses_is_stored_a_few_at_a_time() {
+    // Twelve responses of ~200 KB in one message (another publisher's, or ingest's under an
+    // older limit): stored a few per transaction (about 1 MB each), in order, every one.
+    let pipeline = Pipeline::start().await;
+    let mut dead = pipeline.dead_probe().await;
+    let notes = |i: usize| format!("{i}:{}", "x".repeat(200_000));
+    let mut parts: Vec<Value> = (0..12)
+        .map(|i| response(&format!("big-{i}"), json!({"notes": notes(i)})))
+        .collect();
+    // The last part is big-0 again, a later revision: it is stored in a later transaction.
+    parts[11] = response("big-0", json!({"notes": notes(99)}));
+    parts[11]["revision"] = json!(2);
+    let body = Value::Array(parts).to_string();
+    publish_raw(
+        &pipeline.topology.responses_exchange(),
+        "household-finance",
+        body.as_bytes(),
+    )
+    .await;
+
+    let stored = pipeline.stored("big-0", 2).await;
+    assert_eq!(stored["answers"]["notes"], notes(99));
+    for i in 1..11 {
+        let stored = pipeline.stored(&format!("big-{i}"), 1).await;
+        assert_eq!(stored["answers"]["notes"], notes(i), "big-{i}");
+    }
+    assert!(
+        dead.next_raw_within(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing set aside"
+    );
+    assert_eq!(
+        dead.queue_depth(&pipeline.topology.validator_queue()).await,
+        0,
+        "the delivery acked"
+    );
+    pipeline.stop().await;
+}
