@@ -77,6 +77,9 @@ impl Target {
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 struct TabState {
+    /// The tab's name as the spreadsheet has it: the form's `sheet.tab`, or that in another
+    /// case after a person renamed it. Ranges name the tab by it.
+    title: String,
     header: Vec<String>,
     sheet_id: i32,
     column_count: i32,
@@ -620,10 +623,10 @@ impl Writer {
         let attempts = if verified { 0 } else { 3 };
         for _ in 0..attempts {
             let ranges = id_ranges(&rows_to_verify(&rows, &known), tab.row_count);
-            let mut asked = vec![a1(&target.tab, "1:1")];
+            let mut asked = vec![tab.range("1:1")];
             asked.extend(ranges.iter().map(|(first, last)| {
                 let column = column_letters(tab.response_id_column);
-                a1(&target.tab, &format!("{column}{first}:{column}{last}"))
+                tab.range(&format!("{column}{first}:{column}{last}"))
             }));
             let read = match api.read_ranges(&target.spreadsheet_id, &asked).await {
                 Ok(read) => read,
@@ -747,10 +750,7 @@ impl Writer {
                     .flat_map(|item| {
                         owned_runs(&item.cells()).into_iter().map(|(start, cells)| {
                             let column = column_letters(start);
-                            (
-                                a1(&target.tab, &format!("{column}{}", item.row)),
-                                vec![cells],
-                            )
+                            (tab.range(&format!("{column}{}", item.row)), vec![cells])
                         })
                     })
                     .collect();
@@ -789,7 +789,7 @@ impl Writer {
                     .collect();
                 let count = group.len() as i32;
                 match api
-                    .append(&target.spreadsheet_id, &a1(&target.tab, "A1"), values)
+                    .append(&target.spreadsheet_id, &tab.range("A1"), values)
                     .await
                 {
                     Ok(first) => {

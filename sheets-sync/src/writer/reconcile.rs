@@ -30,7 +30,7 @@ pub(super) async fn reconcile(
     let cells = api
         .read(
             &target.spreadsheet_id,
-            &a1(&target.tab, &format!("{column}:{column}")),
+            &tab.range(&format!("{column}:{column}")),
         )
         .await?;
     let mut found = Vec::new();
@@ -54,7 +54,7 @@ pub(super) async fn reconcile(
     {
         // Refilling writes every response again: make sure the column read was the id column
         // (a person may have moved it since the header was read).
-        let header = read_first_row(api, target).await?;
+        let header = read_first_row(api, target, tab).await?;
         let position = header_names(&header)
             .iter()
             .position(|name| name == "response_id");

@@ -81,6 +81,7 @@ pub(super) async fn prepare_tab(
         return Ok((state, HeaderState::Same));
     };
     let mut state = TabState {
+        title: info.title.clone(),
         header: Vec::new(),
         sheet_id: info.sheet_id,
         column_count: info.column_count,
@@ -90,7 +91,7 @@ pub(super) async fn prepare_tab(
         checked_at: Instant::now(),
         created: false,
     };
-    let first_row = read_first_row(api, target).await?;
+    let first_row = read_first_row(api, target, &state).await?;
     let header = check_header(api, store, target, form, &mut state, first_row).await?;
     Ok((state, header))
 }
@@ -99,9 +100,10 @@ pub(super) async fn prepare_tab(
 pub(super) async fn read_first_row(
     api: &SheetsApi,
     target: &Target,
+    tab: &TabState,
 ) -> Result<Vec<Value>, BatchError> {
     Ok(api
-        .read(&target.spreadsheet_id, &a1(&target.tab, "1:1"))
+        .read(&target.spreadsheet_id, &tab.range("1:1"))
         .await?
         .into_iter()
         .next()
@@ -138,6 +140,7 @@ impl TabState {
     /// need not read the header back.
     pub(super) fn created(info: &TabInfo, header: Vec<String>) -> Self {
         Self {
+            title: info.title.clone(),
             response_id_column: header
                 .iter()
                 .position(|name| name == "response_id")
@@ -152,8 +155,15 @@ impl TabState {
         }
     }
 
-    /// Takes the tab's id and grid from `spreadsheets.get`, as of now.
+    /// `cells` of this tab in A1 notation (`'West'!A1:B2`), under the name the spreadsheet
+    /// has for it now.
+    pub(super) fn range(&self, cells: &str) -> String {
+        a1(&self.title, cells)
+    }
+
+    /// Takes the tab's name, id and grid from `spreadsheets.get`, as of now.
     pub(super) fn update(&mut self, info: &TabInfo) {
+        self.title.clone_from(&info.title);
         self.sheet_id = info.sheet_id;
         self.column_count = info.column_count;
         self.row_count = info.row_count;
@@ -186,7 +196,7 @@ pub(super) async fn check_header(
             api.write_ranges(
                 &target.spreadsheet_id,
                 vec![(
-                    a1(&target.tab, &format!("{start}1")),
+                    tab.range(&format!("{start}1")),
                     vec![header_cells(&header[existing.len()..])],
                 )],
             )
@@ -210,7 +220,7 @@ pub(super) async fn check_header(
     let ids = if tab.row_count > 0 {
         api.read(
             &target.spreadsheet_id,
-            &a1(&target.tab, &format!("{letters}:{letters}")),
+            &tab.range(&format!("{letters}:{letters}")),
         )
         .await?
     } else {
@@ -238,7 +248,7 @@ pub(super) async fn check_header(
     widen(api, target, tab, header.len()).await?;
     api.write_ranges(
         &target.spreadsheet_id,
-        vec![(a1(&target.tab, "A1"), vec![header_cells(&header)])],
+        vec![(tab.range("A1"), vec![header_cells(&header)])],
     )
     .await?;
     tab.response_id_column = header
