@@ -716,6 +716,23 @@ mod tests {
     }
 
     #[test]
+    fn a_tab_is_found_by_its_exact_name_then_whatever_its_case() {
+        let tab = |title: &str, sheet_id| TabInfo {
+            title: title.into(),
+            sheet_id,
+            column_count: 26,
+            row_count: 1000,
+        };
+        let tabs = [tab("West", 1), tab("west", 2), tab("ÉTÉ", 3)];
+        let found = |title| TabInfo::find(&tabs, title).map(|tab| tab.sheet_id);
+        assert_eq!(found("west"), Some(2));
+        assert_eq!(found("West"), Some(1));
+        assert_eq!(found("WEST"), Some(1), "the first in another case");
+        assert_eq!(found("été"), Some(3));
+        assert_eq!(found("east"), None);
+    }
+
+    #[test]
     fn ranges_survive_the_url() {
         assert_eq!(encode_range("'Q&A #1'!A1"), "%27Q%26A%20%231%27%21A1");
         assert_eq!(encode_range("a-b.c_d~e/f?"), "a-b.c_d~e%2Ff%3F");

@@ -949,6 +949,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ranges_name_the_tab_as_the_spreadsheet_has_it_now() {
+        let info = |title: &str| TabInfo {
+            title: title.into(),
+            sheet_id: 7,
+            column_count: 3,
+            row_count: 21,
+        };
+        let mut tab = TabState::created(&info("west"), vec!["response_id".into()]);
+        assert_eq!(tab.range("1:1"), "'west'!1:1");
+        tab.update(&info("West"));
+        assert_eq!(tab.range("A:A"), "'West'!A:A");
+        tab.update(&info("It's west"));
+        assert_eq!(tab.range("A1"), "'It''s west'!A1");
+    }
+
+    #[test]
     fn a_huge_retry_after_is_clamped() {
         let huge = Duration::from_secs(99_999_999_999);
         assert_eq!(backoff(Some(huge), Duration::from_secs(1)), MAX_BACKOFF);
