@@ -34,10 +34,10 @@ pub struct TabInfo {
 }
 
 impl TabInfo {
-    /// The tab named `title` among `tabs`. Google's tab names are unique whatever their case,
-    /// and a range names a tab whatever the case it is written in (`west!A1` is a cell of
-    /// `West`), so a person who renames `west` to `West` has not made a new tab: an exact match
-    /// first, then one that differs only in case.
+    /// The tab named `title` among `tabs`. Google's tab names are unique whatever their case
+    /// (`west` cannot be added beside `West`), so a person who renames `west` to `West` has not
+    /// made a new tab: an exact match first, then one that differs only in case. Ranges then
+    /// name the tab as the spreadsheet has it (`TabState::range`).
     pub fn find<'a>(tabs: &'a [TabInfo], title: &str) -> Option<&'a TabInfo> {
         tabs.iter().find(|tab| tab.title == title).or_else(|| {
             let lower = title.to_lowercase();

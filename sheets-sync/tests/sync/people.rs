@@ -401,7 +401,7 @@ async fn a_deleted_header_row_is_written_back() {
 
 #[tokio::test]
 async fn a_tab_a_person_renamed_in_another_case_is_still_the_forms_tab() {
-    // Google's tab names are unique whatever their case, and a range names a tab in any case:
+    // Google's tab names are unique whatever their case:
     // `household-finance` renamed `Household-Finance` is the same tab, not a lost one (it
     // cannot be created again beside it). The tab is looked up before every batch here.
     let pipeline = Pipeline::start_with(false)

@@ -364,7 +364,7 @@ async fn new_tabs_that_cannot_be_made_are_not_tried_every_pass() {
 async fn a_persons_tab_named_like_a_new_forms_in_another_case_is_the_forms_tab() {
     // A person made tabs `East` and `North`; two new forms write to `east` and `north`.
     // Google's tab names are unique whatever their case (`east` cannot be added beside
-    // `East`), and a range names a tab in any case: the forms write to the person's tabs.
+    // `East`): the forms write to the person's tabs.
     let pipeline = Pipeline::start_with(false).await;
     pipeline
         .emulator
