@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use collect_shared::forms::same_tab;
 use google_sheets4::FieldMask;
 use google_sheets4::api::Scope;
 use google_sheets4::api::{
@@ -39,10 +40,9 @@ impl TabInfo {
     /// made a new tab: an exact match first, then one that differs only in case. Ranges then
     /// name the tab as the spreadsheet has it (`TabState::range`).
     pub fn find<'a>(tabs: &'a [TabInfo], title: &str) -> Option<&'a TabInfo> {
-        tabs.iter().find(|tab| tab.title == title).or_else(|| {
-            let lower = title.to_lowercase();
-            tabs.iter().find(|tab| tab.title.to_lowercase() == lower)
-        })
+        tabs.iter()
+            .find(|tab| tab.title == title)
+            .or_else(|| tabs.iter().find(|tab| same_tab(&tab.title, title)))
     }
 }
 

@@ -169,7 +169,7 @@ impl Service for SheetsSyncConfig {
                 Ok(blocked) => blocked
                     .iter()
                     .filter(|(_, b)| !b.about_this_sheet && b.since.elapsed() >= not_ready_after)
-                    .map(|(target, b)| {
+                    .map(|((_, target), b)| {
                         format!(
                             "{}/{}: {} (for {} s)",
                             target.spreadsheet_id,

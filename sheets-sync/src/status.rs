@@ -13,19 +13,19 @@ use collect_shared::store::{SheetFailure, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::writer::{Blocked, Target};
+use crate::writer::BlockedTabs;
 
 /// How often the failing forms are reported.
 pub const REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// The failing forms now, one per form (its latest target).
-pub fn failing(blocked: &Mutex<HashMap<Target, Blocked>>) -> Vec<SheetFailure> {
+pub fn failing(blocked: &Mutex<BlockedTabs>) -> Vec<SheetFailure> {
     let Ok(blocked) = blocked.lock() else {
         return Vec::new();
     };
     let now = Utc::now();
     let mut by_form: HashMap<&FormId, SheetFailure> = HashMap::new();
-    for (target, b) in blocked.iter() {
+    for ((_, target), b) in blocked.iter() {
         let since = chrono::Duration::from_std(b.since.elapsed()).unwrap_or_default();
         by_form.insert(
             &b.form_id,
@@ -46,7 +46,7 @@ pub fn failing(blocked: &Mutex<HashMap<Target, Blocked>>) -> Vec<SheetFailure> {
 /// `collect_sheets_form_failing{form_id}` (1 while failing, 0 once it writes again).
 pub async fn report(
     store: Store,
-    blocked: Arc<Mutex<HashMap<Target, Blocked>>>,
+    blocked: Arc<Mutex<BlockedTabs>>,
     instance: String,
     shutdown: CancellationToken,
 ) {

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use collect_shared::forms::{Form, FormDefinition};
+use collect_shared::forms::{Form, FormDefinition, same_tab};
 use collect_shared::messages::FormId;
 use collect_shared::rules::CompiledForm;
 
@@ -34,6 +34,7 @@ use crate::error::ApiError;
         (status = 201, description = "Created", body = StoredForm),
         (status = 200, description = "Replaced (or unchanged)", body = StoredForm),
         (status = 403, description = "`forbidden`: the key's role may not call this route (only admin keys may)", body = ErrorBody),
+        (status = 409, description = "`tab_taken`: another form writes to this tab of this spreadsheet (`field: sheet.tab`; tab names are compared whatever their case, as Google does); the message names the form", body = ErrorBody),
         (status = 422, description = "`invalid_field`: the definition is wrong (`questions[1].id`, `rules[0].expression` with line and column, ...)", body = ErrorBody),
         NotJson, Unauthorized, BodyTooLarge, DatabaseUnavailable,
     ),
@@ -79,6 +80,37 @@ pub async fn put_form(
             format!("rules[{}].expression", first.index),
             message,
         ));
+    }
+    // A tab is one form's (its header, its rows found by response id), and Google's tab names
+    // are unique whatever their case. Forms of the default spreadsheet (no `spreadsheet_id`)
+    // are compared with each other only: which spreadsheet that is, sheets-sync knows, and it
+    // writes a tab named twice only for the form that was first (`GET …/sheet` of the other
+    // says why).
+    let sheets = state
+        .store
+        .form_sheets()
+        .await
+        .map_err(ApiError::database)?;
+    if let Some(other) = sheets.iter().find(|sheet| {
+        sheet.form_id != form.id
+            && sheet.spreadsheet_id.as_deref() == form.spreadsheet_id()
+            && same_tab(&sheet.tab, form.tab())
+    }) {
+        let spreadsheet = match form.spreadsheet_id() {
+            Some(id) => format!("spreadsheet {id}"),
+            None => "the default spreadsheet".to_owned(),
+        };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tab_taken",
+            format!(
+                "the tab {:?} of {spreadsheet} is form {}'s ({:?}; tab names are the same whatever their case, as in Google Sheets): give this form another sheet.tab",
+                form.tab(),
+                other.form_id,
+                other.tab,
+            ),
+        )
+        .with_field("sheet.tab"));
     }
     let put = state
         .store

@@ -15,6 +15,12 @@ fn form(rules: Vec<Value>) -> Value {
     })
 }
 
+fn with_sheet(sheet: Value) -> Value {
+    let mut body = form(vec![]);
+    body["sheet"] = sheet;
+    body
+}
+
 fn rule(id: &str, expression: &str) -> Value {
     json!({"id": id, "expression": expression, "message": "no"})
 }
@@ -25,6 +31,18 @@ async fn put(app: &TestApp, form_id: &str, body: &Value) -> (u16, Value) {
         .put(app.url(&format!("/v1/forms/{form_id}")))
         .bearer_auth(KEY)
         .json(body)
+        .send()
+        .await
+        .expect("ingest answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(KEY)
         .send()
         .await
         .expect("ingest answers");
@@ -117,11 +135,6 @@ async fn rules_over_the_limits_get_422_naming_the_rule() {
 #[tokio::test]
 async fn spreadsheet_ids_and_tabs_are_checked_before_they_reach_a_url() {
     let app = spawn_app().await;
-    let with_sheet = |sheet: Value| {
-        let mut body = form(vec![]);
-        body["sheet"] = sheet;
-        body
-    };
     for (sheet, field) in [
         (
             json!({"spreadsheet_id": "../../v4/other"}),
@@ -152,5 +165,58 @@ async fn spreadsheet_ids_and_tabs_are_checked_before_they_reach_a_url() {
     )
     .await;
     assert_eq!(status, 201, "{answer}");
+    app.stop().await;
+}
+
+/// A tab is one form's (its header, its rows found by response id), and Google's tab names are
+/// unique whatever their case: a form whose tab another form of the same spreadsheet writes to
+/// is refused, naming that form.
+#[tokio::test]
+async fn a_tab_another_form_writes_to_is_refused_whatever_its_case() {
+    let app = spawn_app().await;
+    // The built-in form writes to its tab `household-finance` of the default spreadsheet.
+    for (form_id, body) in [
+        ("visits", with_sheet(json!({"tab": "household-finance"}))),
+        ("visits", with_sheet(json!({"tab": "Household-FINANCE"}))),
+        // No tab: the form's id is its tab.
+        ("Household-Finance", form(vec![])),
+    ] {
+        let (status, answer) = put(&app, form_id, &body).await;
+        assert_eq!(status, 409, "{form_id} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], "tab_taken", "{answer}");
+        assert_eq!(answer["error"]["field"], "sheet.tab", "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("is form household-finance's") && message.contains("default"),
+            "{message}"
+        );
+        let (status, _) = get(&app, &format!("/v1/forms/{form_id}")).await;
+        assert_eq!(status, 404, "{form_id} was not stored");
+    }
+    // A tab of that name in another spreadsheet is another tab.
+    let elsewhere = json!({"spreadsheet_id": "other-1", "tab": "household-finance"});
+    let (status, answer) = put(&app, "visits", &with_sheet(elsewhere)).await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = put(
+        &app,
+        "stores",
+        &with_sheet(json!({"spreadsheet_id": "other-1", "tab": "HOUSEHOLD-finance"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spreadsheet other-1 is form visits's"),
+        "{message}"
+    );
+    // A form replaced keeps its own tab, in another case too.
+    let (status, answer) = put(
+        &app,
+        "visits",
+        &with_sheet(json!({"spreadsheet_id": "other-1", "tab": "Household-Finance"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["version"], 2, "{answer}");
     app.stop().await;
 }

@@ -85,6 +85,31 @@ pub struct Form {
     pub definition: FormDefinition,
 }
 
+impl Form {
+    /// The tab its rows go to: `sheet.tab`, else the form's id.
+    pub fn tab(&self) -> &str {
+        self.definition
+            .sheet
+            .as_ref()
+            .and_then(|sheet| sheet.tab.as_deref())
+            .unwrap_or(self.id.as_str())
+    }
+
+    /// The spreadsheet it names, if it names one (else sheets-sync's default).
+    pub fn spreadsheet_id(&self) -> Option<&str> {
+        self.definition
+            .sheet
+            .as_ref()
+            .and_then(|sheet| sheet.spreadsheet_id.as_deref())
+    }
+}
+
+/// Whether two tab names name one tab of a spreadsheet: Google's tab names are unique whatever
+/// their case (`west` cannot be added beside `West`).
+pub fn same_tab(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
 /// A form's questions by the keys a flat (seed-style) payload may use for them: each id as
 /// written, and each label compared without regard to case, surrounding space or repeated
 /// inner space. Made once per form version: a seed payload's every key is looked up.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
 use super::flag_history::{FlagCursor, FlagHistoryPage};
-use super::forms::StoredForm;
+use super::forms::{FormSheet, StoredForm};
 use super::responses::{SheetPosition, decode};
 use super::sheet_status::SheetFailure;
 use super::sheets::{ParkedRow, PendingForm, PendingRow};
@@ -202,6 +202,18 @@ pub(crate) fn stored_form(row: &impl Columns, form_id: &FormId) -> Result<Stored
             definition: row.json("definition")?,
         },
         version: row.int("version")?,
+    })
+}
+
+/// A form's spreadsheet and tab, from its definition.
+pub(crate) fn form_sheet(row: &impl Columns) -> Result<FormSheet, StoreError> {
+    let form_id = decode(FormId::parse(row.text("form_id")?))?;
+    let form = stored_form(row, &form_id)?.form;
+    Ok(FormSheet {
+        spreadsheet_id: form.spreadsheet_id().map(str::to_owned),
+        tab: form.tab().to_owned(),
+        created_at: row.time("created_at")?,
+        form_id,
     })
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use super::Store;
@@ -16,6 +17,42 @@ use crate::messages::FormId;
 pub struct StoredForm {
     pub form: Form,
     pub version: i32,
+}
+
+/// Where a form's rows go, as its definition says, and since when the form exists: what
+/// decides which form a tab is when two name it (see [`FormSheet::first_writing_to`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormSheet {
+    pub form_id: FormId,
+    /// `sheet.spreadsheet_id`; `None` for sheets-sync's default.
+    pub spreadsheet_id: Option<String>,
+    /// `sheet.tab`, else the form's id.
+    pub tab: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl FormSheet {
+    /// Whether the form writes to `tab` of `spreadsheet_id`, `default` being the spreadsheet of
+    /// forms that name none. Tab names are compared whatever their case, as Google does.
+    pub fn writes_to(&self, default: Option<&str>, spreadsheet_id: &str, tab: &str) -> bool {
+        self.spreadsheet_id.as_deref().or(default) == Some(spreadsheet_id)
+            && crate::forms::same_tab(&self.tab, tab)
+    }
+
+    /// The form whose tab `tab` of `spreadsheet_id` is, among `sheets` in the order
+    /// [`Portable::form_sheets`](crate::store::Portable::form_sheets) gives (the oldest form
+    /// first): a tab is one form's (its header, its rows found by response id), and when
+    /// several name it the one created first keeps it.
+    pub fn first_writing_to<'a>(
+        sheets: &'a [FormSheet],
+        default: Option<&str>,
+        spreadsheet_id: &str,
+        tab: &str,
+    ) -> Option<&'a FormSheet> {
+        sheets
+            .iter()
+            .find(|sheet| sheet.writes_to(default, spreadsheet_id, tab))
+    }
 }
 
 /// What `PUT` did.
@@ -159,5 +196,47 @@ impl<T: Send + Sync + 'static> FormCache<T> {
                 checked_at: Instant::now(),
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sheet(form_id: &str, spreadsheet_id: Option<&str>, tab: &str, second: i64) -> FormSheet {
+        FormSheet {
+            form_id: FormId::parse(form_id).expect("a form id"),
+            spreadsheet_id: spreadsheet_id.map(str::to_owned),
+            tab: tab.to_owned(),
+            created_at: DateTime::from_timestamp(second, 0).expect("a time"),
+        }
+    }
+
+    #[test]
+    fn a_tab_is_the_first_forms_whatever_its_case_and_however_its_spreadsheet_is_named() {
+        // In the order the store lists them: the oldest form first.
+        let sheets = [
+            sheet("west", None, "west", 1),
+            sheet("other-west", Some("s-2"), "west", 2),
+            sheet("West", Some("s-1"), "West", 3),
+            sheet("east", Some("s-1"), "east", 4),
+        ];
+        let first = |default: Option<&str>, spreadsheet: &str, tab: &str| {
+            FormSheet::first_writing_to(&sheets, default, spreadsheet, tab)
+                .map(|sheet| sheet.form_id.as_str())
+        };
+        // `west` names no spreadsheet: with `s-1` the default, `West` names its tab too.
+        assert_eq!(first(Some("s-1"), "s-1", "West"), Some("west"));
+        assert_eq!(first(Some("s-1"), "s-1", "WEST"), Some("west"));
+        // Without that default (or with another), `West` is the first in `s-1`.
+        assert_eq!(first(None, "s-1", "west"), Some("West"));
+        assert_eq!(first(Some("s-3"), "s-1", "west"), Some("West"));
+        assert_eq!(first(Some("s-3"), "s-3", "west"), Some("west"));
+        // Another spreadsheet's tab of the same name is another tab.
+        assert_eq!(first(Some("s-1"), "s-2", "West"), Some("other-west"));
+        assert_eq!(first(Some("s-1"), "s-1", "east"), Some("east"));
+        assert_eq!(first(Some("s-1"), "s-1", "north"), None);
+        assert!(crate::forms::same_tab("Ünïcode", "üNÏCODE"));
+        assert!(!crate::forms::same_tab("west", "west "));
     }
 }

@@ -25,7 +25,9 @@ use crate::telemetry::Check;
 
 pub use error::StoreError;
 pub use flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
-pub use forms::{FormCache, FormLookupError, FormStore, FormVersion, PutForm, StoredForm};
+pub use forms::{
+    FormCache, FormLookupError, FormSheet, FormStore, FormVersion, PutForm, StoredForm,
+};
 pub use portable::Portable;
 pub use responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition};
 pub use sheet_status::{SheetFailure, SheetState, SheetStatusStore};

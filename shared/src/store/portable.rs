@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::messages::{FormId, ResponseId, StoredResponse, UserId};
 use crate::store::StoreError;
 use crate::store::columns::{self, Columns};
-use crate::store::forms::StoredForm;
+use crate::store::forms::{FormSheet, StoredForm};
 use crate::store::responses::{FlaggedCursor, SheetPosition};
 use crate::store::sheet_status::{REPORT_FRESH_SECONDS, SheetState};
 use crate::store::sheets::{ParkedRow, PendingForm, PendingRow};
@@ -272,6 +272,10 @@ pub trait Portable {
 
     async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError>;
 
+    /// Every form's spreadsheet and tab, the oldest form first (then by id): which form a tab
+    /// is, when two name it ([`FormSheet::first_writing_to`]).
+    async fn form_sheets(&self) -> Result<Vec<FormSheet>, StoreError>;
+
     /// A form's response, at its latest revision.
     async fn response(
         &self,
@@ -399,6 +403,15 @@ impl<S: Run> Portable for S {
         let sql = statement!("SELECT version FROM forms WHERE form_id = ?");
         let row = self.row(sql, &[Arg::Text(form_id.as_str())]).await?;
         Ok(row.map(|row| row.int("version")).transpose()?)
+    }
+
+    async fn form_sheets(&self) -> Result<Vec<FormSheet>, StoreError> {
+        let sql = statement!(
+            "SELECT form_id, version, definition, created_at FROM forms
+             ORDER BY created_at, form_id"
+        );
+        let rows = self.rows(sql, &[]).await?;
+        rows.iter().map(columns::form_sheet).collect()
     }
 
     async fn response(

@@ -45,6 +45,7 @@ use crate::sheet_row;
 
 mod batch;
 mod new_tabs;
+mod owners;
 mod plan;
 mod reconcile;
 mod tab;
@@ -100,7 +101,10 @@ const PROBE_ROWS: usize = 50;
 /// Empty rows a new tab gets below its header (appends insert their own rows).
 const NEW_TAB_SPARE_ROWS: i32 = 20;
 
-/// Why a tab is not being written, since when.
+/// The forms whose writes are failing, each by its tab.
+pub type BlockedTabs = HashMap<(FormId, Target), Blocked>;
+
+/// Why a form's tab is not being written, since when.
 #[derive(Debug)]
 pub struct Blocked {
     pub form_id: FormId,
@@ -136,8 +140,8 @@ pub struct Writer {
     pub api: Option<SheetsApi>,
     pub settings: WriterSettings,
     pub shutdown: CancellationToken,
-    /// Tabs whose writes are failing, for `/readyz` and the log.
-    pub blocked: Arc<Mutex<HashMap<Target, Blocked>>>,
+    /// Forms whose writes to a tab are failing, for `/readyz` and the log.
+    pub blocked: Arc<Mutex<BlockedTabs>>,
     /// Touched on every pass and every API answer, for `/readyz`.
     pub heartbeat: Arc<Heartbeat>,
     tabs: HashMap<Target, TabState>,
@@ -150,6 +154,8 @@ pub struct Writer {
     backlogged: HashSet<FormId>,
     /// The mean document bytes of each form's last batch (see [`Writer::row_limit`]).
     row_bytes: HashMap<FormId, usize>,
+    /// Every form's tab, to write a tab only for one form (see [`owners`]).
+    form_sheets: Option<owners::FormSheets>,
 }
 
 impl Writer {
@@ -174,6 +180,7 @@ impl Writer {
             held: HashSet::new(),
             backlogged: HashSet::new(),
             row_bytes: HashMap::new(),
+            form_sheets: None,
         }
     }
 
@@ -301,7 +308,7 @@ impl Writer {
             );
             return Ok(false);
         };
-        if self.waiting_out(&target) {
+        if self.waiting_out(form_id, &target) || !self.may_write(form_id, &target).await? {
             return Ok(false);
         }
         let Some(api) = self.api.clone() else {
@@ -471,11 +478,14 @@ impl Writer {
         }
     }
 
-    fn waiting_out(&self, target: &Target) -> bool {
+    fn waiting_out(&self, form_id: &FormId, target: &Target) -> bool {
         self.blocked
             .lock()
             .ok()
-            .and_then(|blocked| blocked.get(target).map(|b| b.retry_at > Instant::now()))
+            .and_then(|blocked| {
+                let key = (form_id.clone(), target.clone());
+                blocked.get(&key).map(|b| b.retry_at > Instant::now())
+            })
             .unwrap_or(false)
     }
 
@@ -486,7 +496,8 @@ impl Writer {
             return;
         };
         let now = Instant::now();
-        let entry = blocked.entry(target.clone()).or_insert(Blocked {
+        let key = (form_id.clone(), target.clone());
+        let entry = blocked.entry(key).or_insert(Blocked {
             form_id: form_id.clone(),
             reason: String::new(),
             since: now,

@@ -24,7 +24,10 @@ impl Writer {
             let Some(target) = self.target_of(&compiled.form) else {
                 continue;
             };
-            if self.tabs.contains_key(&target) || self.waiting_out(&target) {
+            if self.tabs.contains_key(&target)
+                || self.waiting_out(form_id, &target)
+                || self.owner(form_id, &target).await? != owners::Owner::This
+            {
                 continue;
             }
             let header = sheet_row::wanted_columns(&compiled.form);
