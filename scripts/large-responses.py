@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Posts large responses to a running pipeline (scripts/run-local.sh), to see memory under them.
 
-  python3 scripts/large-responses.py [questions=40] [characters=4000] [seconds=20]
+  python3 scripts/large-responses.py [questions=40] [characters=4000] [seconds=20] [connections=32]
 
-Puts a form `big` of `questions` text questions (one rule), then 32 connections post
+Puts a form `big` of `questions` text questions (one rule), then `connections` connections post
 responses whose every answer is `characters` long (every 7th has an empty first answer, so it
 is flagged) for `seconds`, through ingest's API key `dev-key`. It prints how many were
 accepted; read each service's peak RSS from /proc/<pid>/status (VmHWM). README, "Memory with
@@ -13,7 +13,7 @@ import json, http.client, threading, time, sys, random
 N_Q = int(sys.argv[1]) if len(sys.argv) > 1 else 40
 CHARS = int(sys.argv[2]) if len(sys.argv) > 2 else 4000
 SECONDS = float(sys.argv[3]) if len(sys.argv) > 3 else 20
-THREADS = 32
+THREADS = int(sys.argv[4]) if len(sys.argv) > 4 else 32
 H = {"Authorization": "Bearer dev-key", "Content-Type": "application/json"}
 form = {"title": "Big", "questions": [{"id": f"q{i}", "label": f"Question {i}", "type": "string"} for i in range(N_Q)],
         "rules": [{"id": "r", "expression": "q0 != ''", "message": "q0 empty"}]}

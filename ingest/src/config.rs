@@ -43,6 +43,12 @@ pub struct IngestConfig {
     #[arg(long, env = "COLLECT_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Request-body bytes read and handled at once (each request counts its `Content-Length`,
+    /// or `COLLECT_MAX_BODY_BYTES` without one); the others wait their turn. Bounds ingest's
+    /// memory under large bodies; small ones never wait.
+    #[arg(long, env = "COLLECT_BODY_BUDGET_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub body_budget_bytes: usize,
+
     /// How long a publish may wait for the broker's confirm before the client gets 503.
     #[arg(long, env = "COLLECT_PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
     pub publish_timeout_ms: u64,

@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod budget;
 pub mod config;
 mod error;
 mod gather;
@@ -159,6 +160,11 @@ impl Application {
         // Which roles may call each route, read from the `security` of its OpenAPI
         // description: a route without one stops the build (also with COLLECT_AUTH=off).
         let roles = auth::RouteRoles::from_openapi(api.get_openapi())?;
+        // Inside the authorisation: a request without a key is refused before it waits.
+        api = api.route_layer(from_fn_with_state(
+            budget::BodyBudget::new(config.body_budget_bytes, config.max_body_bytes),
+            budget::hold,
+        ));
         if config.auth == AuthMode::On {
             api = api.route_layer(from_fn_with_state(
                 auth::Auth::new(keys, roles),

@@ -4,11 +4,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The most a connection's read buffer grows to. hyper's default, ~400 KB, is reached by any
+/// connection that once read a large body, and kept for as long as the connection lives: 32
+/// connections that had posted responses of 160 KB held 16 MB of ingest's heap in these
+/// buffers. A body larger than this is read through it in steps.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Serves `router` until `shutdown` is cancelled; then stops accepting connections and lets
-/// in-flight requests finish for up to `drain`.
+/// in-flight requests finish for up to `drain`. HTTP/1.1 (and HTTP/2 with prior knowledge), as
+/// `axum::serve`, with each connection's read buffer bounded ([`READ_BUFFER_BYTES`]), which
+/// `axum::serve` does not let one set.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -19,20 +31,54 @@ pub async fn serve(
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%addr, "listening");
-    let server =
-        axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(drain).await;
-    };
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(READ_BUFFER_BYTES);
+    let connections = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // A connection reset before it was accepted concerns that client only;
+                    // anything else (out of file descriptors) passes with time, as in
+                    // `axum::serve`.
+                    if !is_connection_error(&error) {
+                        tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::trace!(%error, "a connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
     tokio::select! {
-        served = server => served.context("the HTTP server failed")?,
-        () = deadline => tracing::warn!(
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(drain) => tracing::warn!(
             ?drain,
             "requests still in flight at the shutdown deadline; exiting anyway"
         ),
     }
     Ok(())
+}
+
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
 }
 
 /// Binds `addr`, naming the variable it came from when that fails.

@@ -11,6 +11,7 @@ const ENGINE: collect_testkit::Engine =
 
 mod auth;
 mod batch;
+mod budget;
 mod envelope;
 mod errors;
 mod forms;
