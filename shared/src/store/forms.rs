@@ -20,7 +20,7 @@ pub struct StoredForm {
 }
 
 /// Where a form's rows go, as its definition says, and since when the form exists: what
-/// decides which form a tab is when two name it (see [`FormSheet::first_writing_to`]).
+/// decides which form a tab is when two name it (see [`FormSheet::tab_owners`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormSheet {
     pub form_id: FormId,
@@ -32,27 +32,41 @@ pub struct FormSheet {
 }
 
 impl FormSheet {
-    /// Whether the form writes to `tab` of `spreadsheet_id`, `default` being the spreadsheet of
-    /// forms that name none. Tab names are compared whatever their case, as Google does.
-    pub fn writes_to(&self, default: Option<&str>, spreadsheet_id: &str, tab: &str) -> bool {
-        self.spreadsheet_id.as_deref().or(default) == Some(spreadsheet_id)
-            && crate::forms::same_tab(&self.tab, tab)
-    }
-
-    /// The form whose tab `tab` of `spreadsheet_id` is, among `sheets` in the order
+    /// Whose tab each form's is, among `sheets` in the order
     /// [`Portable::form_sheets`](crate::store::Portable::form_sheets) gives (the oldest form
-    /// first): a tab is one form's (its header, its rows found by response id), and when
-    /// several name it the one created first keeps it.
-    pub fn first_writing_to<'a>(
-        sheets: &'a [FormSheet],
-        default: Option<&str>,
-        spreadsheet_id: &str,
-        tab: &str,
-    ) -> Option<&'a FormSheet> {
-        sheets
-            .iter()
-            .find(|sheet| sheet.writes_to(default, spreadsheet_id, tab))
+    /// first), `default` being the spreadsheet of forms that name none: a tab is one form's
+    /// (its header, its rows found by response id), and when several name it, tab names
+    /// compared whatever their case as Google does, the one created first keeps it. Forms
+    /// without a spreadsheet (none named, no default) are left out.
+    pub fn tab_owners(sheets: &[FormSheet], default: Option<&str>) -> HashMap<FormId, TabOwner> {
+        let mut first: HashMap<(&str, String), &FormId> = HashMap::new();
+        let mut owners = HashMap::with_capacity(sheets.len());
+        for sheet in sheets {
+            let Some(spreadsheet_id) = sheet.spreadsheet_id.as_deref().or(default) else {
+                continue;
+            };
+            let owner = *first
+                .entry((spreadsheet_id, sheet.tab.to_lowercase()))
+                .or_insert(&sheet.form_id);
+            owners.insert(
+                sheet.form_id.clone(),
+                TabOwner {
+                    spreadsheet_id: spreadsheet_id.to_owned(),
+                    tab: sheet.tab.clone(),
+                    owner: owner.clone(),
+                },
+            );
+        }
+        owners
     }
+}
+
+/// A form's tab, and the form whose it is (see [`FormSheet::tab_owners`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TabOwner {
+    pub spreadsheet_id: String,
+    pub tab: String,
+    pub owner: FormId,
 }
 
 /// What `PUT` did.
@@ -220,22 +234,27 @@ mod tests {
             sheet("other-west", Some("s-2"), "west", 2),
             sheet("West", Some("s-1"), "West", 3),
             sheet("east", Some("s-1"), "east", 4),
+            sheet("WEST-2", Some("s-1"), "WEST", 5),
         ];
-        let first = |default: Option<&str>, spreadsheet: &str, tab: &str| {
-            FormSheet::first_writing_to(&sheets, default, spreadsheet, tab)
-                .map(|sheet| sheet.form_id.as_str())
+        let owner = |default: Option<&str>, form: &str| {
+            FormSheet::tab_owners(&sheets, default)
+                .get(&FormId::parse(form).expect("a form id"))
+                .map(|tab| (tab.spreadsheet_id.clone(), tab.owner.to_string()))
         };
-        // `west` names no spreadsheet: with `s-1` the default, `West` names its tab too.
-        assert_eq!(first(Some("s-1"), "s-1", "West"), Some("west"));
-        assert_eq!(first(Some("s-1"), "s-1", "WEST"), Some("west"));
-        // Without that default (or with another), `West` is the first in `s-1`.
-        assert_eq!(first(None, "s-1", "west"), Some("West"));
-        assert_eq!(first(Some("s-3"), "s-1", "west"), Some("West"));
-        assert_eq!(first(Some("s-3"), "s-3", "west"), Some("west"));
+        let owned = |spreadsheet: &str, form: &str| Some((spreadsheet.to_owned(), form.to_owned()));
+        // `west` names no spreadsheet: with `s-1` the default, `West` and `WEST` name its tab.
+        assert_eq!(owner(Some("s-1"), "west"), owned("s-1", "west"));
+        assert_eq!(owner(Some("s-1"), "West"), owned("s-1", "west"));
+        assert_eq!(owner(Some("s-1"), "WEST-2"), owned("s-1", "west"));
+        // Without that default, `west` has no spreadsheet and `West` is the first in `s-1`.
+        assert_eq!(owner(None, "west"), None);
+        assert_eq!(owner(None, "West"), owned("s-1", "West"));
+        assert_eq!(owner(None, "WEST-2"), owned("s-1", "West"));
+        assert_eq!(owner(Some("s-3"), "west"), owned("s-3", "west"));
+        assert_eq!(owner(Some("s-3"), "West"), owned("s-1", "West"));
         // Another spreadsheet's tab of the same name is another tab.
-        assert_eq!(first(Some("s-1"), "s-2", "West"), Some("other-west"));
-        assert_eq!(first(Some("s-1"), "s-1", "east"), Some("east"));
-        assert_eq!(first(Some("s-1"), "s-1", "north"), None);
+        assert_eq!(owner(Some("s-1"), "other-west"), owned("s-2", "other-west"));
+        assert_eq!(owner(Some("s-1"), "east"), owned("s-1", "east"));
         assert!(crate::forms::same_tab("Ünïcode", "üNÏCODE"));
         assert!(!crate::forms::same_tab("west", "west "));
     }

@@ -26,7 +26,7 @@ use crate::telemetry::Check;
 pub use error::StoreError;
 pub use flag_history::{FlagCursor, FlagHistoryPage, FlagHistoryStore};
 pub use forms::{
-    FormCache, FormLookupError, FormSheet, FormStore, FormVersion, PutForm, StoredForm,
+    FormCache, FormLookupError, FormSheet, FormStore, FormVersion, PutForm, StoredForm, TabOwner,
 };
 pub use portable::Portable;
 pub use responses::{FlaggedCursor, NewResponse, ResponseStore, SaveOutcome, SheetPosition};

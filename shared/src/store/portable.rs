@@ -273,7 +273,7 @@ pub trait Portable {
     async fn form_version(&self, form_id: &FormId) -> Result<Option<i32>, StoreError>;
 
     /// Every form's spreadsheet and tab, the oldest form first (then by id): which form a tab
-    /// is, when two name it ([`FormSheet::first_writing_to`]).
+    /// is, when two name it ([`FormSheet::tab_owners`]).
     async fn form_sheets(&self) -> Result<Vec<FormSheet>, StoreError>;
 
     /// A form's response, at its latest revision.

@@ -7,7 +7,7 @@
 //! wait, their sheet route says why, and they flow once the form names a tab of its own.
 
 use super::*;
-use collect_shared::store::FormSheet;
+use collect_shared::store::{FormSheet, TabOwner};
 
 /// How long the list of every form's tab is used before it is read again: as long as a form
 /// definition is cached (a `PUT` takes effect within it).
@@ -17,10 +17,10 @@ const FORM_SHEETS_TTL: Duration = Duration::from_secs(2);
 /// as soon as it names another tab).
 const TAB_TAKEN_RETRY: Duration = Duration::from_secs(10);
 
-/// Every form's spreadsheet and tab, as read at `read_at`.
+/// Every form's tab and whose it is, as read at `read_at`.
 pub(super) struct FormSheets {
     read_at: Instant,
-    sheets: Vec<FormSheet>,
+    owners: HashMap<FormId, TabOwner>,
 }
 
 /// Whose the tab a form names is.
@@ -49,34 +49,31 @@ impl Writer {
                 .is_none_or(|known| known.read_at.elapsed() >= FORM_SHEETS_TTL);
             if fresh || stale {
                 let sheets = self.store.form_sheets().await?;
+                let default = self.settings.default_spreadsheet_id.as_deref();
                 self.form_sheets = Some(FormSheets {
                     read_at: Instant::now(),
-                    sheets,
+                    owners: FormSheet::tab_owners(&sheets, default),
                 });
             }
             let Some(known) = self.form_sheets.as_ref() else {
                 continue;
             };
-            let default = self.settings.default_spreadsheet_id.as_deref();
-            let (spreadsheet, tab) = (target.spreadsheet_id.as_str(), target.tab.as_str());
-            let listed = known.sheets.iter().any(|sheet| {
-                &sheet.form_id == form_id
-                    && sheet.writes_to(default, spreadsheet, tab)
-                    && sheet.tab == tab
-            });
-            if !listed {
+            let listed = known
+                .owners
+                .get(form_id)
+                .filter(|tab| tab.spreadsheet_id == target.spreadsheet_id && tab.tab == target.tab);
+            let Some(listed) = listed else {
                 if fresh || stale {
                     // Read just now, and still not what the cached definition says.
                     return Ok(Owner::Unsure);
                 }
                 continue; // a form new or changed since the list was read: read it again
-            }
-            return Ok(
-                match FormSheet::first_writing_to(&known.sheets, default, spreadsheet, tab) {
-                    Some(first) if &first.form_id != form_id => Owner::Other(first.form_id.clone()),
-                    _ => Owner::This,
-                },
-            );
+            };
+            return Ok(if &listed.owner == form_id {
+                Owner::This
+            } else {
+                Owner::Other(listed.owner.clone())
+            });
         }
         Ok(Owner::Unsure)
     }
