@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use collect_shared::telemetry::InFlight;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
@@ -69,32 +70,15 @@ pub async fn hold(State(budget): State<BodyBudget>, request: Request, next: Next
         return next.run(request).await;
     }
     let taken = {
-        let _waiting = Counted::new(metrics::gauge!("collect_ingest_body_budget_waiting"), 1.0);
+        let _waiting = InFlight::start(metrics::gauge!("collect_ingest_body_budget_waiting"));
         budget.bytes.acquire_many(wanted).await
     };
     let Ok(_taken) = taken else {
         return ApiError::unavailable("shutting down").into_response();
     };
-    let _held = Counted::new(
+    let _held = InFlight::amount(
         metrics::gauge!("collect_ingest_body_budget_bytes"),
         f64::from(wanted),
     );
     next.run(request).await
-}
-
-/// A gauge raised by `amount` while this lives (also when the request is dropped: a timeout,
-/// a client gone).
-struct Counted(metrics::Gauge, f64);
-
-impl Counted {
-    fn new(gauge: metrics::Gauge, amount: f64) -> Self {
-        gauge.increment(amount);
-        Self(gauge, amount)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.decrement(self.1);
-    }
 }

@@ -54,23 +54,27 @@ pub fn init_tracing(format: LogFormat) {
     let _ = result;
 }
 
-/// Counts one thing in flight on a gauge for as long as it lives: the gauge goes up when it
-/// starts and down when it is dropped, whichever way the work ends. The caller names the gauge
-/// once, with the `metrics` macro and a literal name (`deploy/check` reads the names from the
-/// sources).
+/// Counts one thing (or `amount` of something: bytes) in flight on a gauge for as long as it
+/// lives: the gauge goes up when it starts and down when it is dropped, whichever way the work
+/// ends. The caller names the gauge once, with the `metrics` macro and a literal name
+/// (`deploy/check` reads the names from the sources).
 #[must_use = "the gauge goes down when the guard is dropped"]
-pub struct InFlight(metrics::Gauge);
+pub struct InFlight(metrics::Gauge, f64);
 
 impl InFlight {
     pub fn start(gauge: metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        Self(gauge)
+        Self::amount(gauge, 1.0)
+    }
+
+    pub fn amount(gauge: metrics::Gauge, amount: f64) -> Self {
+        gauge.increment(amount);
+        Self(gauge, amount)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.0.decrement(self.1);
     }
 }
 
