@@ -191,31 +191,49 @@ async fn phases(
     })
 }
 
-/// The messages ingest had published to `N.responses` (its confirmed publishes, from its
-/// `/metrics`), or `None` if they could not be read.
-async fn published(url: &str) -> Option<f64> {
+/// ingest's confirmed publishes to `N.responses` so far, from its `/metrics`.
+#[derive(Debug, Clone, Copy)]
+struct Published {
+    messages: f64,
+    /// Their publish → confirm times, summed.
+    confirm_seconds: f64,
+}
+
+/// The messages ingest had published to `N.responses` and how long their confirms took (its
+/// `collect_publish_confirm_seconds`), or `None` if they could not be read.
+async fn published(url: &str) -> Option<Published> {
     let text = reqwest::get(format!("{url}/metrics"))
         .await
         .ok()?
         .text()
         .await
         .ok()?;
-    text.lines()
-        .filter(|line| line.starts_with("collect_publish_confirm_seconds_count{"))
-        .filter(|line| line.contains("responses\""))
-        .map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let sum_of = |name: &str| -> Option<f64> {
+        text.lines()
+            .filter(|line| line.starts_with(name) && line[name.len()..].starts_with('{'))
+            .filter(|line| line.contains("responses\""))
+            .map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Some(Published {
+        messages: sum_of("collect_publish_confirm_seconds_count")?,
+        confirm_seconds: sum_of("collect_publish_confirm_seconds_sum")?,
+    })
 }
 
 /// How many responses each of ingest's messages carried in a phase (`gather.rs`): the broker's
-/// cost is per message, so this says how much of it a response bears.
-fn print_gathering(before: Option<f64>, after: Option<f64>, accepted: u64) {
+/// cost is per message, so this says how much of it a response bears; and how long the broker
+/// took to confirm a message, which a closed loop's requests wait for.
+fn print_gathering(before: Option<Published>, after: Option<Published>, accepted: u64) {
     match (before, after) {
-        (Some(before), Some(after)) if after > before => println!(
-            "ingest's messages to N.responses: {:.0}, {:.1} responses each",
-            after - before,
-            accepted as f64 / (after - before)
-        ),
+        (Some(before), Some(after)) if after.messages > before.messages => {
+            let messages = after.messages - before.messages;
+            println!(
+                "ingest's messages to N.responses: {messages:.0}, {:.1} responses each, confirmed {:.2} ms after their publish on average",
+                accepted as f64 / messages,
+                (after.confirm_seconds - before.confirm_seconds) / messages * 1000.0,
+            )
+        }
         _ => println!("ingest's messages to N.responses: not read from its /metrics"),
     }
 }
