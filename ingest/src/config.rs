@@ -82,6 +82,12 @@ pub struct IngestConfig {
     #[arg(long, env = "FLAGS_WATCH_POLL_MS", default_value_t = 1000)]
     pub flags_watch_poll_ms: u64,
 
+    /// `flags:watch` streams this process serves at once; the next is refused with `503
+    /// too_many_streams` until one closes. Each holds some memory of its own (the connection,
+    /// its task, its buffers), so this keeps many watching collectors from exhausting it.
+    #[arg(long, env = "FLAGS_WATCH_MAX_STREAMS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flags_watch_max_streams: u32,
+
     /// Attempts of one webhook delivery before it is dead.
     #[arg(long, env = "WEBHOOKS_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub webhooks_max_attempts: u32,

@@ -82,6 +82,15 @@ impl ApiError {
         )
     }
 
+    /// 503: this process serves as many flag streams as it may (`FLAGS_WATCH_MAX_STREAMS`).
+    pub fn too_many_streams() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "this ingest instance serves as many flag streams as it may (FLAGS_WATCH_MAX_STREAMS); retry later, or read flags:history meanwhile",
+        )
+    }
+
     /// The `{"code", "message", "field"}` object, also used per item in batch results.
     pub fn body(&self) -> ErrorDetail {
         ErrorDetail {

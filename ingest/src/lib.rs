@@ -111,6 +111,7 @@ impl Application {
             store.clone(),
             background.clone(),
             Duration::from_millis(config.flags_watch_poll_ms.max(10)),
+            config.flags_watch_max_streams as usize,
         );
         let dispatcher = webhooks::start(
             broker.clone(),

@@ -56,6 +56,15 @@ pub struct BodyTooLarge(ErrorBody);
 )]
 pub struct DatabaseUnavailable(ErrorBody);
 
+/// `503`: the live flag stream.
+#[derive(IntoResponses)]
+#[response(
+    status = 503,
+    description = "`database_unavailable`, or `too_many_streams`: this instance serves `FLAGS_WATCH_MAX_STREAMS` streams already; retry",
+    headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+)]
+pub struct StreamsUnavailable(ErrorBody);
+
 /// `403`: routes about one collector.
 #[derive(IntoResponses)]
 #[response(

@@ -39,7 +39,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
     responses(
         (status = 200, description = "`text/event-stream` of `flagged` and `cleared` events; `data` is a FlagHistoryEvent, `id` its cursor", content_type = "text/event-stream", body = FlagHistoryEvent),
         (status = 422, description = "`invalid_field`: a bad `user_id`, `after` or `Last-Event-ID`", body = ErrorBody),
-        Unauthorized, ForbiddenCollector, DatabaseUnavailable,
+        Unauthorized, ForbiddenCollector, StreamsUnavailable,
     ),
     security(("bearer" = ["admin", "reader", "collector"]))
 )]
@@ -49,6 +49,8 @@ pub async fn watch_flags(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    // Held by the stream's watcher for as long as the stream is open.
+    let admitted = state.watch.admit().ok_or_else(ApiError::too_many_streams)?;
     let last_event_id = headers
         .get("last-event-id")
         .map(|value| {
@@ -68,15 +70,18 @@ pub async fn watch_flags(
         _ => FlagCursor::default(),
     };
 
-    let (sink, mut updates) = tokio::sync::mpsc::channel(64);
+    let (sink, mut updates) = tokio::sync::mpsc::channel(32);
     let watch = state.watch.clone();
-    tokio::spawn(async move { watch.run_watcher(id, start, sink).await });
+    tokio::spawn(async move {
+        let _admitted = admitted;
+        watch.run_watcher(id, start, sink).await;
+    });
     let first = futures::stream::once(async { Ok(Event::default().retry(RECONNECT)) });
     let events = futures::stream::poll_fn(move |cx| updates.poll_recv(cx)).map(|(at, event)| {
         let kind = event.kind.as_str();
         let body = FlagHistoryEvent {
             id: at.to_string(),
-            event,
+            event: *event,
         };
         Ok(Event::default()
             .id(at.to_string())

@@ -2,22 +2,10 @@
 //! requests beyond it wait their turn, then are handled as any other.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use collect_testkit::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::helpers::{KEY, Options, TestApp, envelope, spawn_app_with};
-
-/// ingest's gauge `name`, once it reads `value`.
-async fn gauge_reaches(app: &TestApp, name: &str, value: u64) {
-    let line = format!("{name} {value}");
-    eventually(Duration::from_secs(10), &line.clone(), || async {
-        let metrics = app.metrics().await;
-        metrics.lines().any(|seen| seen == line).then_some(())
-    })
-    .await;
-}
+use super::helpers::{KEY, Options, envelope, spawn_app_with};
 
 #[tokio::test]
 async fn bodies_beyond_the_budget_wait_their_turn_and_are_then_accepted() {
@@ -43,7 +31,8 @@ async fn bodies_beyond_the_budget_wait_their_turn_and_are_then_accepted() {
     let (first_half, second_half) = stalled_body.as_bytes().split_at(budget / 2);
     stalled.write_all(head.as_bytes()).await.unwrap();
     stalled.write_all(first_half).await.unwrap();
-    gauge_reaches(&app, "collect_ingest_body_budget_bytes", budget as u64).await;
+    app.gauge_reaches("collect_ingest_body_budget_bytes", budget as u64)
+        .await;
 
     // The next submission waits for it.
     let waiting = {
@@ -54,7 +43,8 @@ async fn bodies_beyond_the_budget_wait_their_turn_and_are_then_accepted() {
             .json(&envelope("r-next", 1));
         tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
     };
-    gauge_reaches(&app, "collect_ingest_body_budget_waiting", 1).await;
+    app.gauge_reaches("collect_ingest_body_budget_waiting", 1)
+        .await;
     assert!(!waiting.is_finished());
 
     // What has no body to read, or is refused unread, does not wait.
@@ -93,8 +83,10 @@ async fn bodies_beyond_the_budget_wait_their_turn_and_are_then_accepted() {
     stalled.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 202");
     assert_eq!(waiting.await.unwrap().unwrap(), 202);
-    gauge_reaches(&app, "collect_ingest_body_budget_bytes", 0).await;
-    gauge_reaches(&app, "collect_ingest_body_budget_waiting", 0).await;
+    app.gauge_reaches("collect_ingest_body_budget_bytes", 0)
+        .await;
+    app.gauge_reaches("collect_ingest_body_budget_waiting", 0)
+        .await;
     let mut published = BTreeSet::new();
     for _ in 0..2 {
         let message = probe.next().await;

@@ -118,6 +118,12 @@ impl TestApp {
         .await;
     }
 
+    /// GETs `path` with a valid API key.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        let request = self.client.get(self.url(path)).bearer_auth(KEY);
+        request.send().await.expect("ingest answers")
+    }
+
     /// POSTs JSON with a valid API key.
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.post_raw(
@@ -145,6 +151,16 @@ impl TestApp {
     pub async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).send().await;
         response.expect("ingest answers").text().await.unwrap()
+    }
+
+    /// Waits until the gauge `name` reads `value` in `/metrics`.
+    pub async fn gauge_reaches(&self, name: &str, value: u64) {
+        let line = format!("{name} {value}");
+        eventually(Duration::from_secs(10), &line.clone(), || async {
+            let metrics = self.metrics().await;
+            metrics.lines().any(|seen| seen == line).then_some(())
+        })
+        .await;
     }
 
     /// A probe bound to `N.responses` for every form.

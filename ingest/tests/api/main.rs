@@ -21,4 +21,5 @@ mod openapi;
 mod outage;
 mod seed;
 mod shutdown;
+mod streams;
 mod topology;
