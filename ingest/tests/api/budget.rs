@@ -48,23 +48,15 @@ async fn bodies_beyond_the_budget_wait_their_turn_and_are_then_accepted() {
     assert!(!waiting.is_finished());
 
     // What has no body to read, or is refused unread, does not wait.
-    let form = app
-        .client
-        .get(app.url("/v1/forms/household-finance"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
+    let form = app.get("/v1/forms/household-finance").await;
     assert_eq!(form.status(), 200);
     let too_large = app
-        .client
-        .post(app.url("/v1/forms/household-finance/responses"))
-        .bearer_auth(KEY)
-        .header("content-type", "application/json")
-        .body(" ".repeat(5000))
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            "/v1/forms/household-finance/responses",
+            Some("application/json"),
+            " ".repeat(5000).into_bytes(),
+        )
+        .await;
     assert_eq!(too_large.status(), 413);
     // Nor does a request without a key: it is refused before the budget.
     let no_key = app
