@@ -73,6 +73,17 @@ pub struct IngestConfig {
     #[arg(long, env = "COLLECT_PUBLISH_LINGER_US", default_value_t = 250)]
     pub publish_linger_us: u64,
 
+    /// How long a connection may go without a complete request head (before its first
+    /// request, between requests, or sending a head slowly) before ingest closes it; 0: never.
+    #[arg(long, env = "INGEST_IDLE_TIMEOUT_MS", default_value_t = 75_000)]
+    pub idle_timeout_ms: u64,
+
+    /// `TCP_USER_TIMEOUT` of every connection: data ingest sent that the client has not
+    /// acknowledged for this long closes the connection (a client that vanished, holding a
+    /// flag stream); 0: the kernel's default (~15 minutes of retransmissions).
+    #[arg(long, env = "INGEST_TCP_USER_TIMEOUT_MS", default_value_t = 30_000)]
+    pub tcp_user_timeout_ms: u64,
+
     /// On SIGTERM, how long in-flight requests may take to finish before the process exits.
     #[arg(long, env = "COLLECT_SHUTDOWN_TIMEOUT_MS", default_value_t = 9000)]
     pub shutdown_timeout_ms: u64,
@@ -87,6 +98,13 @@ pub struct IngestConfig {
     /// its task, its buffers), so this keeps many watching collectors from exhausting it.
     #[arg(long, env = "FLAGS_WATCH_MAX_STREAMS", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
     pub flags_watch_max_streams: u32,
+
+    /// `flags:watch` streams of one collector at once; one more ends the collector's oldest
+    /// (an app that vanished without closing its stream left it behind), so a reconnect is
+    /// never refused for the collector's own stale streams, and one collector cannot take
+    /// every stream of the process.
+    #[arg(long, env = "FLAGS_WATCH_MAX_STREAMS_PER_COLLECTOR", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flags_watch_max_streams_per_collector: u32,
 
     /// Attempts of one webhook delivery before it is dead.
     #[arg(long, env = "WEBHOOKS_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -138,6 +156,14 @@ impl IngestConfig {
             max_bytes: crate::gather::MAX_MESSAGE_BYTES,
             slots: usize::from(self.publish_gather_slots),
             linger: std::time::Duration::from_micros(self.publish_linger_us),
+        }
+    }
+
+    pub fn connections(&self) -> collect_shared::server::Connections {
+        let millis = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        collect_shared::server::Connections {
+            idle_timeout: millis(self.idle_timeout_ms),
+            tcp_user_timeout: millis(self.tcp_user_timeout_ms),
         }
     }
 

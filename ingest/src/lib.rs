@@ -69,6 +69,7 @@ pub struct Application {
     watch: watch::FlagWatch,
     dispatcher: webhooks::Dispatcher,
     shutdown_timeout: Duration,
+    connections: server::Connections,
 }
 
 impl Application {
@@ -111,7 +112,10 @@ impl Application {
             store.clone(),
             background.clone(),
             Duration::from_millis(config.flags_watch_poll_ms.max(10)),
-            config.flags_watch_max_streams as usize,
+            watch::StreamLimits {
+                total: config.flags_watch_max_streams as usize,
+                per_collector: config.flags_watch_max_streams_per_collector as usize,
+            },
         );
         let dispatcher = webhooks::start(
             broker.clone(),
@@ -205,6 +209,7 @@ impl Application {
             watch,
             dispatcher,
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+            connections: config.connections(),
         })
     }
 
@@ -230,8 +235,14 @@ impl Application {
             stopping.cancelled().await;
             watch.stop();
         });
-        let served =
-            server::serve(self.listener, self.router, shutdown, self.shutdown_timeout).await;
+        let served = server::serve_with(
+            self.listener,
+            self.router,
+            shutdown,
+            self.shutdown_timeout,
+            self.connections,
+        )
+        .await;
         self.watch.stop();
         // Events being recorded are acked, attempts in flight recorded, before the broker
         // and the store go.

@@ -11,7 +11,7 @@
 //! the history every `FLAGS_WATCH_POLL_MS`, and all of them read it again when the hub
 //! (re)binds its queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,28 +47,67 @@ const WAKE_CAPACITY: usize = 16;
 /// The collectors being watched: a wake-up channel each, carrying the events announced for
 /// them. A channel shared by every watcher woke all of them for each event, each to find it
 /// was someone else's: with 2,000 streams open, a flagged response cost ingest ~1.4 ms more CPU.
-#[derive(Debug, Default)]
+/// A collector has at most `per_collector` streams: one more ends its oldest.
+#[derive(Debug)]
 struct Watchers {
-    by_collector: std::sync::Mutex<HashMap<Arc<str>, broadcast::Sender<Arc<str>>>>,
+    by_collector: std::sync::Mutex<HashMap<Arc<str>, Watched>>,
+    per_collector: usize,
+}
+
+/// A watched collector: its wake-ups and its streams, oldest first.
+#[derive(Debug)]
+struct Watched {
+    wakes: broadcast::Sender<Arc<str>>,
+    /// Each stream's number, and what ends it when a newer one replaces it.
+    streams: VecDeque<(u64, CancellationToken)>,
+    next: u64,
 }
 
 impl Watchers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, broadcast::Sender<Arc<str>>>> {
+    fn new(per_collector: usize) -> Self {
+        Self {
+            by_collector: std::sync::Mutex::default(),
+            per_collector: per_collector.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Watched>> {
         self.by_collector
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A watcher of `user_id` starts: its wake-ups, until the subscription is dropped.
+    /// A watcher of `user_id` starts: its wake-ups, until the subscription is dropped. If the
+    /// collector had `per_collector` streams already, the oldest is told to end: an app that
+    /// vanished without closing its stream (a phone out of coverage) leaves one behind until
+    /// TCP gives up on it, and its reconnect must not be refused for that.
     fn subscribe(self: &Arc<Self>, user_id: &str) -> Subscription {
-        let receiver = self
-            .lock()
-            .entry(Arc::from(user_id))
-            .or_insert_with(|| broadcast::channel(WAKE_CAPACITY).0)
-            .subscribe();
+        let replaced = CancellationToken::new();
+        let (number, receiver) = {
+            let mut by_collector = self.lock();
+            let watched = by_collector
+                .entry(Arc::from(user_id))
+                .or_insert_with(|| Watched {
+                    wakes: broadcast::channel(WAKE_CAPACITY).0,
+                    streams: VecDeque::new(),
+                    next: 0,
+                });
+            let number = watched.next;
+            watched.next += 1;
+            watched.streams.push_back((number, replaced.clone()));
+            while watched.streams.len() > self.per_collector {
+                if let Some((_, oldest)) = watched.streams.pop_front() {
+                    oldest.cancel();
+                    metrics::counter!("collect_ingest_flag_streams_replaced_total").increment(1);
+                }
+            }
+            (number, watched.wakes.subscribe())
+        };
         Subscription {
             watchers: Arc::clone(self),
             user_id: Arc::from(user_id),
+            number,
+            replaced,
             receiver: Some(receiver),
             _open: collect_shared::telemetry::InFlight::start(metrics::gauge!(
                 "collect_ingest_flag_watchers"
@@ -78,8 +117,8 @@ impl Watchers {
 
     /// Wakes the watchers of `user_id`, if any, with the event announced.
     fn wake(&self, user_id: &str, event: Arc<str>) {
-        if let Some(sender) = self.lock().get(user_id) {
-            let _ = sender.send(event);
+        if let Some(watched) = self.lock().get(user_id) {
+            let _ = watched.wakes.send(event);
         }
     }
 
@@ -94,6 +133,8 @@ impl Watchers {
 struct Subscription {
     watchers: Arc<Watchers>,
     user_id: Arc<str>,
+    number: u64,
+    replaced: CancellationToken,
     receiver: Option<broadcast::Receiver<Arc<str>>>,
     _open: collect_shared::telemetry::InFlight,
 }
@@ -112,11 +153,11 @@ impl Drop for Subscription {
         // only when no receiver is left, and never from under a new one.
         let mut by_collector = self.watchers.lock();
         self.receiver.take();
-        if by_collector
-            .get(&self.user_id)
-            .is_some_and(|sender| sender.receiver_count() == 0)
-        {
-            by_collector.remove(&self.user_id);
+        if let Some(watched) = by_collector.get_mut(&self.user_id) {
+            watched.streams.retain(|(number, _)| *number != self.number);
+            if watched.wakes.receiver_count() == 0 {
+                by_collector.remove(&self.user_id);
+            }
         }
     }
 }
@@ -154,6 +195,15 @@ pub struct FlagWatch {
     stop: CancellationToken,
 }
 
+/// How many streams a process serves.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// At once, in all (`FLAGS_WATCH_MAX_STREAMS`): the next is refused.
+    pub total: usize,
+    /// Of one collector (`FLAGS_WATCH_MAX_STREAMS_PER_COLLECTOR`): the next ends the oldest.
+    pub per_collector: usize,
+}
+
 /// What a watcher sends: an event with its place in the history.
 pub type Update = (FlagCursor, Box<FlagEvent>);
 
@@ -165,9 +215,9 @@ impl FlagWatch {
         store: Store,
         background: crate::Background,
         poll: Duration,
-        max_streams: usize,
+        limits: StreamLimits,
     ) -> Self {
-        let watchers = Arc::new(Watchers::default());
+        let watchers = Arc::new(Watchers::new(limits.per_collector));
         let everyone = Arc::new(tokio::sync::watch::Sender::new(0));
         let (listening_tx, listening) = tokio::sync::watch::channel(false);
         let stop = CancellationToken::new();
@@ -188,7 +238,7 @@ impl FlagWatch {
             store,
             background,
             poll,
-            streams: Arc::new(tokio::sync::Semaphore::new(max_streams)),
+            streams: Arc::new(tokio::sync::Semaphore::new(limits.total)),
             stop,
         }
     }
@@ -232,6 +282,8 @@ impl FlagWatch {
         sink: tokio::sync::mpsc::Sender<Update>,
     ) {
         let mut wakes = self.watchers.subscribe(user_id.as_str());
+        // Cancelled when a newer stream of the collector replaces this one.
+        let replaced = wakes.replaced.clone();
         let mut everyone = self.everyone.subscribe();
         let mut listening = self.listening.clone();
         // Events announced on `N.flags` and not read from the history yet, with when.
@@ -270,7 +322,14 @@ impl FlagWatch {
                         );
                         expected.remove(key.as_str());
                     }
-                    if sink.send((at, Box::new(event))).await.is_err() {
+                    // A stream whose client stopped reading (gone without a word) fills its
+                    // channel: being replaced or stopped must still end it.
+                    let sent = tokio::select! {
+                        sent = sink.send((at, Box::new(event))) => sent.is_ok(),
+                        () = replaced.cancelled() => false,
+                        () = self.stop.cancelled() => false,
+                    };
+                    if !sent {
                         return;
                     }
                     cursor = at;
@@ -296,6 +355,7 @@ impl FlagWatch {
             tokio::select! {
                 () = sink.closed() => return,
                 () = self.stop.cancelled() => return,
+                () = replaced.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
                 event = woken(wakes.receiver(), &mut everyone) => {
                     if let Some(event) = event {
@@ -448,7 +508,7 @@ mod tests {
 
     #[test]
     fn an_event_wakes_only_its_collectors_watchers() {
-        let watchers = Arc::new(Watchers::default());
+        let watchers = Arc::new(Watchers::new(8));
         let mut first = watchers.subscribe("u-a");
         let mut second = watchers.subscribe("u-a");
         let mut other = watchers.subscribe("u-b");
@@ -463,7 +523,7 @@ mod tests {
 
     #[test]
     fn the_last_watcher_of_a_collector_removes_its_channel() {
-        let watchers = Arc::new(Watchers::default());
+        let watchers = Arc::new(Watchers::new(8));
         let first = watchers.subscribe("u-a");
         let second = watchers.subscribe("u-a");
         let other = watchers.subscribe("u-b");
@@ -479,9 +539,32 @@ mod tests {
         assert_eq!(watchers.collectors(), 0);
     }
 
+    #[test]
+    fn a_collectors_stream_beyond_its_cap_ends_its_oldest() {
+        let watchers = Arc::new(Watchers::new(2));
+        let ended = |subscription: &Subscription| subscription.replaced.is_cancelled();
+        let first = watchers.subscribe("u-a");
+        let second = watchers.subscribe("u-a");
+        let other = watchers.subscribe("u-b");
+        assert!(!ended(&first) && !ended(&second));
+        let third = watchers.subscribe("u-a");
+        assert!(ended(&first), "the oldest of u-a's three");
+        assert!(!ended(&second) && !ended(&third) && !ended(&other));
+        // The replaced one goes when its stream ends; the next newcomer replaces the oldest
+        // left, and a stream that closed by itself makes room without replacing anyone.
+        drop(first);
+        let fourth = watchers.subscribe("u-a");
+        assert!(ended(&second));
+        drop((second, third));
+        let fifth = watchers.subscribe("u-a");
+        assert!(!ended(&fourth) && !ended(&fifth) && !ended(&other));
+        drop((fourth, fifth, other));
+        assert_eq!(watchers.collectors(), 0);
+    }
+
     #[tokio::test]
     async fn a_watcher_behind_on_its_wake_ups_or_told_everyone_reads_the_history() {
-        let watchers = Arc::new(Watchers::default());
+        let watchers = Arc::new(Watchers::new(8));
         let everyone = tokio::sync::watch::Sender::new(0_u64);
         let mut all = everyone.subscribe();
         let mut mine = watchers.subscribe("u-a");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -17,23 +17,77 @@ use tokio_util::sync::CancellationToken;
 /// buffers. A body larger than this is read through it in steps.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// How long a client may keep a connection without using it, and how long the kernel keeps
+/// one whose client vanished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// The most a connection may go without a complete request head: before its first byte,
+    /// between two requests on a keep-alive connection, or while a slow client sends its head
+    /// (hyper's `header_read_timeout`, which needs a timer to run at all). Then the connection
+    /// is closed, without a response. `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// `TCP_USER_TIMEOUT` on every accepted connection: data sent and not acknowledged this
+    /// long closes the connection. A client that vanished (a phone out of coverage, its
+    /// address gone) acknowledges nothing, and Linux otherwise retransmits for ~15 minutes
+    /// (`tcp_retries2`) while a long response (a flag stream) holds its place. `None`: the
+    /// kernel's default.
+    pub tcp_user_timeout: Option<Duration>,
+}
+
+impl Default for Connections {
+    /// 75 s idle, as nginx's `keepalive_timeout` (above the 60 s of most load balancers, which
+    /// should close an idle connection before its server does); 30 s unacknowledged.
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(75)),
+            tcp_user_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Connections {
+    /// Sets the socket options of an accepted connection.
+    pub fn prepare(&self, stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+        if let Some(timeout) = self.tcp_user_timeout {
+            socket2::SockRef::from(stream).set_tcp_user_timeout(Some(timeout))?;
+        }
+        Ok(())
+    }
+}
+
 /// Serves `router` until `shutdown` is cancelled; then stops accepting connections and lets
 /// in-flight requests finish for up to `drain`. HTTP/1.1 (and HTTP/2 with prior knowledge), as
 /// `axum::serve`, with each connection's read buffer bounded ([`READ_BUFFER_BYTES`]), which
-/// `axum::serve` does not let one set.
+/// `axum::serve` does not let one set, and idle or vanished clients' connections closed
+/// ([`Connections::default`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
     drain: Duration,
 ) -> anyhow::Result<()> {
+    serve_with(listener, router, shutdown, drain, Connections::default()).await
+}
+
+/// [`serve`], with `connections` for how idle and vanished clients' connections are closed.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+    connections: Connections,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
     tracing::info!(%addr, "listening");
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(READ_BUFFER_BYTES);
-    let connections = GracefulShutdown::new();
+    builder
+        .http1()
+        .max_buf_size(READ_BUFFER_BYTES)
+        .timer(TokioTimer::new())
+        .header_read_timeout(connections.idle_timeout);
+    let graceful = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -51,20 +105,38 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = connections.watch(connection);
+        if let Err(error) = connections.prepare(&stream) {
+            tracing::debug!(%error, "cannot set an accepted connection's options");
+        }
+        let (builder, router, watcher) = (builder.clone(), router.clone(), graceful.watcher());
+        let (idle_timeout, stopping) = (connections.idle_timeout, shutdown.clone());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // Before its first byte a connection is not hyper's yet (it reads the first bytes
+            // to tell HTTP/1 from HTTP/2, with no timeout of its own): the idle timeout is
+            // kept here.
+            if let Some(idle) = idle_timeout {
+                // `peek`, not `readable`: readiness may be reported before any byte came.
+                let mut first = [0; 1];
+                let came = tokio::select! {
+                    peeked = tokio::time::timeout(idle, stream.peek(&mut first)) => {
+                        matches!(peeked, Ok(Ok(1)))
+                    }
+                    () = stopping.cancelled() => false,
+                };
+                if !came {
+                    return;
+                }
+            }
+            let service = TowerToHyperService::new(router);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::trace!(%error, "a connection ended with an error");
             }
         });
     }
     drop(listener);
     tokio::select! {
-        () = connections.shutdown() => {}
+        () = graceful.shutdown() => {}
         () = tokio::time::sleep(drain) => tracing::warn!(
             ?drain,
             "requests still in flight at the shutdown deadline; exiting anyway"
@@ -168,5 +240,155 @@ impl<C: Service> Application<C> {
             .await?
             .run_until_stopped(shutdown)
             .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Instant;
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(1);
+
+    /// A server of `/` (a word) and `/slow` (a chunk every 200 ms, for 2 s: longer than the
+    /// idle timeout), with `IDLE` as its idle timeout.
+    async fn server() -> (std::net::SocketAddr, CancellationToken) {
+        let router = Router::new().route("/", get(|| async { "hello" })).route(
+            "/slow",
+            get(|| async {
+                let chunks = futures::stream::unfold(0, |n| async move {
+                    if n == 10 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Some((Ok::<_, std::io::Error>(format!("chunk {n};")), n + 1))
+                });
+                Body::from_stream(chunks)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let connections = Connections {
+            idle_timeout: Some(IDLE),
+            ..Connections::default()
+        };
+        tokio::spawn(serve_with(
+            listener,
+            router,
+            shutdown.clone(),
+            Duration::from_secs(1),
+            connections,
+        ));
+        (addr, shutdown)
+    }
+
+    /// Reads until the server closes the connection (within 10 s): what it sent, and after how
+    /// long.
+    async fn read_to_close(stream: &mut TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        let mut read = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut read))
+            .await
+            .expect("the server closes the connection")
+            .expect("a clean close");
+        (
+            String::from_utf8_lossy(&read).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    fn request(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_nothing_is_closed_once_idle() {
+        let (addr, _shutdown) = server().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (read, after) = read_to_close(&mut stream).await;
+        assert_eq!(read, "");
+        assert!(after >= IDLE - Duration::from_millis(100), "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_head_sent_too_slowly_has_its_connection_closed() {
+        let (addr, _shutdown) = server().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: te")
+            .await
+            .unwrap();
+        let (read, after) = read_to_close(&mut stream).await;
+        // hyper answers nothing to a head that timed out (no `408`).
+        assert_eq!(read, "");
+        assert!(after >= IDLE - Duration::from_millis(100), "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_is_closed_once_idle_between_requests() {
+        let (addr, _shutdown) = server().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request("/").as_bytes()).await.unwrap();
+        let (read, after) = read_to_close(&mut stream).await;
+        assert!(read.starts_with("HTTP/1.1 200 "), "{read}");
+        assert!(read.ends_with("hello"), "{read}");
+        assert!(after >= IDLE - Duration::from_millis(100), "{after:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_in_use_stays_open_past_the_idle_timeout() {
+        let (addr, _shutdown) = server().await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // Requests every 300 ms for twice the idle timeout, all on one connection.
+        let started = Instant::now();
+        let mut answered = 0;
+        while started.elapsed() < 2 * IDLE {
+            stream.write_all(request("/").as_bytes()).await.unwrap();
+            let mut buffer = [0; 1024];
+            let n = stream.read(&mut buffer).await.unwrap();
+            let answer = String::from_utf8_lossy(&buffer[..n]);
+            assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert!(answered >= 6, "{answered}");
+        // A response longer than the idle timeout is not cut either.
+        stream.write_all(request("/slow").as_bytes()).await.unwrap();
+        let (read, _) = read_to_close(&mut stream).await;
+        assert!(read.starts_with("HTTP/1.1 200 "), "{read}");
+        let chunks: Vec<&str> = read
+            .split("\r\n")
+            .filter(|line| line.starts_with("chunk"))
+            .collect();
+        let expected: Vec<String> = (0..10).map(|n| format!("chunk {n};")).collect();
+        assert_eq!(chunks, expected, "{read}");
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_give_up_on_a_vanished_client() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let before = socket2::SockRef::from(&accepted)
+            .tcp_user_timeout()
+            .unwrap();
+        assert_eq!(before, None, "the kernel's default");
+        Connections::default().prepare(&accepted).unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&accepted)
+                .tcp_user_timeout()
+                .unwrap(),
+            Some(Duration::from_secs(30))
+        );
     }
 }
